@@ -1,0 +1,207 @@
+"""The `digit-lab` command line: train, resume, list and evaluate runs without the dashboard.
+
+`digit-lab train --preset seed-cnn --epochs 1 --json`; `digit-lab runs`; `digit-lab eval RUN`.
+Exit codes: 0 completed, 1 the run failed or diverged, 2 bad input, 130 stopped with Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import types
+import typing
+from typing import Any, Sequence
+
+from core.config import PRESETS, TrainConfig
+from core.errors import DigitLabError
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_SKIP_FIELDS = {"extra"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DigitLabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+# -- commands -----------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.experiment import create_run
+
+    overrides = {f.name: getattr(args, f.name) for f in _config_fields() if getattr(args, f.name) is not None}
+    cfg = TrainConfig.from_preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
+    _check_data(cfg.dataset)
+    store = _store()
+    record = create_run(store, cfg, name=args.name)
+    return _execute(store, record.id, args, resume=False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = _store()
+    record = store.resolve(args.run)
+    return _execute(store, record.id, args, resume=True)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    records = _store().list(status=args.status, model=args.model)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        print("No runs yet. Start one with: digit-lab train --preset fast")
+        return EXIT_OK
+    print(f"{'id':24} {'status':11} {'model':9} {'dataset':13} {'test acc':>8} {'seconds':>8}  name")
+    for r in records:
+        acc = f"{r.test_accuracy:.2%}" if r.test_accuracy is not None else "-"
+        secs = r.timings.get("train_seconds")
+        print(f"{r.id:24} {r.status:11} {r.model:9} {r.dataset:13} {acc:>8} "
+              f"{secs if secs is not None else '-':>8}  {r.name}")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.checkpoint import load_model
+    from core.data import load_splits
+    from core.metrics import evaluate
+
+    store = _store()
+    record = store.resolve(args.run)
+    if record.weights_sha256 is None:
+        raise DigitLabError(f"Run {record.id} is {record.status} and has no saved weights to evaluate.")
+    model = load_model(store.weights_path(record.id), record.weights_sha256)
+    splits = load_splits(args.dataset or record.dataset)
+    x, y = (splits.test_x, splits.test_y) if args.split == "test" else (splits.val_x, splits.val_y)
+    result = evaluate(model, x, y)
+    summary = {"run_id": record.id, "split": args.split, "images": result.n, "accuracy": result.accuracy,
+               "loss": result.loss}
+    print(json.dumps(summary) if args.json else
+          f"{record.name} ({record.id}) on {args.split}: accuracy {result.accuracy:.2%} over {result.n} images, "
+          f"loss {result.loss:.4f}")
+    return EXIT_OK
+
+
+# -- running with a progress bar and Ctrl-C as a cooperative stop ------------------------------
+def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> int:
+    from tqdm import tqdm
+
+    from core.experiment import execute_run
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    bar = tqdm(total=None, unit="step", disable=args.json or args.quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "started":
+            bar.reset(total=event["total_steps"])
+            bar.update(event["step"])
+        elif kind == "step":
+            bar.update(1)
+            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}", refresh=False)
+        elif kind == "epoch" and not args.json:
+            bar.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
+                      f"val loss {event['val_loss']:.4f}, val accuracy {event['val_accuracy']:.2%}")
+
+    try:
+        record = execute_run(store, run_id, on_event=on_event, should_stop=stop.is_set, resume=resume)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    summary = {"run_id": record.id, "status": record.status, "test_accuracy": record.metrics.get("test_accuracy"),
+               "train_seconds": record.timings.get("train_seconds"),
+               "images_per_second": record.timings.get("images_per_second"), "message": record.message}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        acc = summary["test_accuracy"]
+        print(f"run {record.id}: {record.status}" + (f", test accuracy {acc:.2%}" if acc is not None else "")
+              + (f", {summary['train_seconds']:.1f} s training at {summary['images_per_second']:.0f} images/s"
+                 if summary["train_seconds"] else "") + (f"\n{record.message}" if record.message else ""))
+    return {"completed": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(record.status, EXIT_RUN_FAILED)
+
+
+def _store():
+    from core.runs import RunStore
+
+    return RunStore()
+
+
+def _check_data(dataset: str) -> None:
+    from core.data import load_splits
+
+    load_splits(dataset)  # fails early, with the message naming the folder, before a run is created
+
+
+# -- argument parsing, generated from TrainConfig so every field is a flag ------------------------
+def _config_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in _SKIP_FIELDS]
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training settings (override the preset)")
+    for f in _config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(hints[f.name])
+        default = f.default
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"(default {default})")
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
+                               help=f"(default {default})")
+
+
+def _base_type(hint: Any) -> type:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digit-lab", description="Train and evaluate digit classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model and record the run",
+                           description="Presets: " + "; ".join(f"{k}: {v['summary']}" for k, v in PRESETS.items()))
+    train.add_argument("--preset", choices=list(PRESETS), help="start from a preset's settings")
+    train.add_argument("--name", help="a name for the run")
+    _add_output_flags(train)
+    _add_config_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+    resume = sub.add_parser("resume", help="continue a stopped or interrupted run from its last epoch")
+    resume.add_argument("run", help="run id, unique id prefix, or name")
+    _add_output_flags(resume)
+    resume.set_defaults(handler=cmd_resume)
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--status")
+    runs.add_argument("--model")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=cmd_runs)
+
+    ev = sub.add_parser("eval", help="evaluate a run's saved weights")
+    ev.add_argument("run", help="run id, unique id prefix, or name")
+    ev.add_argument("--split", choices=["test", "val"], default="test")
+    ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(handler=cmd_eval)
+    return parser
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end, no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Datasets as device-resident uint8 tensors, fixed splits, and augmentation on whole batches.
+
+`load_splits("mnist", device)` returns train / val / test images (N×28×28 uint8) and labels on the
+device; batches are index slices of those tensors and `augment_batch` transforms them on the device.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import DataUnavailableError
+
+VAL_SIZE = 5_000  # the last 5,000 training images are the fixed validation split
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    mean: float  # of pixel values scaled to [0, 1] over the training split
+    std: float
+
+
+DIGITS = tuple(str(i) for i in range(10))
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", "MNIST handwritten digits", DIGITS, 0.1307, 0.3081),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", "Fashion-MNIST clothing",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+         "Ankle boot"), 0.2860, 0.3530),
+    "digits": DatasetInfo("digits", "scikit-learn digits (8×8, upscaled; built-in fallback)", DIGITS,
+                          0.1320, 0.2970),
+}
+FALLBACK = "digits"
+
+
+@dataclass
+class Splits:
+    """One dataset on one device: uint8 images (N, 28, 28) and int64 labels per split."""
+
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "Splits":
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return Splits(self.info, **moved)
+
+    def limit_train(self, n: int | None) -> "Splits":
+        """Only the first `n` training images (the validation and test splits are unchanged)."""
+        if n is None or n >= len(self.train_y):
+            return self
+        return Splits(self.info, self.train_x[:n], self.train_y[:n], self.val_x, self.val_y,
+                      self.test_x, self.test_y)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+
+def data_root() -> Path:
+    """Where datasets live: $DIGIT_LAB_DATA, else a per-user cache folder."""
+    env = os.environ.get("DIGIT_LAB_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "digit-lab" / "data"
+
+
+def offline() -> bool:
+    """True when downloads must not be attempted ($DIGIT_LAB_OFFLINE=1)."""
+    return os.environ.get("DIGIT_LAB_OFFLINE", "").lower() in {"1", "true", "yes"}
+
+
+def is_available(name: str) -> bool:
+    """Whether `name` can be loaded without a download."""
+    if name == "digits":
+        return True
+    if name == "mnist":
+        return _torchvision_files_present("MNIST")
+    if name == "fashion-mnist":
+        return _torchvision_files_present("FashionMNIST") or _debian_fashion_present()
+    return False
+
+
+def resolve_dataset(name: str) -> tuple[str, str | None]:
+    """The dataset to use for `name` and a notice when falling back to the built-in digits.
+
+    The UI uses this so the app runs anywhere; the CLI loads `name` as asked and fails clearly.
+    """
+    if name not in DATASETS:
+        raise DataUnavailableError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+    if is_available(name):
+        return name, None
+    if not offline():
+        try:
+            _load_cpu(name, str(data_root()))  # downloads through torchvision when online
+            return name, None
+        except DataUnavailableError:
+            pass
+    return FALLBACK, (f"{DATASETS[name].title} is not available in {data_root()} and cannot be "
+                      f"downloaded, so the app uses the built-in scikit-learn digits (1,797 small "
+                      f"images) instead. Set DIGIT_LAB_DATA to a folder holding {_expected(name)}.")
+
+
+def load_splits(name: str, device: torch.device | str = "cpu") -> Splits:
+    """All three splits of dataset `name` on `device` (loaded once per process, then copied)."""
+    if name not in DATASETS:
+        raise DataUnavailableError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+    return _load_cpu(name, str(data_root())).to(device)
+
+
+# -- loaders -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _load_cpu(name: str, root: str) -> Splits:
+    info = DATASETS[name]
+    if name == "digits":
+        (tx, ty), (sx, sy) = _sklearn_digits()
+    elif name == "fashion-mnist" and not _torchvision_files_present("FashionMNIST") and _debian_fashion_present():
+        tx, ty = _read_idx_gz(DEBIAN_FASHION, "train")
+        sx, sy = _read_idx_gz(DEBIAN_FASHION, "t10k")
+    else:
+        tx, ty, sx, sy = _torchvision(name, Path(root))
+    val = min(VAL_SIZE, len(ty) // 10)
+    return Splits(info, tx[:-val], ty[:-val], tx[-val:], ty[-val:], sx, sy)
+
+
+def _torchvision(name: str, root: Path) -> tuple[torch.Tensor, ...]:
+    from torchvision import datasets  # torchvision import is slow; only here
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    download = not _torchvision_files_present(cls.__name__)
+    if download and offline():
+        raise DataUnavailableError(_missing_message(name))
+    try:
+        train = cls(root=str(root), train=True, download=download)
+        test = cls(root=str(root), train=False, download=False)
+    except (RuntimeError, OSError) as error:
+        raise DataUnavailableError(f"{_missing_message(name)} (download failed: {error})") from error
+    return train.data.clone(), train.targets.clone(), test.data.clone(), test.targets.clone()
+
+
+def _torchvision_files_present(folder: str) -> bool:
+    raw = data_root() / folder / "raw"
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+    return all((raw / stem).is_file() for stem in stems)
+
+
+def _debian_fashion_present() -> bool:
+    return all((DEBIAN_FASHION / f"{split}-{kind}.gz").is_file()
+               for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+
+
+def _read_idx_gz(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read gzipped IDX files (the format MNIST is published in) without torchvision."""
+    with gzip.open(folder / f"{split}-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(folder / f"{split}-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def _expected(name: str) -> str:
+    folder = "MNIST" if name == "mnist" else "FashionMNIST"
+    return (f"{folder}/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")
+
+
+def _missing_message(name: str) -> str:
+    return (f"{DATASETS[name].title} is not in {data_root()} and downloads are unavailable. Expected "
+            f"{data_root()}/{_expected(name)}; set DIGIT_LAB_DATA to the folder that holds them, or "
+            f"use --dataset digits (built in).")
+
+
+def _sklearn_digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's 1,797 8×8 digits, made MNIST-like: 20×20 box, centred in 28×28, 0..255."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
+    images = (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
+    images, labels = images[order], labels[order]
+    n_test = 360
+    return (images[n_test:], labels[n_test:]), (images[:n_test], labels[:n_test])
+
+
+# -- batches and augmentation ------------------------------------------------------------------
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]; models normalise internally."""
+    return images_u8.unsqueeze(1).float().div_(255.0)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, *, rotate_deg: float, scale: float,
+                  translate_px: float, erase_prob: float) -> torch.Tensor:
+    """Random rotation, zoom and shift per image (one affine resample), then optional erasing.
+
+    `x` is float (N, 1, H, W) in [0, 1] on any device; `generator` lives on the same device. Never flips.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, device=dev, generator=generator) * (high - low) + low
+
+    angle = uniform(-rotate_deg, rotate_deg) * (math.pi / 180.0)
+    zoom = uniform(1.0 - scale, 1.0 + scale)
+    shift_x = uniform(-translate_px, translate_px) * (2.0 / w)  # pixels -> normalised coords
+    shift_y = uniform(-translate_px, translate_px) * (2.0 / h)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # sampling grid = inverse transform
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if erase_prob > 0:
+        out = _random_erase(out, generator, erase_prob)
+    return out
+
+
+def _random_erase(x: torch.Tensor, generator: torch.Generator, prob: float) -> torch.Tensor:
+    """Zero one random rectangle (4..10 px a side) in a `prob` fraction of the images."""
+    n, _, h, w = x.shape
+    dev = x.device
+    sizes = torch.randint(4, 11, (2, n), device=dev, generator=generator)
+    top = (torch.rand(n, device=dev, generator=generator) * (h - sizes[0] + 1)).long()
+    left = (torch.rand(n, device=dev, generator=generator) * (w - sizes[1] + 1)).long()
+    chosen = torch.rand(n, device=dev, generator=generator) < prob
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    box = ((rows >= top.view(n, 1, 1)) & (rows < (top + sizes[0]).view(n, 1, 1))
+           & (cols >= left.view(n, 1, 1)) & (cols < (left + sizes[1]).view(n, 1, 1)))
+    return x.masked_fill((box & chosen.view(n, 1, 1)).unsqueeze(1), 0.0)

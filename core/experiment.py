@@ -1,0 +1,84 @@
+"""A run from start to finish: create it in the store, train with epoch checkpoints, test, save.
+
+`run = create_run(store, cfg)` then `execute_run(store, run.id, on_event=..., should_stop=...)`;
+`execute_run(..., resume=True)` continues a stopped or interrupted run from its last epoch. The CLI
+and the job manager both go through here, so a run looks the same whoever started it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from typing import Callable
+
+from core.checkpoint import load_state, save_model, save_state
+from core.config import TrainConfig
+from core.data import load_splits
+from core.errors import DigitLabError
+from core.metrics import evaluate
+from core.models import ZOO
+from core.runs import RESUMABLE, RunRecord, RunStore
+from core.train import Event, TrainOutcome, pick_device, train
+
+log = logging.getLogger(__name__)
+
+
+def create_run(store: RunStore, cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> RunRecord:
+    """A queued run for `cfg`, with the zoo's size figures recorded."""
+    spec = ZOO[cfg.model]
+    return store.create(cfg.to_dict(), name=name, params=spec.params, flops=spec.flops, parent=parent)
+
+
+def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], None] = lambda e: None,
+                should_stop: Callable[[], bool] = lambda: False, resume: bool = False) -> RunRecord:
+    """Train run `run_id` to an end state (completed/cancelled/diverged/failed) and record it.
+
+    Never raises for training problems: the returned record's status and message say what happened.
+    """
+    record = store.get(run_id)
+    if resume and record.status not in RESUMABLE:
+        raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
+    folder = store.folder(run_id)
+    cfg = TrainConfig.from_dict(record.config)
+    store.update(run_id, status="running", owner_pid=os.getpid(), message="")
+    try:
+        device = pick_device(cfg.device)
+        splits = load_splits(cfg.dataset, device).limit_train(cfg.train_size)
+        state = None
+        if resume and (folder / "checkpoint.json").is_file():
+            state = load_state(folder, cfg, device)
+        store.truncate_metrics(run_id, state.epoch if state else 0)
+        store.update(run_id, dataset_sizes=splits.sizes(),
+                     timings={**record.timings, "device": str(device)})
+
+        def forward(event: Event) -> None:
+            if event["type"] == "epoch":
+                store.append_metrics(run_id, event)
+            on_event(event)
+
+        outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
+                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state)
+        record = _finish(store, run_id, cfg, outcome, splits)
+    except Exception as error:  # noqa: BLE001 - any failure becomes a 'failed' run with a message
+        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+        text = str(error) if isinstance(error, DigitLabError) else f"{type(error).__name__}: {error}"
+        record = store.update(run_id, status="failed", owner_pid=None, message=f"Training failed: {text}")
+    on_event({"type": "finished", "run_id": run_id, "status": record.status, "message": record.message,
+              "test_accuracy": record.metrics.get("test_accuracy")})
+    return record
+
+
+def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcome, splits) -> RunRecord:
+    state = outcome.state
+    timings = {**store.get(run_id).timings, "train_seconds": round(state.train_seconds, 3),
+               "images_per_second": round(state.images / state.train_seconds, 1) if state.train_seconds else 0.0,
+               "epochs_completed": state.epoch, "steps": state.step}
+    if outcome.status == "diverged":
+        return store.update(run_id, status="diverged", message=outcome.message, timings=timings, owner_pid=None)
+    test = evaluate(state.model, splits.test_x, splits.test_y)
+    metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss}
+    if state.history:
+        metrics.update(val_accuracy=state.history[-1]["val_accuracy"], val_loss=state.history[-1]["val_loss"])
+    sha = save_model(store.weights_path(run_id), state.model, cfg.model, {"run_id": run_id, "dataset": cfg.dataset})
+    return store.update(run_id, status=outcome.status, message=outcome.message, metrics=metrics, timings=timings,
+                        weights_sha256=sha, owner_pid=None)

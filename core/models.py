@@ -1,0 +1,172 @@
+"""The model zoo: every network the app offers, by name, with its size and cost.
+
+`build_model("seed-cnn", dropout=0.0, mean=0.1307, std=0.3081)` gives a `Classifier` that takes
+float images (N, 1, 28, 28) in [0, 1] and returns logits (N, 10). `ZOO[name]` describes each model.
+Modules avoid in-place ops and reuse no activation instance, so SHAP's DeepExplainer can walk them.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with the training split's statistics, stored with the weights."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([mean], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([std], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Normalisation baked in front of a zoo network, so callers feed plain [0, 1] pixels."""
+
+    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+# -- networks ------------------------------------------------------------------------------------
+def seed_mlp(dropout: float = 0.0) -> nn.Module:
+    """The article's MLP: 784-128-10 with a sigmoid hidden layer."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.Sigmoid(), nn.Dropout(dropout), nn.Linear(128, 10))
+
+
+def seed_cnn(dropout: float = 0.0) -> nn.Module:
+    """The article's Keras CNN: Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10 (93,322 parameters)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 26 -> 13
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # 13 -> 11 -> 5
+        nn.Conv2d(64, 64, 3), nn.ReLU(),  # 5 -> 3
+        nn.Flatten(), nn.Linear(64 * 3 * 3, 64), nn.ReLU(),
+        nn.Dropout(dropout),  # p=0 by default (identity); present always so weight names never shift
+        nn.Linear(64, 10),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3×3 conv-BN layers with an identity (or 1×1 projected) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.act2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))
+
+
+def resnet(dropout: float = 0.0) -> nn.Module:
+    """A small residual CNN: stem at 28×28, residual stages at 14×14 and 7×7, global pooling."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.MaxPool2d(2),  # 28 -> 14
+        ResidualBlock(32, 32),
+        ResidualBlock(32, 64, stride=2),  # 14 -> 7
+        ResidualBlock(64, 64),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(64, 10),
+    )
+
+
+class TinyViT(nn.Module):
+    """A tiny Vision Transformer: 4×4 patches (49 tokens), 4 pre-norm blocks, width 64, 4 heads."""
+
+    def __init__(self, dropout: float = 0.0, patch: int = 4, dim: int = 64, depth: int = 4,
+                 heads: int = 4, mlp_ratio: int = 2) -> None:
+        super().__init__()
+        tokens = (28 // patch) ** 2
+        self.patch_embed = nn.Conv2d(1, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim * mlp_ratio, dropout=dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, 49, dim)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed
+        return self.head(self.norm(self.encoder(tokens))[:, 0])
+
+
+# -- the zoo ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    title: str
+    description: str
+    builder: Callable[[float], nn.Module]
+    explainers: tuple[str, ...]  # SHAP explainers that apply: "deep" needs DeepLIFT-safe modules
+
+    @property
+    def params(self) -> int:
+        return _measure(self.name)[0]
+
+    @property
+    def flops(self) -> int:
+        """Forward FLOPs for one 28×28 image (multiply-add = 2 FLOPs)."""
+        return _measure(self.name)[1]
+
+
+ZOO: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("seed-mlp", "Seed MLP (article)", "784-128-10 fully connected, sigmoid hidden layer.",
+              seed_mlp, ("gradient", "deep")),
+    ModelSpec("seed-cnn", "Seed CNN (article)",
+              "Keras classic: Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10, ReLU.", seed_cnn,
+              ("gradient", "deep")),
+    ModelSpec("resnet", "Small ResNet", "Residual CNN with BatchNorm and dropout; built for accuracy.",
+              resnet, ("gradient", "deep")),
+    ModelSpec("vit-tiny", "Tiny ViT", "Vision Transformer on 4×4 patches, 4 blocks, width 64. "
+              "LayerNorm/GELU/attention: SHAP's DeepExplainer does not apply, use GradientExplainer.",
+              TinyViT, ("gradient",)),
+)}
+
+
+def build_model(name: str, *, dropout: float = 0.0, mean: float = 0.1307, std: float = 0.3081) -> Classifier:
+    """A freshly initialised zoo model (initialisation follows torch's global RNG).
+
+    Dropout only changes a probability, never the weight names, so any weights load at any dropout.
+    """
+    if name not in ZOO:
+        raise KeyError(f"Unknown model {name!r}; the zoo has: {', '.join(ZOO)}.")
+    return Classifier(ZOO[name].builder(dropout), mean, std)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@functools.lru_cache(maxsize=None)
+def _measure(name: str) -> tuple[int, int]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.random.fork_rng():
+        net = ZOO[name].builder(0.0).train()  # train mode: eval would take the fused attention path, which the counter misses
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 1, 28, 28))
+    return count_params(net), int(counter.get_total_flops())

@@ -1,0 +1,198 @@
+"""One flat training loop: events out through `on_event`, a stop flag in through `should_stop`.
+
+`train(cfg, splits, on_event=print)` trains a fresh model (or continues a `TrainState` given as
+`resume`) and returns a `TrainOutcome`; `save_state(state)` is called after every epoch so a run can
+resume from there. Nothing of the UI reaches this file.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from core.config import TrainConfig
+from core.data import Splits, augment_batch, to_float
+from core.metrics import evaluate
+from core.models import Classifier, build_model
+
+Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
+
+
+@dataclass
+class TrainState:
+    """What an epoch checkpoint holds: enough to continue exactly where training left off."""
+
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    rng: torch.Tensor | None = None  # torch's global CPU RNG state (dropout), at the end of `epoch`
+    best_val_loss: float = math.inf
+    epochs_since_best: int = 0
+    train_seconds: float = 0.0
+    images: int = 0  # training images processed (for throughput)
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    best_weights: dict[str, torch.Tensor] | None = None  # kept only when early stopping is on
+
+
+@dataclass
+class TrainOutcome:
+    status: str  # completed | cancelled | diverged | failed
+    state: TrainState
+    message: str = ""
+
+    @property
+    def model(self) -> Classifier:
+        return self.state.model
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """auto -> cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    from core.errors import ConfigError
+
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if requested == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+    if not has.get(requested, False):
+        raise ConfigError(f"device {requested!r} is not available on this machine; use auto or cpu.")
+    return torch.device(requested)
+
+
+def new_state(cfg: TrainConfig, splits: Splits, device: torch.device) -> TrainState:
+    """A freshly initialised model and optimiser for `cfg` (deterministic for cfg.seed)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, dropout=cfg.dropout, mean=splits.info.mean, std=splits.info.std).to(device)
+    return TrainState(model=model, optimizer=make_optimizer(cfg, model))
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
+    steps = math.ceil(n_train / cfg.batch_size)
+    return min(steps, cfg.limit_batches) if cfg.limit_batches else steps
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> float:
+    """The learning rate for optimiser step `step` (0-based): a pure function, so resume needs no state."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (step // (per_epoch * cfg.step_every))
+    progress = min(step / max(total_steps, 1), 1.0)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    # onecycle: cosine warm-up from lr/25 to lr, then cosine anneal to lr/1e4 (as torch's OneCycleLR)
+    warm = cfg.warmup_fraction
+    if progress < warm:
+        return _cos_between(cfg.lr / 25, cfg.lr, progress / warm)
+    return _cos_between(cfg.lr, cfg.lr / 1e4, (progress - warm) / max(1 - warm, 1e-9))
+
+
+def _cos_between(start: float, end: float, t: float) -> float:
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = None,
+          on_event: Callable[[Event], None] = lambda e: None,
+          should_stop: Callable[[], bool] = lambda: False,
+          save_state: Callable[[TrainState], None] = lambda s: None,
+          resume: TrainState | None = None) -> TrainOutcome:
+    """Train `cfg.model` on `splits.train_*`, validating on `splits.val_*` after every epoch."""
+    device = device or pick_device(cfg.device)
+    splits = splits.limit_train(cfg.train_size)
+    state = resume or new_state(cfg, splits, device)
+    if resume is not None and resume.rng is not None:
+        torch.set_rng_state(resume.rng)
+    model, optimizer = state.model, state.optimizer
+    n_train = len(splits.train_y)
+    per_epoch = steps_per_epoch(cfg, n_train)
+    total_steps = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    use_bf16 = cfg.precision == "bf16"
+    on_event({"type": "started", "epoch": state.epoch, "step": state.step, "total_steps": total_steps,
+              "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "device": str(device),
+              "train_size": n_train, "resumed": resume is not None})
+
+    for epoch in range(state.epoch, cfg.epochs):
+        # Per-epoch generator: shuffling and augmentation depend only on (seed, epoch), so a run
+        # resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(n_train, device=device, generator=gen)
+        model.train()
+        epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
+        for batch in range(per_epoch):
+            if state.step >= total_steps:
+                break
+            if should_stop():
+                state.train_seconds += time.perf_counter() - epoch_start
+                return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
+            idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            x, y = to_float(splits.train_x[idx]), splits.train_y[idx]
+            if cfg.augment:
+                x = augment_batch(x, gen, rotate_deg=cfg.rotate_deg, scale=cfg.scale,
+                                  translate_px=cfg.translate_px, erase_prob=cfg.erase_prob)
+            lr = lr_at(cfg, state.step, total_steps, per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_start = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if cfg.l1:
+                loss = loss + cfg.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
+            loss_value = loss.item()  # a device sync; needed every step for divergence detection
+            if not math.isfinite(loss_value):
+                state.train_seconds += time.perf_counter() - epoch_start
+                return TrainOutcome("diverged", state, (
+                    f"Training diverged at step {state.step + 1} (epoch {epoch + 1}): the loss became "
+                    f"{loss_value} with learning rate {lr:.3g}. Lower the learning rate."))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            state.images += len(y)
+            epoch_seen += len(y)
+            epoch_loss += loss_value * len(y)
+            epoch_correct += int((logits.argmax(1) == y).sum())
+            on_event({"type": "step", "epoch": epoch + 1, "step": state.step, "total_steps": total_steps,
+                      "loss": loss_value, "lr": lr,
+                      "images_per_second": len(y) / max(time.perf_counter() - step_start, 1e-9)})
+
+        state.train_seconds += time.perf_counter() - epoch_start
+        val = evaluate(model, splits.val_x, splits.val_y)
+        row = {"epoch": epoch + 1, "step": state.step, "train_loss": epoch_loss / max(epoch_seen, 1),
+               "train_accuracy": epoch_correct / max(epoch_seen, 1), "val_loss": val.loss,
+               "val_accuracy": val.accuracy, "lr": lr_at(cfg, max(state.step - 1, 0), total_steps, per_epoch),
+               "seconds": state.train_seconds}
+        state.history.append(row)
+        state.epoch = epoch + 1
+        improved = val.loss < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, val.loss)
+        state.epochs_since_best = 0 if improved else state.epochs_since_best + 1
+        if cfg.patience and improved:
+            state.best_weights = copy.deepcopy(model.state_dict())
+        state.rng = torch.get_rng_state()
+        on_event({"type": "epoch", **row})
+        save_state(state)
+        if cfg.patience and state.epochs_since_best >= cfg.patience:
+            on_event({"type": "early_stop", "epoch": epoch + 1, "patience": cfg.patience})
+            break
+        if state.step >= total_steps:
+            break
+
+    if cfg.patience and state.best_weights is not None:
+        model.load_state_dict(state.best_weights)  # early stopping keeps the best validation epoch
+    return TrainOutcome("completed", state)

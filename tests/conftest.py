@@ -1,0 +1,57 @@
+"""Shared fixtures: an isolated run store per test, the data root, small datasets and configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests never download: a missing dataset must surface as a message, not a network wait.
+os.environ["DIGIT_LAB_OFFLINE"] = "1"
+if not os.environ.get("DIGIT_LAB_DATA") and SHARED_DATA.is_dir():
+    os.environ["DIGIT_LAB_DATA"] = str(SHARED_DATA)
+os.environ.setdefault("DIGIT_LAB_HOME", str(REPO / ".digit-lab" / "test-home"))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh run store under a temp folder, also used by anything reading $DIGIT_LAB_HOME."""
+    from core.runs import RunStore
+
+    monkeypatch.setenv("DIGIT_LAB_HOME", str(tmp_path / "home"))
+    return RunStore(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits as 28×28 splits on the CPU: tiny, always available."""
+    from core.data import load_splits
+
+    return load_splits("digits")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST; skipped locally when absent, a failure in CI (where ../shared/data is present)."""
+    from core.data import is_available, load_splits
+
+    if not is_available("mnist"):
+        if in_ci():
+            pytest.fail("MNIST is missing in CI: set DIGIT_LAB_DATA to ../shared/data")
+        pytest.skip("MNIST not found under DIGIT_LAB_DATA")
+    return load_splits("mnist")
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A seconds-long config on the built-in digits."""
+    from core.config import TrainConfig
+
+    return TrainConfig(model="seed-cnn", dataset="digits", epochs=2, batch_size=32, limit_batches=8, seed=3)

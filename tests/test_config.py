@@ -1,0 +1,61 @@
+"""TrainConfig validation and presets: invalid settings never make it into a run."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from core.config import PRESETS, TrainConfig
+from core.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip_through_a_dict():
+    cfg = TrainConfig()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", -0.1), ("lr", 0.0), ("lr", math.nan), ("lr", math.inf), ("lr", 1e6), ("batch_size", 0),
+    ("batch_size", 10**7), ("epochs", 0), ("epochs", 2.5), ("model", "gpt-5"), ("dataset", "imagenet"),
+    ("optimizer", "lbfgs"), ("schedule", "exponential"), ("dropout", 1.0), ("dropout", -0.1),
+    ("label_smoothing", 1.0), ("momentum", 1.0), ("precision", "fp8"), ("device", "tpu"),
+    ("max_steps", 0), ("limit_batches", -3), ("train_size", 0), ("augment", "yes"), ("seed", -1),
+    ("weight_decay", -1e-4), ("rotate_deg", 400),
+])
+def test_invalid_value_is_rejected_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_momentum_only_with_sgd():
+    assert TrainConfig(optimizer="sgd", momentum=0.9).momentum == 0.9
+    with pytest.raises(ConfigError, match="momentum"):
+        TrainConfig(optimizer="adam", momentum=0.9)
+
+
+def test_unknown_setting_is_rejected():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_builds_and_overrides_apply(preset):
+    cfg = TrainConfig.from_preset(preset, epochs=1)
+    assert cfg.epochs == 1 and cfg.extra["preset"] == preset
+
+
+def test_presets_follow_the_article():
+    mlp, cnn = TrainConfig.from_preset("seed-mlp"), TrainConfig.from_preset("seed-cnn")
+    assert (mlp.model, mlp.optimizer, mlp.lr, mlp.batch_size, mlp.momentum) == ("seed-mlp", "sgd", 0.01, 100, 0.0)
+    assert (cnn.model, cnn.optimizer, cnn.epochs, cnn.batch_size) == ("seed-cnn", "adam", 5, 64)
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError, match="seed-cnn"):
+        TrainConfig.from_preset("nope")

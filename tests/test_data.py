@@ -1,0 +1,52 @@
+"""Datasets: MNIST splits, the built-in fallback, Fashion-MNIST from Debian, clear messages."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import data
+from core.data import DEBIAN_FASHION, DataUnavailableError, is_available, load_splits, resolve_dataset
+from tests.conftest import in_ci
+
+
+def test_mnist_splits_are_device_resident_uint8_with_a_fixed_validation_split(mnist):
+    assert mnist.sizes() == {"train": 55_000, "val": 5_000, "test": 10_000}
+    assert mnist.train_x.dtype == torch.uint8 and mnist.train_x.shape[1:] == (28, 28)
+    assert mnist.train_y.dtype == torch.int64 and set(mnist.test_y.tolist()) == set(range(10))
+    again = load_splits("mnist")
+    assert torch.equal(again.val_x, mnist.val_x)  # the validation split never moves
+
+
+def test_missing_mnist_offline_gives_a_message_naming_the_folder_and_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path))
+    monkeypatch.setenv("DIGIT_LAB_OFFLINE", "1")
+    assert not is_available("mnist")
+    with pytest.raises(DataUnavailableError) as error:
+        load_splits("mnist")
+    assert str(tmp_path) in str(error.value) and "train-images-idx3-ubyte" in str(error.value)
+    name, notice = resolve_dataset("mnist")
+    assert name == "digits" and "built-in" in notice
+
+
+def test_builtin_digits_look_like_mnist(digits):
+    assert digits.train_x.shape[1:] == (28, 28) and digits.train_x.dtype == torch.uint8
+    total = len(digits.train_y) + len(digits.val_y) + len(digits.test_y)
+    assert total == 1797
+    ink = digits.train_x.float().mean(0)
+    assert ink[:4].sum() == 0 and ink[-4:].sum() == 0 and ink[10:18, 10:18].mean() > 20  # centred in a 20×20 box
+
+
+def test_fashion_mnist_from_debian(monkeypatch, tmp_path):
+    if not data._debian_fashion_present():
+        if in_ci():
+            pytest.fail(f"dataset-fashion-mnist is not installed in CI ({DEBIAN_FASHION})")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path))  # nothing under the data root: Debian's copy is used
+    splits = load_splits("fashion-mnist")
+    assert splits.sizes() == {"train": 55_000, "val": 5_000, "test": 10_000}
+    assert splits.info.classes[9] == "Ankle boot"
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(DataUnavailableError, match="mnist"):
+        load_splits("cifar")

@@ -1,0 +1,73 @@
+"""The zoo: every model's shape, size, trainability, and the DeepExplainer-safety rules."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.models import ZOO, build_model, count_params
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_forward_gives_ten_logits_per_image(name):
+    model = build_model(name).eval()
+    out = model(torch.rand(5, 1, 28, 28))
+    assert out.shape == (5, 10)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_parameter_count_matches_zoo_entry(name):
+    assert count_params(build_model(name)) == ZOO[name].params > 0
+    assert ZOO[name].flops > 0
+
+
+def test_seed_models_have_the_articles_sizes():
+    assert ZOO["seed-cnn"].params == 93_322
+    assert ZOO["seed-mlp"].params == 784 * 128 + 128 + 128 * 10 + 10
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_one_training_step_lowers_loss_on_a_fixed_batch(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    before = F.cross_entropy(model(x), y).item()
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = F.cross_entropy(model(x), y).item()
+    assert after < before
+
+
+@pytest.mark.parametrize("name", [n for n, s in ZOO.items() if "deep" in s.explainers])
+def test_deep_explainer_models_reuse_no_activation_and_do_nothing_in_place(name):
+    model = build_model(name)
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, (nn.ReLU, nn.Sigmoid)):
+            assert id(module) not in seen
+            seen.add(id(module))
+            assert not getattr(module, "inplace", False)
+    calls = {}
+    for module in model.modules():  # each activation instance runs exactly once per forward
+        if isinstance(module, (nn.ReLU, nn.Sigmoid)):
+            module.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
+    model.eval()(torch.rand(2, 1, 28, 28))
+    assert calls and set(calls.values()) == {1}
+
+
+def test_dropout_does_not_change_weight_names():
+    assert build_model("seed-cnn").state_dict().keys() == build_model("seed-cnn", dropout=0.5).state_dict().keys()
+
+
+def test_normalisation_is_part_of_the_model():
+    model = build_model("seed-mlp", mean=0.5, std=0.25)
+    assert model.normalize(torch.full((1, 1, 28, 28), 0.75)).flatten()[0].item() == pytest.approx(1.0)
+    assert "normalize.mean" in model.state_dict()

@@ -1,0 +1,151 @@
+"""The run store and weight files: atomic writes, index, recovery, and refusing foreign files."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from core import storage
+from core.checkpoint import load_model, save_model
+from core.errors import CheckpointError, RunNotFoundError
+from core.experiment import create_run, execute_run
+from core.models import build_model
+from core.storage import atomic_write_bytes
+
+
+def test_atomic_write_survives_an_exception_mid_write(tmp_path, monkeypatch):
+    target = tmp_path / "meta.json"
+    atomic_write_bytes(target, b"old contents")
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new contents that never land")
+    assert target.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]  # no temp file left behind
+
+
+def test_run_lifecycle_in_the_store(store, tiny_cfg):
+    record = execute_run(store, create_run(store, tiny_cfg, name="first").id)
+    assert record.status == "completed" and 0 <= record.metrics["test_accuracy"] <= 1
+    assert record.weights_sha256 and record.params == 93_322 and record.timings["train_seconds"] > 0
+    assert record.versions["torch"] == torch.__version__
+    assert [r["epoch"] for r in store.read_metrics(record.id)] == [1, 2]
+    assert [r.id for r in store.list()] == [record.id]
+    assert store.list(status="failed") == [] and store.list(model="seed-cnn")[0].name == "first"
+    assert store.rename(record.id, "renamed").name == "renamed"
+    assert store.resolve("renamed").id == record.id and store.resolve(record.id[:17]).id == record.id
+    model = load_model(store.weights_path(record.id), record.weights_sha256)
+    assert model(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+    store.delete(record.id)
+    assert store.list() == []
+    with pytest.raises(RunNotFoundError):
+        store.get(record.id)
+
+
+def test_index_is_rebuilt_from_run_folders(store, tiny_cfg):
+    ids = {create_run(store, tiny_cfg).id for _ in range(3)}
+    store.index_path.unlink()
+    fresh = type(store)(store.root)
+    assert fresh.list() == []
+    assert fresh.reindex() == 3 and {r.id for r in fresh.list()} == ids
+
+
+def test_runs_left_running_by_a_dead_process_become_interrupted(store, tiny_cfg):
+    dead = create_run(store, tiny_cfg)
+    store.update(dead.id, status="running", owner_pid=2**22 + 12345)  # no such process
+    live = create_run(store, tiny_cfg)
+    store.update(live.id, status="running", owner_pid=os.getpid())
+    assert store.recover_interrupted(live_run_ids={live.id}) == [dead.id]
+    assert store.get(dead.id).status == "interrupted" and store.get(live.id).status == "running"
+
+
+def test_interrupted_run_without_a_checkpoint_resumes_from_scratch(store, tiny_cfg):
+    run = create_run(store, tiny_cfg)
+    store.update(run.id, status="interrupted")
+    assert execute_run(store, run.id, resume=True).status == "completed"
+
+
+def test_failed_run_records_the_reason(store, tiny_cfg, monkeypatch):
+    from core import experiment
+
+    def broken_loader(name, device):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(experiment, "load_splits", broken_loader)
+    record = execute_run(store, create_run(store, tiny_cfg).id)
+    assert record.status == "failed" and "out of memory" in record.message
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / "w.safetensors"
+    sha = save_model(path, build_model("seed-mlp"), "seed-mlp")
+    return path, sha
+
+
+def test_tampered_weights_are_refused(weights):
+    path, sha = weights
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_model(path, sha)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (open, ("/tmp/digit-lab-pwned", "w"))
+
+
+def test_pickle_file_is_refused_and_never_unpickled(tmp_path):
+    evil = tmp_path / "model.safetensors"
+    evil.write_bytes(pickle.dumps({"net.1.weight": _Exploit()}))
+    if os.path.exists("/tmp/digit-lab-pwned"):
+        os.remove("/tmp/digit-lab-pwned")
+    with pytest.raises(CheckpointError, match="not a Digit Lab weights file"):
+        load_model(evil)
+    assert not os.path.exists("/tmp/digit-lab-pwned")
+    torch_file = tmp_path / "model.pt"
+    torch.save(build_model("seed-mlp").state_dict(), torch_file)
+    with pytest.raises(CheckpointError):
+        load_model(torch_file)
+
+
+def test_foreign_safetensors_and_wrong_shapes_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(3)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a Digit Lab one"):
+        load_model(foreign)
+    wrong = tmp_path / "wrong.safetensors"
+    save_model(wrong, build_model("seed-mlp"), "seed-cnn")  # MLP weights claiming to be the CNN
+    with pytest.raises(CheckpointError, match="does not fit model 'seed-cnn'"):
+        load_model(wrong)
+    unknown = tmp_path / "unknown.safetensors"
+    save_model(unknown, build_model("seed-mlp"), "resnet-9000")
+    with pytest.raises(CheckpointError, match="not in the zoo"):
+        load_model(unknown)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model = build_model("seed-mlp")
+    with torch.no_grad():
+        model.net[1].weight[0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_model(path, model, "seed-mlp")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_model(path)
+
+
+def test_empty_and_missing_files_are_refused(tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        load_model(empty)
+    with pytest.raises(CheckpointError, match="No weights file"):
+        load_model(tmp_path / "absent.safetensors")

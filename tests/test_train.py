@@ -1,0 +1,146 @@
+"""The training loop: stop flag, divergence, determinism, resume, schedules, early stopping."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core import train as train_module
+from core.config import TrainConfig
+from core.data import augment_batch
+from core.experiment import create_run, execute_run
+from core.metrics import EvalResult
+from core.storage import load_tensors
+from core.train import lr_at, train
+
+
+def test_training_on_digits_learns(digits, tiny_cfg):
+    events = []
+    outcome = train(tiny_cfg.replace(epochs=3, limit_batches=None, lr=3e-3), digits, on_event=events.append)
+    assert outcome.status == "completed"
+    assert outcome.state.history[-1]["val_accuracy"] > 0.8
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "started" and kinds.count("epoch") == 3 and "step" in kinds
+
+
+def test_stop_flag_is_honoured_within_one_batch(digits, tiny_cfg):
+    checks = []
+
+    def should_stop():
+        checks.append(1)
+        return len(checks) > 5
+
+    outcome = train(tiny_cfg, digits, should_stop=should_stop)
+    assert outcome.status == "cancelled"
+    assert outcome.state.step == 5  # five batches ran, the sixth check stopped it
+
+
+def test_huge_learning_rate_is_reported_as_diverged(digits, tiny_cfg):
+    outcome = train(tiny_cfg.replace(optimizer="sgd", lr=500.0), digits)
+    assert outcome.status == "diverged"
+    assert "step" in outcome.message and "learning rate 500" in outcome.message
+
+
+def test_same_seed_gives_identical_weights_on_cpu(digits, tiny_cfg):
+    cfg = tiny_cfg.replace(augment=True, dropout=0.2)
+    a = train(cfg, digits).model.state_dict()
+    b = train(cfg, digits).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_matches_uninterrupted_run(store, tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=3, augment=True, dropout=0.3, optimizer="sgd", momentum=0.9, lr=0.02,
+                           schedule="onecycle")
+    straight = execute_run(store, create_run(store, cfg).id)
+
+    run = create_run(store, cfg)
+    epochs_done, checks_after_epoch_1 = [], []
+
+    def on_event(event):
+        if event["type"] == "epoch":
+            epochs_done.append(event["epoch"])
+
+    def should_stop():  # stop a few batches into the second epoch
+        if epochs_done:
+            checks_after_epoch_1.append(1)
+        return len(checks_after_epoch_1) > 3
+
+    stopped = execute_run(store, run.id, on_event=on_event, should_stop=should_stop)
+    assert stopped.status == "cancelled"
+    resumed = execute_run(store, run.id, resume=True)
+    assert resumed.status == "completed"
+
+    a, _ = load_tensors(store.weights_path(straight.id))
+    b, _ = load_tensors(store.weights_path(run.id))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in store.read_metrics(run.id)] == [1, 2, 3]
+    assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
+
+
+def test_max_steps_caps_the_run(digits, tiny_cfg):
+    outcome = train(tiny_cfg.replace(max_steps=3, epochs=5), digits)
+    assert outcome.status == "completed" and outcome.state.step == 3
+
+
+def test_train_size_uses_only_that_many_images(digits, tiny_cfg):
+    events = []
+    train(tiny_cfg.replace(train_size=100, limit_batches=None, batch_size=50, epochs=1), digits,
+          on_event=events.append)
+    assert events[0]["train_size"] == 100 and events[0]["total_steps"] == 2
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_epoch(digits, tiny_cfg, monkeypatch):
+    losses = iter([1.0, 0.5, 0.7, 0.8, 0.9, 1.0])
+    snapshots = []
+
+    def fake_evaluate(model, x, y, batch_size=1000):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return EvalResult(next(losses), 0.5, len(y), torch.empty(0, 10), y)
+
+    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
+    outcome = train(tiny_cfg.replace(epochs=6, patience=2), digits)
+    assert outcome.state.epoch == 4  # best at epoch 2, no improvement in epochs 3 and 4
+    best = snapshots[1]
+    assert all(torch.equal(outcome.model.state_dict()[k], best[k]) for k in best)
+
+
+def test_l1_penalty_shrinks_weights(digits, tiny_cfg):
+    def l1_norm(cfg):
+        model = train(cfg, digits).model
+        return sum(p.abs().sum().item() for n, p in model.named_parameters() if "weight" in n)
+
+    assert l1_norm(tiny_cfg.replace(l1=1e-3)) < l1_norm(tiny_cfg)
+
+
+def test_bf16_autocast_trains(digits, tiny_cfg):
+    outcome = train(tiny_cfg.replace(precision="bf16", max_steps=4), digits)
+    assert outcome.status == "completed" and math.isfinite(outcome.state.history[-1]["train_loss"])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle"])
+def test_learning_rate_schedules(schedule):
+    cfg = TrainConfig(lr=0.1, schedule=schedule, step_every=1, step_gamma=0.5, warmup_fraction=0.2)
+    lrs = [lr_at(cfg, s, total_steps=100, per_epoch=10) for s in range(100)]
+    assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+    if schedule == "constant":
+        assert set(lrs) == {0.1}
+    elif schedule == "step":
+        assert lrs[9] == 0.1 and lrs[10] == 0.05 and lrs[25] == 0.025
+    elif schedule == "cosine":
+        assert lrs[0] == 0.1 and lrs[50] == pytest.approx(0.05) and lrs[-1] < 1e-3
+    else:
+        assert lrs[0] == pytest.approx(0.1 / 25) and lrs[20] == pytest.approx(0.1)
+        assert max(lrs) == pytest.approx(0.1) and lrs[-1] < 1e-4
+
+
+def test_augmentation_keeps_shape_and_range_and_is_identity_at_zero_strength():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    same = augment_batch(x, gen, rotate_deg=0, scale=0, translate_px=0, erase_prob=0)
+    assert torch.allclose(same, x, atol=1e-5)
+    moved = augment_batch(x, gen, rotate_deg=15, scale=0.1, translate_px=2, erase_prob=1.0)
+    assert moved.shape == x.shape and moved.min() >= 0 and moved.max() <= 1
+    assert not torch.allclose(moved, x, atol=1e-3)
+    assert (moved.sum((1, 2, 3)) < x.sum((1, 2, 3))).any()  # erasing removed ink somewhere
