@@ -118,7 +118,7 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "seed-mlp": {
         "summary": "The article's MLP: 784-128-10, sigmoid, plain SGD lr 0.01, batch 100.",
-        "config": dict(model="seed-mlp", optimizer="sgd", lr=0.01, batch_size=100, epochs=60),
+        "config": dict(model="seed-mlp", optimizer="sgd", lr=0.01, batch_size=100, epochs=300),
     },
     "seed-cnn": {
         "summary": "The article's Keras CNN: 3 convs, 2 dense, ReLU, Adam, 5 epochs, batch 64.",

@@ -36,7 +36,7 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
     Never raises for training problems: the returned record's status and message say what happened.
     """
     record = store.get(run_id)
-    if resume and record.status not in RESUMABLE:
+    if resume and record.status not in (*RESUMABLE, "queued"):  # queued: a job manager queued the resume
         raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
     folder = store.folder(run_id)
     cfg = TrainConfig.from_dict(record.config)
@@ -53,7 +53,7 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
 
         def forward(event: Event) -> None:
             if event["type"] == "epoch":
-                store.append_metrics(run_id, event)
+                store.append_metrics(run_id, {k: v for k, v in event.items() if k != "preview"})
             on_event(event)
 
         outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,

@@ -20,6 +20,7 @@ from core.data import Splits, augment_batch, to_float
 from core.metrics import evaluate
 from core.models import Classifier, build_model
 
+PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
 
 
@@ -185,7 +186,10 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
         if cfg.patience and improved:
             state.best_weights = copy.deepcopy(model.state_dict())
         state.rng = torch.get_rng_state()
-        on_event({"type": "epoch", **row})
+        shown = slice(0, PREVIEW_IMAGES)
+        on_event({"type": "epoch", **row, "preview": {  # a few validation images' current predictions
+            "label": val.labels[shown].tolist(), "pred": val.predictions[shown].tolist(),
+            "confidence": val.probs[shown].max(1).values.tolist()}})
         save_state(state)
         if cfg.patience and state.epochs_since_best >= cfg.patience:
             on_event({"type": "early_stop", "epoch": epoch + 1, "patience": cfg.patience})

@@ -1,0 +1,200 @@
+"""Background training jobs: one worker per device, a queue behind it, progress pages can poll.
+
+`jobs = JobManager(store)`; `job = jobs.submit(cfg)`; a page keeps `job.id` (the run id) and reads
+`jobs.get(job.id).snapshot()` on a timer; `jobs.stop(job.id)` asks the loop to stop within a batch.
+Workers never touch the UI: they only update a `Job`'s progress under its lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import TrainConfig
+from core.errors import DigitLabError
+from core.experiment import create_run, execute_run
+from core.runs import RESUMABLE, RunStore
+from core.train import Event, pick_device
+
+log = logging.getLogger(__name__)
+MAX_STEP_POINTS = 2_000  # per job: older step losses are thinned so a long run stays cheap to plot
+
+
+@dataclass
+class Job:
+    """One run's training as seen by pages; `snapshot()` is the only way to read it."""
+
+    id: str  # the run id
+    device: str
+    resume: bool = False
+    status: str = "queued"  # queued | running | completed | cancelled | diverged | failed
+    message: str = ""
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    images_per_second: float | None = None
+    steps: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    preview: dict[str, list] = field(default_factory=dict)  # a few validation predictions
+    test_accuracy: float | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _first_step: tuple[float, int] | None = field(default=None, repr=False)  # (time, step) at the first step
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of the progress, safe to use after the lock is released."""
+        with self.lock:
+            eta = None
+            if self._first_step and self.step > self._first_step[1] and self.status == "running":
+                rate = (self.step - self._first_step[1]) / max(time.time() - self._first_step[0], 1e-9)
+                eta = (self.total_steps - self.step) / rate
+            return {
+                "id": self.id, "device": self.device, "status": self.status, "message": self.message,
+                "submitted": self.submitted, "started": self.started, "finished": self.finished,
+                "epoch": self.epoch, "epochs": self.epochs, "step": self.step, "total_steps": self.total_steps,
+                "loss": self.loss, "lr": self.lr, "images_per_second": self.images_per_second, "eta_seconds": eta,
+                "steps": list(self.steps), "history": [dict(r) for r in self.history], "preview": dict(self.preview),
+                "test_accuracy": self.test_accuracy, "stop_requested": self.stop_event.is_set(),
+            }
+
+    @property
+    def done(self) -> bool:
+        return self.status not in ("queued", "running")
+
+    def on_event(self, event: Event) -> None:
+        """Fold one training event into the progress (called from the worker thread)."""
+        with self.lock:
+            kind = event["type"]
+            if kind == "started":
+                self.status, self.started = "running", self.started or time.time()
+                self.epochs, self.total_steps, self.step = event["epochs"], event["total_steps"], event["step"]
+            elif kind == "step":
+                if self._first_step is None:
+                    self._first_step = (time.time(), self.step)
+                self.step, self.epoch, self.loss, self.lr = event["step"], event["epoch"], event["loss"], event["lr"]
+                self.images_per_second = event["images_per_second"]
+                self.steps.append((event["step"], event["loss"], event["lr"]))
+                if len(self.steps) > MAX_STEP_POINTS:
+                    self.steps = self.steps[::2]
+            elif kind == "epoch":
+                self.history.append({k: v for k, v in event.items() if k not in ("type", "preview")})
+                self.preview = event.get("preview", {})
+                self.epoch = event["epoch"]
+            elif kind == "finished":
+                self.status, self.message = event["status"], event["message"]
+                self.test_accuracy, self.finished = event["test_accuracy"], time.time()
+
+
+class JobManager:
+    """Owns the workers for one run store; share one per server (e.g. with `st.cache_resource`)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._queues: dict[str, deque[Job]] = {}
+        self._workers: dict[str, threading.Thread] = {}
+        store.recover_interrupted()  # runs left 'running' by a previous server are interrupted now
+
+    def submit(self, cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> Job:
+        """Create a queued run for `cfg` and schedule it on its device."""
+        device = pick_device(cfg.device).type
+        record = create_run(self.store, cfg, name=name, parent=parent)
+        return self._enqueue(Job(id=record.id, device=device, epochs=cfg.epochs))
+
+    def resume(self, run_id: str) -> Job:
+        """Continue a stopped or interrupted run from its last completed epoch."""
+        with self._lock:
+            current = self._jobs.get(run_id)
+            if current is not None and not current.done:
+                return current
+        record = self.store.get(run_id)
+        cfg = TrainConfig.from_dict(record.config)
+        if record.status not in RESUMABLE:
+            raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
+        job = Job(id=run_id, device=pick_device(cfg.device).type, resume=True, epochs=cfg.epochs,
+                  history=self.store.read_metrics(run_id))
+        self.store.update(run_id, status="queued")
+        return self._enqueue(job)
+
+    def stop(self, job_id: str) -> None:
+        """Ask a job to stop: a queued job is cancelled now, a running one within one batch."""
+        job = self.get(job_id)
+        if job is None:
+            return
+        job.stop_event.set()
+        with self._lock:
+            queue = self._queues.get(job.device)
+            if queue is not None and job in queue:
+                queue.remove(job)
+                with job.lock:
+                    job.status, job.message, job.finished = "cancelled", "Cancelled before it started.", time.time()
+                self.store.update(job.id, status="cancelled", message=job.message)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.submitted)
+
+    def active(self) -> list[Job]:
+        """Jobs queued or running, oldest first."""
+        return [j for j in self.jobs() if not j.done]
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run on its device, None when not queued."""
+        with self._lock:
+            for queue in self._queues.values():
+                for i, job in enumerate(queue):
+                    if job.id == job_id:
+                        return i + 1
+        return None
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Block until the job has finished (tests and scripts; pages poll instead)."""
+        deadline = time.time() + timeout
+        job = self.get(job_id)
+        while job is not None and not job.done and time.time() < deadline:
+            time.sleep(0.05)
+        if job is None or not job.done:
+            raise TimeoutError(f"Job {job_id} did not finish within {timeout} s.")
+        return job
+
+    # -- workers -----------------------------------------------------------------------------------
+    def _enqueue(self, job: Job) -> Job:
+        with self._lock:
+            self._jobs[job.id] = job
+            self._queues.setdefault(job.device, deque()).append(job)
+            worker = self._workers.get(job.device)
+            if worker is None or not worker.is_alive():
+                worker = threading.Thread(target=self._work, args=(job.device,), name=f"digit-lab-{job.device}",
+                                          daemon=True)
+                self._workers[job.device] = worker
+                worker.start()
+        return job
+
+    def _work(self, device: str) -> None:
+        while True:
+            with self._lock:
+                queue = self._queues.get(device)
+                if not queue:
+                    self._workers.pop(device, None)  # the next submit starts a fresh worker
+                    return
+                job = queue.popleft()
+            try:
+                execute_run(self.store, job.id, on_event=job.on_event, should_stop=job.stop_event.is_set,
+                            resume=job.resume)
+            except Exception as error:  # noqa: BLE001 - a worker must outlive any one job
+                log.exception("job %s crashed", job.id)
+                job.on_event({"type": "finished", "status": "failed", "message": str(error), "test_accuracy": None})

@@ -1,0 +1,81 @@
+"""The job manager: background runs queue per device, stop cooperatively, and report to the store."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.errors import DigitLabError
+from core.jobs import JobManager
+
+
+def _wait_for(predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def test_two_jobs_queue_and_both_finish(store, tiny_cfg):
+    jobs = JobManager(store)
+    first = jobs.submit(tiny_cfg.replace(epochs=3))
+    second = jobs.submit(tiny_cfg.replace(seed=4))
+    assert jobs.queue_position(second.id) in (1, None) and jobs.queue_position(first.id) is None
+    assert jobs.wait(second.id).status == "completed"
+    assert jobs.get(first.id).status == "completed"
+    assert first.finished <= second.started  # one job per device at a time
+    snap = jobs.get(second.id).snapshot()
+    assert len(snap["history"]) == 2 and snap["steps"] and snap["preview"]["pred"]
+    assert store.get(second.id).status == "completed" and store.get(second.id).metrics["test_accuracy"] > 0
+
+
+def test_stop_cancels_a_running_job_within_a_batch(store, tiny_cfg):
+    jobs = JobManager(store)
+    job = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    _wait_for(lambda: job.snapshot()["step"] >= 3)
+    jobs.stop(job.id)
+    assert jobs.wait(job.id, timeout=30).status == "cancelled"
+    assert store.get(job.id).status == "cancelled"
+
+
+def test_stopping_a_queued_job_cancels_it_before_it_runs(store, tiny_cfg):
+    jobs = JobManager(store)
+    running = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    queued = jobs.submit(tiny_cfg)
+    assert jobs.queue_position(queued.id) == 1
+    jobs.stop(queued.id)
+    assert queued.status == "cancelled" and store.get(queued.id).status == "cancelled"
+    assert queued.snapshot()["step"] == 0
+    jobs.stop(running.id)
+    jobs.wait(running.id, timeout=30)
+
+
+def test_resume_through_the_manager_continues_the_run(store, tiny_cfg):
+    jobs = JobManager(store)
+    job = jobs.submit(tiny_cfg.replace(epochs=4))
+    _wait_for(lambda: len(job.snapshot()["history"]) >= 1)
+    jobs.stop(job.id)
+    jobs.wait(job.id)
+    resumed = jobs.resume(job.id)
+    assert resumed.snapshot()["history"]  # earlier epochs are shown at once
+    assert jobs.wait(job.id).status == "completed"
+    assert [r["epoch"] for r in store.read_metrics(job.id)] == [1, 2, 3, 4]
+
+
+def test_completed_runs_do_not_resume(store, tiny_cfg):
+    jobs = JobManager(store)
+    job = jobs.submit(tiny_cfg.replace(epochs=1))
+    jobs.wait(job.id)
+    with pytest.raises(DigitLabError, match="only"):
+        jobs.resume(job.id)
+
+
+def test_a_new_manager_marks_orphaned_runs_interrupted(store, tiny_cfg):
+    from core.experiment import create_run
+
+    orphan = create_run(store, tiny_cfg)
+    store.update(orphan.id, status="running", owner_pid=2**22 + 777)
+    JobManager(store)
+    assert store.get(orphan.id).status == "interrupted"
