@@ -44,6 +44,7 @@ class TrainConfig:
     scale: float = 0.1  # augmentation: max relative zoom either way
     translate_px: float = 2.0  # augmentation: max shift, pixels either way
     erase_prob: float = 0.0  # augmentation: probability of erasing a random patch
+    stroke: float = 0.0  # augmentation: max stroke thickening/thinning, 0..1 of a one-pixel dilation
     seed: int = 0  # all randomness (init, shuffling, augmentation, dropout)
     device: str = "auto"  # auto = cuda, then mps, then cpu
     precision: str = "fp32"  # fp32 or bf16 autocast
@@ -75,6 +76,7 @@ class TrainConfig:
         _number("scale", self.scale, low=0.0, high=0.9)
         _number("translate_px", self.translate_px, low=0.0, high=14.0)
         _number("erase_prob", self.erase_prob, low=0.0, high=1.0)
+        _number("stroke", self.stroke, low=0.0, high=1.0)
         _integer("seed", self.seed, low=0, high=2**31 - 1)
         _integer("patience", self.patience, low=0, high=10_000)
         for name in ("train_size", "max_steps", "limit_batches"):
@@ -136,7 +138,37 @@ PRESETS: dict[str, dict[str, Any]] = {
                        epochs=12, weight_decay=5e-4, label_smoothing=0.1, dropout=0.1, augment=True,
                        rotate_deg=10.0, scale=0.1, translate_px=2.0),
     },
+    "starter": {
+        "summary": "The shipped model: small ResNet trained with drawing-like augmentation (pen width, "
+                   "rotation, zoom, shift) so mouse drawings are read as well as MNIST.",
+        "config": dict(model="resnet", optimizer="adamw", lr=4e-3, schedule="onecycle", batch_size=128, epochs=8,
+                       weight_decay=5e-4, label_smoothing=0.1, dropout=0.1, augment=True, rotate_deg=15.0,
+                       scale=0.15, translate_px=2.5, stroke=0.8),
+    },
 }
+
+
+def advice(cfg: TrainConfig, n_train: int) -> list[str]:
+    """Warnings about valid but doubtful combinations, shown before a run starts."""
+    notes = []
+    if cfg.optimizer in ("adam", "adamw") and cfg.lr > 0.05:
+        notes.append(f"A learning rate of {cfg.lr:g} is very high for {cfg.optimizer}; 1e-3 to 5e-3 is usual. "
+                     "The run will likely diverge.")
+    if cfg.optimizer == "sgd" and cfg.lr > 1.0:
+        notes.append(f"A learning rate of {cfg.lr:g} with SGD will likely diverge; 0.01 to 0.1 is usual.")
+    used = min(n_train, cfg.train_size or n_train)
+    if cfg.batch_size > used:
+        notes.append(f"The batch size ({cfg.batch_size}) is larger than the training images used ({used}): "
+                     "each epoch is a single step.")
+    if cfg.model == "seed-mlp" and cfg.augment and cfg.rotate_deg > 20:
+        notes.append("Strong rotation hurts a small MLP more than it helps.")
+    if cfg.l1 > 1e-3:
+        notes.append(f"An L1 penalty of {cfg.l1:g} summed over all weights dominates the loss; try 1e-5 to 1e-4.")
+    if cfg.dropout and cfg.model == "seed-mlp" and cfg.dropout > 0.5:
+        notes.append("Dropout above 0.5 on a 128-unit layer leaves little capacity.")
+    if cfg.precision == "bf16" and cfg.model == "vit-tiny":
+        notes.append("bf16 on this CPU is slower than fp32 for the tiny ViT (measured); keep fp32 unless on a GPU.")
+    return notes
 
 
 # -- validation helpers --------------------------------------------------------------------

@@ -41,19 +41,29 @@ class Classifier(nn.Module):
 # -- networks ------------------------------------------------------------------------------------
 def seed_mlp(dropout: float = 0.0) -> nn.Module:
     """The article's MLP: 784-128-10 with a sigmoid hidden layer."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.Sigmoid(), nn.Dropout(dropout), nn.Linear(128, 10))
+    return keras_init(nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.Sigmoid(), nn.Dropout(dropout),
+                                    nn.Linear(128, 10)))
 
 
 def seed_cnn(dropout: float = 0.0) -> nn.Module:
     """The article's Keras CNN: Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10 (93,322 parameters)."""
-    return nn.Sequential(
+    return keras_init(nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 26 -> 13
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # 13 -> 11 -> 5
         nn.Conv2d(64, 64, 3), nn.ReLU(),  # 5 -> 3
         nn.Flatten(), nn.Linear(64 * 3 * 3, 64), nn.ReLU(),
         nn.Dropout(dropout),  # p=0 by default (identity); present always so weight names never shift
         nn.Linear(64, 10),
-    )
+    ))
+
+
+def keras_init(net: nn.Module) -> nn.Module:
+    """Keras's defaults (Glorot-uniform weights, zero biases), as the article's models were built."""
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
 
 
 class ResidualBlock(nn.Module):

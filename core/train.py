@@ -101,6 +101,16 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> floa
     return _cos_between(cfg.lr, cfg.lr / 1e4, (progress - warm) / max(1 - warm, 1e-9))
 
 
+def lr_curve(cfg: TrainConfig, n_train: int, points: int = 200) -> tuple[list[int], list[float]]:
+    """The whole schedule, sampled at about `points` steps (for plotting before and during a run)."""
+    per_epoch = steps_per_epoch(cfg, min(n_train, cfg.train_size or n_train))
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    steps = sorted(set(range(0, total, max(1, total // points))) | {max(total - 1, 0)})
+    return steps, [lr_at(cfg, s, total, per_epoch) for s in steps]
+
+
 def _cos_between(start: float, end: float, t: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
 
@@ -144,7 +154,7 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
             x, y = to_float(splits.train_x[idx]), splits.train_y[idx]
             if cfg.augment:
                 x = augment_batch(x, gen, rotate_deg=cfg.rotate_deg, scale=cfg.scale,
-                                  translate_px=cfg.translate_px, erase_prob=cfg.erase_prob)
+                                  translate_px=cfg.translate_px, erase_prob=cfg.erase_prob, stroke=cfg.stroke)
             lr = lr_at(cfg, state.step, total_steps, per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr

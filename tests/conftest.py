@@ -55,3 +55,9 @@ def tiny_cfg():
     from core.config import TrainConfig
 
     return TrainConfig(model="seed-cnn", dataset="digits", epochs=2, batch_size=32, limit_batches=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def mnist_sample(mnist):
+    """The first 1,000 MNIST test images as floats in [0, 1] (numpy), with labels."""
+    return mnist.test_x[:1000].numpy().astype("float32") / 255.0, mnist.test_y[:1000].numpy()

@@ -1,0 +1,82 @@
+"""Comparing runs: config differences, the cost-benefit Pareto front, and model cards.
+
+`pareto_front(costs, gains)` marks runs no other run beats on both; `config_diff(records)` keeps the
+settings that differ; `model_card(record, metrics)` writes the markdown card shipped with weights.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+from core.data import DATASETS
+from core.models import ZOO
+from core.runs import RunRecord
+
+
+def pareto_front(costs: Sequence[float], gains: Sequence[float]) -> list[bool]:
+    """True where no other point has cost <= and gain >= with one of them strictly better."""
+    flags = []
+    for i, (c, g) in enumerate(zip(costs, gains)):
+        dominated = any((c2 <= c and g2 >= g) and (c2 < c or g2 > g)
+                        for j, (c2, g2) in enumerate(zip(costs, gains)) if j != i)
+        flags.append(not dominated)
+    return flags
+
+
+def config_diff(records: Sequence[RunRecord]) -> dict[str, list[Any]]:
+    """Setting -> value per run, only for settings that are not the same in every run."""
+    keys = sorted({k for r in records for k in r.config if k != "extra"})
+    table = {k: [r.config.get(k) for r in records] for k in keys}
+    return {k: v for k, v in table.items() if len({repr(x) for x in v}) > 1}
+
+
+def cost_benefit_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per finished run with weights: accuracy against time, parameters, FLOPs and data."""
+    rows = []
+    for r in records:
+        acc = r.metrics.get("test_accuracy")
+        secs = r.timings.get("train_seconds")
+        if acc is None or not secs:
+            continue
+        rows.append({"id": r.id, "name": r.name, "model": r.model, "dataset": r.dataset,
+                     "test_accuracy": acc, "train_seconds": secs, "params": r.params, "flops": r.flops,
+                     "train_images": r.dataset_sizes.get("train", 0)})
+    for cost in ("train_seconds", "params", "flops", "train_images"):
+        flags = pareto_front([row[cost] for row in rows], [row["test_accuracy"] for row in rows])
+        for row, flag in zip(rows, flags):
+            row[f"pareto_{cost}"] = flag
+    return rows
+
+
+def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = ()) -> str:
+    """A markdown model card: what it is, how it was trained, how well it does, what it is for."""
+    spec = ZOO.get(record.model)
+    info = DATASETS.get(record.dataset)
+    created = dt.datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M")
+    lines = [
+        f"# Model card: {record.name}", "",
+        f"- Run: `{record.id}` ({record.status}), created {created}",
+        f"- Model: `{record.model}` — {spec.description if spec else 'unknown'}",
+        f"- Parameters: {record.params:,}; forward cost {record.flops / 1e6:.2f} MFLOPs per image",
+        f"- Data: {info.title if info else record.dataset}; images used: "
+        + ", ".join(f"{k} {v:,}" for k, v in record.dataset_sizes.items()),
+        f"- Weights: `weights.safetensors`, sha256 `{record.weights_sha256}`",
+        f"- Software: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()), "",
+        "## Results", "",
+    ]
+    for key, value in sorted(record.metrics.items()):
+        lines.append(f"- {key.replace('_', ' ')}: {value:.2%}" if "accuracy" in key else f"- {key.replace('_', ' ')}: {value:.4f}")
+    if record.timings:
+        lines.append(f"- training time: {record.timings.get('train_seconds', 0):.1f} s on {record.timings.get('device', '?')}"
+                     f" ({record.timings.get('images_per_second', 0):.0f} images/s)")
+    if metrics:
+        lines += ["", "| epoch | train loss | val loss | val accuracy |", "|---|---|---|---|"]
+        lines += [f"| {m['epoch']} | {m['train_loss']:.4f} | {m['val_loss']:.4f} | {m['val_accuracy']:.2%} |"
+                  for m in metrics]
+    lines += ["", "## Training settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(record.config.items()) if k != "extra"]
+    lines += ["", "## Intended use", "",
+              "Reading single handwritten digits (0–9) as 28×28 greyscale images, for teaching and demos. "
+              "Not for documents, multi-digit numbers, or any decision about a person. Accuracy on drawings "
+              "and photos is lower than on the test set: use a confidence threshold and let people retry.", ""]
+    return "\n".join(lines)

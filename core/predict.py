@@ -1,0 +1,147 @@
+"""Predictions for drawings, uploads and arrays, from a run, a weights file, the starter, or an ensemble.
+
+`p = Predictor.starter().predict(canvas_rgba)` gives `p.label`, `p.confidence`, `p.probs` and
+`p.model_input` (the 28×28 image the model saw); `Predictor.ensemble([...])` averages probabilities.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from core.checkpoint import load_model
+from core.data import DATASETS
+from core.errors import CheckpointError, DigitLabError
+from core.models import Classifier
+from core.preprocess import to_model_input
+from core.runs import RunStore
+
+ASSETS = Path(__file__).parent / "assets"
+STARTER_WEIGHTS = ASSETS / "starter.safetensors"
+STARTER_CARD = ASSETS / "starter.json"
+UPLOAD_FORMATS = ("PNG", "JPEG")
+MAX_UPLOAD_PIXELS = 25_000_000  # also bounds decoding work: a 5 MB upload can hide a huge image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probs: np.ndarray  # (10,) probabilities summing to 1
+    model_input: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
+    classes: tuple[str, ...]
+
+    @property
+    def label(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs.max())
+
+    def top(self, k: int = 3) -> list[tuple[int, float]]:
+        order = np.argsort(-self.probs)[:k]
+        return [(int(i), float(self.probs[i])) for i in order]
+
+
+class Predictor:
+    """One model or several (probabilities averaged), ready to read images."""
+
+    def __init__(self, models: Sequence[Classifier], names: Sequence[str], classes: Sequence[str] | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        if not models:
+            raise ValueError("A predictor needs at least one model.")
+        self.models = [m.eval() for m in models]
+        self.names = list(names)
+        self.classes = tuple(classes or DATASETS["mnist"].classes)
+        self.info = info or {}
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_id_or_path: str | Path, store: RunStore | None = None) -> "Predictor":
+        """From a run id (in `store`, default $DIGIT_LAB_HOME) or a path to one of our .safetensors files."""
+        path = Path(run_id_or_path)
+        if path.suffix == ".safetensors" or path.is_file():
+            sidecar = path.with_suffix(".json")
+            info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+            model = load_model(path, info.get("sha256"))
+            return cls([model], [info.get("name", path.stem)], _classes(info.get("dataset")), info)
+        store = store or RunStore()
+        record = store.resolve(str(run_id_or_path))
+        if not record.weights_sha256:
+            raise CheckpointError(f"Run {record.name} ({record.status}) has no saved weights to predict with.")
+        model = load_model(store.weights_path(record.id), record.weights_sha256)
+        return cls([model], [record.name], _classes(record.dataset), {"run_id": record.id, **record.metrics})
+
+    @classmethod
+    def starter(cls) -> "Predictor":
+        """The model shipped with the app (trained by scripts/train_starter.py)."""
+        if not STARTER_WEIGHTS.is_file():
+            raise CheckpointError("The starter model is missing; run `python scripts/train_starter.py`.")
+        return cls.load(STARTER_WEIGHTS)
+
+    @classmethod
+    def ensemble(cls, predictors: Sequence["Predictor"]) -> "Predictor":
+        """Average the probabilities of several predictors (they must share their classes)."""
+        if len({p.classes for p in predictors}) > 1:
+            raise CheckpointError("An ensemble needs models trained on the same dataset.")
+        return cls([m for p in predictors for m in p.models], [n for p in predictors for n in p.names],
+                   predictors[0].classes)
+
+    # -- prediction ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 10) probabilities for model inputs (N, 28, 28) in [0, 1]."""
+        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).unsqueeze(1)
+        probs = sum(torch.softmax(m(x.to(_device(m))).float(), dim=1).cpu() for m in self.models) / len(self.models)
+        return probs.numpy()
+
+    def predict(self, image: Any) -> Prediction:
+        """Read one image: RGBA canvas, RGB/greyscale array or PIL image (see core.preprocess)."""
+        return self.predict_prepared(to_model_input(image))
+
+    def predict_prepared(self, model_input: np.ndarray) -> Prediction:
+        """Predict for an image already in model form (28×28 in [0, 1]), e.g. a test-set image."""
+        model_input = np.asarray(model_input, dtype=np.float32)
+        return Prediction(self.probabilities(model_input[None])[0], model_input, self.classes)
+
+    def predict_batch(self, images: Sequence[Any], batch_size: int = 512) -> list[Prediction]:
+        inputs = np.stack([to_model_input(im) for im in images]) if len(images) else np.empty((0, 28, 28))
+        probs = np.concatenate([self.probabilities(inputs[i:i + batch_size])
+                                for i in range(0, len(inputs), batch_size)]) if len(inputs) else np.empty((0, 10))
+        return [Prediction(p, x, self.classes) for p, x in zip(probs, inputs)]
+
+
+def decode_upload(data: bytes) -> Image.Image:
+    """An uploaded file as a PIL image, after checking it really is a PNG or JPEG of sane size."""
+    if not data:
+        raise DigitLabError("The file is empty.")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            kind, size = probe.format, probe.size
+            probe.verify()  # checks the structure without decoding all pixels
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DigitLabError(f"That file is not a readable PNG or JPEG image ({error}).") from None
+    if kind not in UPLOAD_FORMATS:
+        raise DigitLabError(f"That file is a {kind} image; upload a PNG or JPEG.")
+    if size[0] * size[1] > MAX_UPLOAD_PIXELS:
+        raise DigitLabError(f"The image is {size[0]}×{size[1]} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} "
+                            "megapixels. Crop or shrink it first.")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DigitLabError(f"The image could not be decoded ({error}).") from None
+    return image
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _classes(dataset: str | None) -> tuple[str, ...]:
+    return DATASETS[dataset].classes if dataset in DATASETS else DATASETS["mnist"].classes

@@ -1,0 +1,217 @@
+"""Turn a canvas drawing or an uploaded picture into the 28×28 MNIST-style image a model sees.
+
+`to_model_input(image)` takes an RGBA canvas, an RGB / grayscale array or a PIL image and returns
+float32 (28, 28) in [0, 1], ink bright on black, as MNIST / 255; `to_model_inputs(images)` stacks many.
+
+The steps follow how MNIST was made: find the ink, crop to it, scale its longer side to 20 px with
+antialiasing, and place it in 28×28 so that its centre of mass sits at pixel (14, 14).
+Ink is the alpha channel when the background is transparent (a drawing canvas, any stroke colour);
+otherwise it is whatever differs most from the paper's colour (the median of the image's border),
+so dark ink on white paper and light ink on a black screen both work. Decisions on edge cases:
+- nothing to read (all transparent, one flat colour, all black, all white, and so any 1×1 image,
+  which has no paper to contrast with) raises `EmptyDrawingError`;
+- a lone dot (ink as thick as it is long) becomes a small centred dot of 4 px, not a 20 px disc;
+- specks with under 2% of the main stroke's ink (a stray click, JPEG or paper noise) are dropped;
+- float images may hold 0..1 or 0..255; integer images 0..255 or 0..65535.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from core.errors import DigitLabError
+
+SIZE = 28            # output side, px
+BOX = 20             # the ink's longer side after scaling, px (as in MNIST)
+WORK_MAX = 560       # larger inputs (long side, px) are area-averaged below this before anything else
+MIN_CONTRAST = 0.1   # ink must differ from the paper by at least 10% of the full range
+ALPHA_FLOOR = 0.05   # relative alpha below this is a stray antialiased edge, not ink
+LUMA_FLOOR = 0.2     # relative difference from the paper below this is texture / JPEG noise
+SPECK = 0.02         # connected blobs with < 2% of the largest blob's ink are specks, dropped
+DOT_WIDTH = 0.7      # ink whose thickest point spans >= 70% of its box is a dot, not strokes
+DOT_PX = 4           # ... and is drawn this big, like a pen dot, instead of being blown up to 20 px
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
+EIGHT = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same stroke
+
+EMPTY = "The canvas is empty — draw a digit first."
+FLAT = "The picture shows no digit: it is (almost) one flat colour. Draw or upload a digit first."
+
+
+class EmptyDrawingError(DigitLabError):
+    """No ink to read: an empty canvas or a picture of a single flat colour."""
+
+
+class ImageFormatError(DigitLabError, ValueError):
+    """The input is not an image we can read: wrong type, shape or pixel values."""
+
+
+def to_model_input(image: Any) -> np.ndarray:
+    """One drawing or picture -> float32 (28, 28) in [0, 1], ink bright on black, max 1."""
+    pixels = _shrink(_as_array(image))
+    ink, floor, message = _find_ink(pixels)
+    return _mnistify(ink, floor, message)
+
+
+def to_model_inputs(images: Sequence[Any]) -> np.ndarray:
+    """Many drawings or pictures (a list, or an array whose first axis is the batch) -> (N, 28, 28)."""
+    if isinstance(images, Image.Image):
+        raise ImageFormatError("Pass a list of images to to_model_inputs, or use to_model_input for one.")
+    images = list(images)
+    out = np.empty((len(images), SIZE, SIZE), dtype=np.float32)
+    for i, image in enumerate(images):
+        try:
+            out[i] = to_model_input(image)
+        except DigitLabError as error:  # say which one, keep the class so callers can still catch it
+            raise type(error)(f"Image {i + 1} of {len(images)}: {error}") from error
+    return out
+
+
+def _as_array(image: Any) -> np.ndarray:
+    """Pixels as uint8 0..255 or float32 0..1, shaped (H, W) or (H, W, C) with C in 2..4."""
+    if isinstance(image, Image.Image):
+        image = _pil_pixels(image)
+    try:
+        arr = np.asarray(image)
+    except Exception as error:  # ragged lists and the like
+        raise ImageFormatError(
+            f"Expected an image (a numpy array or PIL image), got {type(image).__name__}.") from error
+    if arr.dtype.kind not in "biuf":
+        raise ImageFormatError(
+            f"Expected an image of numbers (a numpy array or PIL image), got {type(image).__name__} "
+            f"holding {arr.dtype}.")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+        raise ImageFormatError(
+            "An image must be shaped (height, width) for grayscale or (height, width, channels) with "
+            f"3 (RGB) or 4 (RGBA) channels; got shape {arr.shape}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageFormatError(f"The image has no pixels (shape {arr.shape}).")
+    return _scaled(arr)
+
+
+def _pil_pixels(image: Image.Image) -> np.ndarray:
+    """A PIL image in any mode as a numpy array of a mode we read (keeping alpha when there is some)."""
+    if image.mode in {"L", "LA", "RGB", "RGBA", "F"} or image.mode.startswith("I"):
+        return np.asarray(image)
+    if image.mode == "1":
+        return np.asarray(image.convert("L"))
+    return np.asarray(image.convert("RGBA" if image.has_transparency_data else "RGB"))
+
+
+def _scaled(arr: np.ndarray) -> np.ndarray:
+    """uint8 stays as it is; other types become float32 in [0, 1], or a clear error."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * np.uint8(255)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageFormatError("The image contains NaN or infinite values, so it cannot be read.")
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0:
+        raise ImageFormatError(f"Pixel values must not be negative; this image goes down to {low:g}.")
+    if arr.dtype.kind == "f" and high <= 1.0:
+        return arr.astype(np.float32, copy=False)
+    if high <= 255:
+        return (arr.astype(np.float32) / 255.0) if arr.dtype.kind == "f" else arr.astype(np.uint8)
+    if arr.dtype.kind in "iu" and high <= 65535:  # 16-bit scans
+        return arr.astype(np.float32) / 65535.0
+    raise ImageFormatError(
+        f"Pixel values must be 0–1 or 0–255 (0–65535 for 16-bit); this image goes up to {high:g}.")
+
+
+def _shrink(arr: np.ndarray) -> np.ndarray:
+    """Area-average large inputs to a long side of at most WORK_MAX px, so the rest stays fast."""
+    factor = math.ceil(max(arr.shape[:2]) / WORK_MAX)
+    if factor <= 1:
+        return arr
+    if arr.dtype == np.uint8:  # PIL infers L / LA / RGB / RGBA from the shape
+        return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).reduce(factor))
+    planes = arr[..., None] if arr.ndim == 2 else arr
+    small = [np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]), "F").reduce(factor))
+             for c in range(planes.shape[2])]
+    return small[0] if arr.ndim == 2 else np.stack(small, axis=-1)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The pixels of the outer ring (2% of the short side, at least 1 px): where the paper shows."""
+    k = max(1, min(a.shape[:2]) // 50)
+    rest = a.shape[2:]
+    return np.concatenate([a[:k].reshape(-1, *rest), a[-k:].reshape(-1, *rest),
+                           a[:, :k].reshape(-1, *rest), a[:, -k:].reshape(-1, *rest)])
+
+
+def _find_ink(arr: np.ndarray) -> tuple[np.ndarray, float, str]:
+    """Ink strength per pixel (float32, 0 = paper), the noise floor to apply, and the empty message."""
+    full = 255.0 if arr.dtype == np.uint8 else 1.0
+    has_alpha = arr.ndim == 3 and arr.shape[2] in (2, 4)
+    if has_alpha:
+        alpha = arr[..., -1]
+        if np.median(_border(alpha)) < 0.5 * full:  # transparent background: the strokes are the alpha
+            return alpha.astype(np.float32) / np.float32(full), ALPHA_FLOOR, EMPTY
+    colour = arr[..., :-1] if has_alpha else arr
+    if colour.ndim == 3 and colour.shape[2] == 3:
+        lum = colour.astype(np.float32) @ LUMA
+    else:
+        lum = colour.reshape(colour.shape[:2]).astype(np.float32)
+    lum /= np.float32(full)
+    paper = np.float32(np.median(_border(lum)))
+    if has_alpha and arr[..., -1].min() < full:  # a few see-through pixels on opaque paper: paper colour
+        a = arr[..., -1].astype(np.float32) / np.float32(full)
+        lum = lum * a + paper * (1 - a)
+    darker, lighter = paper - lum, lum - paper
+    # Ink is on whichever side of the paper colour it stands out most; ties go to the usual polarity.
+    dark_peak, light_peak = float(darker.max()), float(lighter.max())
+    use_dark = dark_peak > light_peak or (dark_peak == light_peak and paper > 0.5)
+    return np.maximum(darker if use_dark else lighter, 0), LUMA_FLOOR, FLAT
+
+
+def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
+    """Ink map -> denoise, crop, scale the long side to 20 px, centre the mass at (14, 14) in 28×28."""
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise EmptyDrawingError(empty_message)
+    # Soft threshold: noise below the floor goes to 0, strokes keep their antialiased edges.
+    ink = np.clip((ink * np.float32(1 / peak) - np.float32(floor)) * np.float32(1 / (1 - floor)), 0, None)
+    mask = ink > 0
+    labels, count = ndimage.label(mask, structure=EIGHT)
+    if count > 1:
+        mass = np.bincount(labels.ravel(), weights=ink.ravel())
+        mass[0] = 0
+        keep = mass >= SPECK * mass.max()
+        if not keep[1:].all():
+            mask = keep[labels]
+            ink = np.where(mask, ink, np.float32(0))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    crop = np.ascontiguousarray(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], dtype=np.float32)
+    h, w = crop.shape
+    scale = (DOT_PX if _is_dot(crop) else BOX) / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    # LANCZOS in PIL widens its kernel when shrinking, so thin strokes are averaged, not skipped.
+    small = np.asarray(Image.fromarray(crop, "F").resize((nw, nh), Image.Resampling.LANCZOS))
+    small = np.clip(small, 0, 1)
+    total = float(small.sum())
+    if total <= 0:  # cannot happen for real ink, but never divide by zero
+        raise EmptyDrawingError(empty_message)
+    cy = float(small.sum(axis=1) @ np.arange(nh)) / total
+    cx = float(small.sum(axis=0) @ np.arange(nw)) / total
+    # MNIST's centre of mass sits at (14, 14) in 0-based pixel indices (measured: 13.99, 14.00).
+    top = min(max(math.floor(SIZE / 2 - cy + 0.5), 0), SIZE - nh)
+    left = min(max(math.floor(SIZE / 2 - cx + 0.5), 0), SIZE - nw)
+    out = np.zeros((SIZE, SIZE), dtype=np.float32)
+    out[top:top + nh, left:left + nw] = small
+    out /= out.max()
+    return out
+
+
+def _is_dot(crop: np.ndarray) -> bool:
+    """Whether the cropped ink is one blob about as thick as it is long (a click, not a digit)."""
+    h, w = crop.shape
+    if min(h, w) < 0.5 * max(h, w) or crop.sum() < 0.5 * h * w:
+        return False  # elongated or airy: strokes (the cheap test spares most digits the transform)
+    solid = np.pad(crop >= 0.5, 1)
+    return 2 * float(ndimage.distance_transform_edt(solid).max()) >= DOT_WIDTH * max(h, w)

@@ -1,0 +1,52 @@
+"""Digit Lab's entry point: page router (st.navigation) and the frame every page shares.
+
+Run with `streamlit run dashboard/app.py`. The sidebar shows the device, the dataset in use (with a
+notice when the built-in fallback digits stand in for MNIST) and the run the other pages work with.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from core.data import DATASETS  # noqa: E402
+from dashboard import state  # noqa: E402
+
+st.set_page_config(page_title="Digit Lab", page_icon="✍️", layout="wide")
+
+PAGES = {
+    "": [st.Page("app_pages/home.py", title="Home", icon="🏠", default=True)],
+    "Train": [
+        st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
+        st.Page("app_pages/runs.py", title="Runs & compare", icon="📊", url_path="runs"),
+    ],
+    "Use": [st.Page("app_pages/predict.py", title="Draw & predict", icon="✏️", url_path="predict")],
+    "Understand": [st.Page("app_pages/under_the_hood.py", title="Under the hood", icon="🧮", url_path="under-the-hood")],
+}
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption(state.device_label())
+        chosen = st.selectbox("Dataset", list(DATASETS), format_func=state.dataset_title, key="app_dataset")
+        resolved, notice = state.resolved_dataset(chosen)
+        st.session_state["app_dataset_resolved"] = resolved
+        if notice:
+            st.warning(notice, icon="ℹ️")
+        runs = state.finished_runs()
+        options = [state.STARTER] + [r.id for r in runs]
+        names = {r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in runs}
+        if st.session_state.get("app_run") not in options:
+            st.session_state["app_run"] = state.STARTER
+        st.selectbox("Model for predict / evaluate / explain", options, key="app_run",
+                     format_func=lambda k: "Starter model (shipped)" if k == state.STARTER else names[k])
+
+
+page = st.navigation({k: v for k, v in PAGES.items() if v})
+sidebar()
+page.run()

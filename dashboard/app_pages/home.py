@@ -1,0 +1,44 @@
+"""Home: what Digit Lab does, and a look at the dataset in use."""
+import numpy as np
+import streamlit as st
+
+from dashboard import state, widgets
+
+st.title("Digit Lab")
+st.markdown(
+    "Train a digit classifier live — from the article's 784-128-10 MLP to a small ResNet and a tiny ViT — "
+    "then **draw** a digit and see what it thinks, **measure** it, **explain** it, and **weigh** a bigger "
+    "model's accuracy against its training time, size and data.")
+
+cols = st.columns(4)
+cols[0].page_link("app_pages/train.py", label="Train a model", icon="🏋️")
+cols[1].page_link("app_pages/runs.py", label="Compare runs", icon="📊")
+cols[2].page_link("app_pages/predict.py", label="Draw & predict", icon="✏️")
+cols[3].page_link("app_pages/under_the_hood.py", label="Under the hood", icon="🧮")
+
+name = state.current_dataset()
+splits = state.dataset_splits(name)
+info = splits.info
+st.subheader(f"The data: {info.title}")
+sizes = splits.sizes()
+a, b, c, d = st.columns(4)
+a.metric("Training images", f"{sizes['train']:,}")
+b.metric("Validation images", f"{sizes['val']:,}", help="Fixed: used for curves and early stopping")
+c.metric("Test images", f"{sizes['test']:,}", help="Used only for final figures")
+pixels = splits.train_x.float() / 255
+d.metric("Ink per image", f"{(pixels > 0.5).float().mean().item():.1%}", help="Share of pixels above half intensity")
+
+st.markdown(f"Mean pixel value **{pixels.mean().item():.4f}**, standard deviation **{pixels.std().item():.4f}** "
+            f"(the model normalises with these). Each image is 28×28 greyscale.")
+
+if st.button("Show other samples", icon="🔀"):
+    st.session_state["home_seed"] = st.session_state.get("home_seed", 0) + 1
+rng = np.random.default_rng(st.session_state.get("home_seed", 0))
+labels = splits.train_y.numpy()
+for cls, title in enumerate(info.classes):
+    idx = rng.choice(np.flatnonzero(labels == cls), size=8, replace=False)
+    st.caption(f"**{title}**")
+    widgets.image_row([splits.train_x[i].numpy() for i in idx], [""] * 8, width=56)
+
+counts = {title: int((labels == cls).sum()) for cls, title in enumerate(info.classes)}
+st.plotly_chart(widgets.class_counts_figure(counts))

@@ -1,0 +1,114 @@
+"""Runs & compare: every run in the store; rename, delete, download; compare and weigh cost against benefit."""
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from core.compare import config_diff, cost_benefit_rows, model_card
+from core.runs import RESUMABLE, STATUSES
+from core.models import ZOO
+from dashboard import state, widgets
+
+store = state.run_store()
+jobs = state.job_manager()
+st.title("Runs & compare")
+
+f1, f2, f3 = st.columns(3)
+status = f1.selectbox("Status", ["all", *STATUSES], key="runs_status")
+model = f2.selectbox("Model", ["all", *ZOO], key="runs_model")
+search = f3.text_input("Name contains", key="runs_search")
+records = store.list(status=None if status == "all" else status, model=None if model == "all" else model)
+records = [r for r in records if search.lower() in r.name.lower()]
+if not records:
+    st.info("No runs match. Train one on the Train page.")
+    st.page_link("app_pages/train.py", label="Go to Train", icon="🏋️")
+    st.stop()
+
+table = pd.DataFrame([{
+    "name": r.name, "model": r.model, "dataset": r.dataset, "status": r.status,
+    "test accuracy": r.metrics.get("test_accuracy"), "params": r.params,
+    "train time (s)": r.timings.get("train_seconds"), "created": dt.datetime.fromtimestamp(r.created),
+    "id": r.id} for r in records])
+picked = st.dataframe(
+    table, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+    column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+                   "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+chosen = [records[i] for i in picked.selection.rows] if picked is not None else []
+st.caption("Select one run to manage it, several to compare them.")
+
+# -- one run: manage ------------------------------------------------------------------------------------
+if len(chosen) == 1:
+    run = chosen[0]
+    st.subheader(run.name)
+    if run.message:
+        (st.error if run.status in ("failed", "diverged") else st.info)(run.message)
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        new_name = st.text_input("Rename", value=run.name, key=f"runs_rename_{run.id}")
+        if st.button("Save name", key="runs_rename_save") and new_name.strip() != run.name:
+            try:
+                store.rename(run.id, new_name)
+                st.rerun()
+            except ValueError as error:
+                widgets.error_box(error)
+    with c2:
+        if run.weights_sha256:
+            st.download_button("Download weights (.safetensors)", store.weights_path(run.id).read_bytes(),
+                               file_name=f"{run.id}.safetensors", mime="application/octet-stream",
+                               key="runs_download_weights", on_click="ignore")
+        st.download_button("Download model card (.md)", model_card(run, store.read_metrics(run.id)),
+                           file_name=f"{run.id}-model-card.md", mime="text/markdown", key="runs_download_card",
+                           on_click="ignore")
+        if run.status in RESUMABLE and st.button("Resume training", key="runs_resume"):
+            jobs.resume(run.id)
+            st.session_state["train_job_id"] = run.id
+            st.switch_page("app_pages/train.py")
+    with c3:
+        sure = st.checkbox("I want to delete this run and its weights", key=f"runs_delete_sure_{run.id}")
+        if st.button("Delete run", type="primary", disabled=not sure, key="runs_delete"):
+            try:
+                store.delete(run.id)
+                st.toast(f"Deleted {run.name}")
+                st.rerun()
+            except ValueError as error:
+                widgets.error_box(error)
+    with st.expander("Model card"):
+        st.markdown(model_card(run, store.read_metrics(run.id)))
+
+# -- several runs: compare ---------------------------------------------------------------------------
+if len(chosen) >= 2:
+    st.subheader(f"Comparing {len(chosen)} runs")
+    histories = {r.name: store.read_metrics(r.id) for r in chosen}
+    histories = {k: v for k, v in histories.items() if v}
+    left, right = st.columns(2)
+    left.plotly_chart(widgets.overlay_figure(histories, "val_accuracy", "Validation accuracy"), key="runs_cmp_acc")
+    right.plotly_chart(widgets.overlay_figure(histories, "val_loss", "Validation loss"), key="runs_cmp_loss")
+    diff = config_diff(chosen)
+    st.markdown("**Settings that differ**" if diff else "All settings are the same.")
+    if diff:
+        st.dataframe(pd.DataFrame(diff, index=[r.name for r in chosen]).T.astype(str), key="runs_cmp_diff")
+
+# -- cost against benefit ------------------------------------------------------------------------------
+st.subheader("Is the bigger model worth it?")
+pool = chosen if len(chosen) >= 2 else records
+rows = cost_benefit_rows(pool)
+if len(rows) < 2:
+    st.info("Finish at least two runs (for example the seed MLP and the best preset) to weigh accuracy against cost.")
+else:
+    st.caption("Red points are Pareto-optimal: no other run is both cheaper and more accurate. "
+               + ("Showing the selected runs." if len(chosen) >= 2 else "Showing all listed runs."))
+    cost = st.radio("Cost", ["train_seconds", "params", "flops", "train_images"], horizontal=True, key="runs_cost",
+                    format_func={"train_seconds": "training time (s)", "params": "parameters",
+                                 "flops": "FLOPs per image", "train_images": "training images"}.get)
+    labels = {"train_seconds": "training time (s)", "params": "parameters", "flops": "FLOPs per image",
+              "train_images": "training images"}
+    st.plotly_chart(widgets.cost_benefit_figure(rows, cost, labels[cost], log_x=cost != "train_images"),
+                    key="runs_cost_chart")
+    base = min(rows, key=lambda r: r[cost])
+    best = max(rows, key=lambda r: r["test_accuracy"])
+    if best["id"] != base["id"]:
+        gained = (best["test_accuracy"] - base["test_accuracy"]) * 100
+        ratio = best[cost] / max(base[cost], 1e-9)
+        errors_cut = 1 - (1 - best["test_accuracy"]) / max(1 - base["test_accuracy"], 1e-9)
+        st.markdown(f"**{best['name']}** beats the cheapest run **{base['name']}** by **{gained:+.2f} points** "
+                    f"({errors_cut:.0%} fewer errors) for **{ratio:,.1f}×** the {labels[cost]}.")

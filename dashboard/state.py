@@ -1,0 +1,65 @@
+"""Server-wide resources and per-session selections shared by every page.
+
+`job_manager()` and `run_store()` are one per server (`st.cache_resource`); `current_dataset()` and
+`current_run()` are what the sidebar selected for this session.
+"""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+import torch
+
+from core.data import DATASETS, Splits, load_splits, resolve_dataset
+from core.jobs import JobManager
+from core.runs import RunRecord, RunStore
+
+STARTER = "starter"  # the selection meaning "the model shipped with the app"
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    """One job manager (and run store) for the whole server, shared by every session."""
+    return JobManager(RunStore())
+
+
+def run_store() -> RunStore:
+    return job_manager().store
+
+
+@st.cache_resource(show_spinner="Loading the dataset…")
+def dataset_splits(name: str) -> Splits:
+    """A dataset's splits on the CPU, loaded once per server (pages only read them)."""
+    return load_splits(name, "cpu")
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def resolved_dataset(name: str) -> tuple[str, str | None]:
+    return resolve_dataset(name)
+
+
+def device_label() -> str:
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    if torch.backends.mps.is_available():
+        return "GPU: Apple MPS"
+    return f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def current_dataset() -> str:
+    """The dataset this session works on (the sidebar's choice, after any fallback)."""
+    return st.session_state.get("app_dataset_resolved", "mnist")
+
+
+def current_run_id() -> str:
+    """The run chosen in the sidebar, or STARTER."""
+    return st.session_state.get("app_run", STARTER)
+
+
+def finished_runs() -> list[RunRecord]:
+    """Runs that have weights to load, newest first."""
+    return [r for r in run_store().list() if r.weights_sha256]
+
+
+def dataset_title(name: str) -> str:
+    return DATASETS[name].title

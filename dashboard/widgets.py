@@ -1,0 +1,117 @@
+"""Small shared rendering helpers: every plotly figure the pages show is built here.
+
+Each function takes plain data (lists, dicts, numpy arrays) and returns a figure or draws with `st`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+PALETTE = ["#4f46e5", "#e11d48", "#059669", "#d97706", "#0891b2", "#7c3aed", "#65a30d", "#db2777"]
+
+
+def layout(fig: go.Figure, title: str, x: str, y: str, height: int = 300) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig
+
+
+def loss_figure(steps: Sequence[tuple[int, float, float]], history: Sequence[dict[str, Any]],
+                steps_per_epoch: int | None = None) -> go.Figure:
+    """Training loss per step, with train/val loss per epoch on the same step axis."""
+    fig = go.Figure()
+    if steps:
+        s = np.asarray(steps)
+        fig.add_scatter(x=s[:, 0], y=s[:, 1], mode="lines", name="train loss (step)", line=dict(color="#c7d2fe"))
+    if history:
+        x = [r["step"] for r in history]
+        fig.add_scatter(x=x, y=[r["train_loss"] for r in history], mode="lines+markers", name="train loss (epoch)",
+                        line=dict(color=PALETTE[0]))
+        fig.add_scatter(x=x, y=[r["val_loss"] for r in history], mode="lines+markers", name="val loss",
+                        line=dict(color=PALETTE[1]))
+    return layout(fig, "Loss", "step", "cross-entropy")
+
+
+def accuracy_figure(history: Sequence[dict[str, Any]]) -> go.Figure:
+    fig = go.Figure()
+    epochs = [r["epoch"] for r in history]
+    fig.add_scatter(x=epochs, y=[r["train_accuracy"] for r in history], mode="lines+markers", name="train",
+                    line=dict(color=PALETTE[0]))
+    fig.add_scatter(x=epochs, y=[r["val_accuracy"] for r in history], mode="lines+markers", name="validation",
+                    line=dict(color=PALETTE[1]))
+    fig.update_yaxes(tickformat=".1%")
+    return layout(fig, "Accuracy", "epoch", "accuracy")
+
+
+def lr_figure(steps: Sequence[int], lrs: Sequence[float], done: int | None = None) -> go.Figure:
+    """The learning-rate schedule; `done` marks how far training has got."""
+    fig = go.Figure()
+    fig.add_scatter(x=list(steps), y=list(lrs), mode="lines", name="learning rate", line=dict(color=PALETTE[2]))
+    if done:
+        fig.add_vline(x=done, line_dash="dot", line_color="#64748b")
+    return layout(fig, "Learning-rate schedule", "step", "learning rate", height=220)
+
+
+def overlay_figure(histories: dict[str, Sequence[dict[str, Any]]], metric: str, title: str) -> go.Figure:
+    """One line per run of an epoch metric (comparison view)."""
+    fig = go.Figure()
+    for i, (name, rows) in enumerate(histories.items()):
+        fig.add_scatter(x=[r["epoch"] for r in rows], y=[r[metric] for r in rows], mode="lines+markers", name=name,
+                        line=dict(color=PALETTE[i % len(PALETTE)]))
+    if "accuracy" in metric:
+        fig.update_yaxes(tickformat=".2%")
+    return layout(fig, title, "epoch", metric.replace("_", " "))
+
+
+def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, log_x: bool = False) -> go.Figure:
+    """Test accuracy against one cost, Pareto-optimal runs joined and marked."""
+    fig = go.Figure()
+    xs = [r[cost] for r in rows]
+    ys = [r["test_accuracy"] for r in rows]
+    fig.add_scatter(x=xs, y=ys, mode="markers+text", text=[r["name"] for r in rows], textposition="top center",
+                    marker=dict(size=11, color=[PALETTE[1] if r[f"pareto_{cost}"] else "#94a3b8" for r in rows]),
+                    name="runs", hovertemplate="%{text}<br>%{x}<br>%{y:.2%}<extra></extra>")
+    front = sorted((r[cost], r["test_accuracy"]) for r in rows if r[f"pareto_{cost}"])
+    if len(front) > 1:
+        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
+                        line=dict(color=PALETTE[1], dash="dash", shape="hv"))
+    fig.update_yaxes(tickformat=".2%")
+    if log_x:
+        fig.update_xaxes(type="log")
+    return layout(fig, f"Accuracy against {label}", label, "test accuracy", height=360)
+
+
+def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: int | None = None) -> go.Figure:
+    colors = [PALETTE[0] if i == highlight else "#a5b4fc" for i in range(len(probs))]
+    fig = go.Figure(go.Bar(x=list(classes), y=list(probs), marker_color=colors,
+                           text=[f"{p:.0%}" for p in probs], textposition="outside"))
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
+    fig.update_xaxes(type="category")
+    return layout(fig, "Probabilities", "class", "probability", height=280)
+
+
+def class_counts_figure(counts: dict[str, int]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=PALETTE[0]))
+    fig.update_xaxes(type="category")
+    return layout(fig, "Training images per class", "class", "images", height=260)
+
+
+def digit_image(image: np.ndarray, scale: int = 4) -> np.ndarray:
+    """A 28×28 image (uint8 or float in [0, 1]) enlarged with square pixels for display."""
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.max() > 1.0:
+        arr = arr / 255.0
+    return np.kron(arr, np.ones((scale, scale), dtype=np.float32)).clip(0, 1)
+
+
+def image_row(images: Sequence[np.ndarray], captions: Sequence[str], width: int = 72) -> None:
+    """A row of small digit images with captions."""
+    st.image([digit_image(im) for im in images], caption=list(captions), width=width, clamp=True)
+
+
+def error_box(error: Exception) -> None:
+    """A user-caused error as a sentence, never a traceback."""
+    st.error(str(error), icon="⚠️")
