@@ -50,6 +50,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 or bf16 autocast
     patience: int = 0  # early stopping: epochs without val-loss improvement; 0 = off
     train_size: int | None = None  # use only the first N training images (data-needed studies)
+    init_from: str | None = None  # start from this run's weights ("starter" = the shipped model): fine-tuning
+    focus_errors: float = 0.0  # over-sample images the starting model finds hard: weight 1 + k·(1 − p(true))
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke runs)
     limit_batches: int | None = None  # at most this many batches per epoch (smoke runs)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes, e.g. preset name
@@ -83,6 +85,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _integer(name, value, low=1, high=10**9)
+        _number("focus_errors", self.focus_errors, low=0.0, high=100.0)
+        if self.focus_errors and not self.init_from:
+            raise ConfigError("focus_errors needs init_from: hard images are judged by the model you start from.")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise ConfigError(f"init_from must be a run id (got {self.init_from!r}).")
         if self.optimizer != "sgd" and self.momentum:
             raise ConfigError(f"momentum applies to the sgd optimiser only (got optimizer={self.optimizer!r}).")
         if not isinstance(self.augment, bool):

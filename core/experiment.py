@@ -47,6 +47,14 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
         state = None
         if resume and (folder / "checkpoint.json").is_file():
             state = load_state(folder, cfg, device)
+        init = None
+        if cfg.init_from:  # also when resuming: the hard-example weights come from the starting model
+            from core.evaluation import load_source, model_source  # the starter is a valid start too
+
+            source = model_source(store, cfg.init_from)
+            if source.model != cfg.model:
+                raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
+            init = load_source(source).state_dict()
         store.truncate_metrics(run_id, state.epoch if state else 0)
         store.update(run_id, dataset_sizes=splits.sizes(),
                      timings={**record.timings, "device": str(device)})
@@ -57,7 +65,7 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
             on_event(event)
 
         outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
-                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state)
+                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init)
         record = _finish(store, run_id, cfg, outcome, splits)
     except Exception as error:  # noqa: BLE001 - any failure becomes a 'failed' run with a message
         log.error("run %s failed:\n%s", run_id, traceback.format_exc())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from core.config import TrainConfig
 from core.data import Splits, augment_batch, to_float
-from core.metrics import evaluate
+from core.metrics import evaluate, predict_probs
 from core.models import Classifier, build_model
 
 PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
@@ -64,11 +64,22 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def new_state(cfg: TrainConfig, splits: Splits, device: torch.device) -> TrainState:
-    """A freshly initialised model and optimiser for `cfg` (deterministic for cfg.seed)."""
+def new_state(cfg: TrainConfig, splits: Splits, device: torch.device,
+              init_weights: dict[str, torch.Tensor] | None = None) -> TrainState:
+    """A fresh model (or one starting from `init_weights`) and optimiser; deterministic for cfg.seed."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, dropout=cfg.dropout, mean=splits.info.mean, std=splits.info.std).to(device)
+    model = build_model(cfg.model, dropout=cfg.dropout, mean=splits.info.mean, std=splits.info.std)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model = model.to(device)
     return TrainState(model=model, optimizer=make_optimizer(cfg, model))
+
+
+def hard_example_weights(model: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor,
+                         focus: float) -> torch.Tensor:
+    """Sampling weight per image, 1 + focus·(1 − p(true class)): what the model gets wrong comes back more."""
+    probs = predict_probs(model, images_u8).to(labels.device)
+    return 1.0 + focus * (1.0 - probs.gather(1, labels.view(-1, 1)).squeeze(1))
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -119,11 +130,20 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
           on_event: Callable[[Event], None] = lambda e: None,
           should_stop: Callable[[], bool] = lambda: False,
           save_state: Callable[[TrainState], None] = lambda s: None,
-          resume: TrainState | None = None) -> TrainOutcome:
-    """Train `cfg.model` on `splits.train_*`, validating on `splits.val_*` after every epoch."""
+          resume: TrainState | None = None, init_weights: dict[str, torch.Tensor] | None = None) -> TrainOutcome:
+    """Train `cfg.model` on `splits.train_*`, validating on `splits.val_*` after every epoch.
+
+    `init_weights` starts from a trained model (fine-tuning); with `cfg.focus_errors` the images that
+    model finds hard are over-sampled.
+    """
     device = device or pick_device(cfg.device)
     splits = splits.limit_train(cfg.train_size)
-    state = resume or new_state(cfg, splits, device)
+    state = resume or new_state(cfg, splits, device, init_weights)
+    weights = None
+    if cfg.focus_errors and init_weights is not None:
+        start = build_model(cfg.model, mean=splits.info.mean, std=splits.info.std)
+        start.load_state_dict(init_weights)
+        weights = hard_example_weights(start.to(device), splits.train_x, splits.train_y, cfg.focus_errors)
     if resume is not None and resume.rng is not None:
         torch.set_rng_state(resume.rng)
     model, optimizer = state.model, state.optimizer
@@ -141,7 +161,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
         # Per-epoch generator: shuffling and augmentation depend only on (seed, epoch), so a run
         # resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(n_train, device=device, generator=gen)
+        order = (torch.multinomial(weights, n_train, replacement=True, generator=gen) if weights is not None
+                 else torch.randperm(n_train, device=device, generator=gen))
         model.train()
         epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
         for batch in range(per_epoch):

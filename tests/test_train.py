@@ -144,3 +144,34 @@ def test_augmentation_keeps_shape_and_range_and_is_identity_at_zero_strength():
     assert moved.shape == x.shape and moved.min() >= 0 and moved.max() <= 1
     assert not torch.allclose(moved, x, atol=1e-3)
     assert (moved.sum((1, 2, 3)) < x.sum((1, 2, 3))).any()  # erasing removed ink somewhere
+
+
+def test_fine_tuning_starts_from_a_run_and_oversamples_its_mistakes(store, tiny_cfg):
+    from core.train import hard_example_weights
+    from core.checkpoint import load_model
+
+    parent = execute_run(store, create_run(store, tiny_cfg.replace(max_steps=4)).id)
+    cfg = tiny_cfg.replace(init_from=parent.id, focus_errors=5.0, epochs=1, lr=1e-4)
+    child = execute_run(store, create_run(store, cfg, parent=parent.id).id)
+    assert child.status == "completed" and child.parent == parent.id
+    model = load_model(store.weights_path(parent.id))
+    from core.data import load_splits
+
+    splits = load_splits("digits")
+    weights = hard_example_weights(model, splits.train_x, splits.train_y, 5.0)
+    assert weights.min() >= 1.0 and weights.max() <= 6.0
+    wrong = model(splits.train_x[:, None].float() / 255).argmax(1) != splits.train_y
+    assert weights[wrong].mean() > weights[~wrong].mean()  # mistakes are drawn more often
+
+
+def test_fine_tuning_a_different_architecture_is_refused(store, tiny_cfg):
+    parent = execute_run(store, create_run(store, tiny_cfg.replace(max_steps=2)).id)
+    child = execute_run(store, create_run(store, tiny_cfg.replace(model="seed-mlp", init_from=parent.id)).id)
+    assert child.status == "failed" and "fine-tuning it needs model=seed-cnn" in child.message
+
+
+def test_focus_errors_needs_a_starting_model():
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="init_from"):
+        TrainConfig(focus_errors=2.0)

@@ -24,6 +24,9 @@ if not records:
     st.page_link("app_pages/train.py", label="Go to Train", icon="🏋️")
     st.stop()
 
+counts = {s: sum(r.status == s for r in records) for s in STATUSES}
+st.caption(f"{len(records)} run{'s' if len(records) != 1 else ''}: "
+           + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 table = pd.DataFrame([{
     "name": r.name, "model": r.model, "dataset": r.dataset, "status": r.status,
     "test accuracy": r.metrics.get("test_accuracy"), "params": r.params,

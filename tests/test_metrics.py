@@ -1,0 +1,81 @@
+"""Evaluation figures: equal to scikit-learn's, calibration, reject option, McNemar, cached predictions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from core.evaluation import model_source, split_predictions
+from core.experiment import create_run, execute_run
+from core.metrics import calibration, class_report, confusion, mcnemar, reject_curve
+
+
+@pytest.fixture
+def fixed():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    preds = np.where(rng.random(500) < 0.8, labels, rng.integers(0, 10, 500))
+    return labels, preds
+
+
+def test_class_report_equals_scikit_learn(fixed):
+    labels, preds = fixed
+    report = class_report(labels, preds)
+    assert report.accuracy == skm.accuracy_score(labels, preds)
+    for average in ("macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(labels, preds, average=average)
+        assert getattr(report, average) == pytest.approx({"precision": p, "recall": r, "f1": f})
+    f1 = skm.f1_score(labels, preds, average=None)
+    assert [c["f1"] for c in report.per_class] == pytest.approx(list(f1))
+    assert sum(c["support"] for c in report.per_class) == 500
+
+
+def test_confusion_matrix_rows_are_true_classes(fixed):
+    labels, preds = fixed
+    raw = confusion(labels, preds)
+    assert raw.sum() == 500 and np.array_equal(raw, skm.confusion_matrix(labels, preds))
+    assert np.allclose(confusion(labels, preds, normalize=True).sum(1), 1.0)
+
+
+def test_calibration_of_a_perfectly_calibrated_and_an_overconfident_model():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.1, 1.0, 20_000)
+    correct = rng.random(20_000) < conf  # right exactly as often as it claims
+    probs = np.zeros((20_000, 10))
+    labels = np.zeros(20_000, dtype=int)
+    probs[:, 0] = conf
+    probs[:, 1:] = ((1 - conf) / 9)[:, None]
+    labels[~correct] = 1
+    assert calibration(probs, labels).ece < 0.02
+    overconfident = probs.copy()
+    overconfident[:, 0] = 0.999  # same answers, claims near-certainty
+    assert calibration(overconfident, labels).ece > 0.2
+
+
+def test_reject_curve_trades_coverage_for_accuracy():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.95, 0.05]])
+    labels = np.array([0, 1, 0, 0])  # the 0.6 one is wrong
+    rows = reject_curve(probs, labels, np.array([0.0, 0.7]))
+    assert rows[0] == {"threshold": 0.0, "coverage": 1.0, "accuracy": 0.75, "rejected": 0, "errors_kept": 1}
+    assert rows[1]["coverage"] == 0.5 and rows[1]["accuracy"] == 1.0 and rows[1]["rejected"] == 2
+
+
+def test_mcnemar_counts_discordant_pairs_and_tests_them():
+    a = np.array([True] * 90 + [False] * 10)
+    b = np.array([True] * 60 + [False] * 30 + [True] * 2 + [False] * 8)
+    result = mcnemar(a, b)
+    assert (result.only_a, result.only_b) == (30, 2) and result.significant and result.p_value < 1e-5
+    same = mcnemar(a, a)
+    assert (same.only_a, same.only_b, same.p_value, same.significant) == (0, 0, 1.0, False)
+
+
+def test_split_predictions_are_cached_by_weights_checksum(store, tiny_cfg):
+    run = execute_run(store, create_run(store, tiny_cfg).id)
+    src = model_source(store, run.id)
+    first = split_predictions(store, src, "test")
+    cached = list((store.root / "cache").iterdir())
+    assert len(cached) == 1 and src.sha256[:16] in cached[0].name
+    again = split_predictions(store, src, "test")
+    assert np.allclose(first.probs, again.probs) and again.accuracy == pytest.approx(run.metrics["test_accuracy"])
+    cached[0].write_bytes(b"garbage")  # a damaged cache is recomputed, not trusted
+    assert np.allclose(split_predictions(store, src, "test").probs, first.probs)
