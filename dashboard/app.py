@@ -17,16 +17,19 @@ import streamlit as st  # noqa: E402
 from core.data import DATASETS  # noqa: E402
 from dashboard import state  # noqa: E402
 
-st.set_page_config(page_title="Digit Lab", page_icon="✍️", layout="wide")
+st.set_page_config(page_title="Digit Lab", page_icon=":material/draw:", layout="wide")
 
 PAGES = {
-    "": [st.Page("app_pages/home.py", title="Home", icon="🏠", default=True)],
+    "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Train": [
-        st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
-        st.Page("app_pages/runs.py", title="Runs & compare", icon="📊", url_path="runs"),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+        st.Page("app_pages/runs.py", title="Runs & compare", icon=":material/leaderboard:", url_path="runs"),
     ],
-    "Use": [st.Page("app_pages/predict.py", title="Draw & predict", icon="✏️", url_path="predict")],
-    "Understand": [st.Page("app_pages/under_the_hood.py", title="Under the hood", icon="🧮", url_path="under-the-hood")],
+    "Use": [st.Page("app_pages/predict.py", title="Draw & predict", icon=":material/draw:", url_path="predict")],
+    "Understand": [
+        st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
+        st.Page("app_pages/under_the_hood.py", title="Under the hood", icon=":material/functions:", url_path="under-the-hood"),
+    ],
 }
 
 
@@ -37,7 +40,7 @@ def sidebar() -> None:
         resolved, notice = state.resolved_dataset(chosen)
         st.session_state["app_dataset_resolved"] = resolved
         if notice:
-            st.warning(notice, icon="ℹ️")
+            st.warning(notice, icon=":material/info:")
         runs = state.finished_runs()
         options = [state.STARTER] + [r.id for r in runs]
         names = {r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in runs}

@@ -63,3 +63,24 @@ def finished_runs() -> list[RunRecord]:
 
 def dataset_title(name: str) -> str:
     return DATASETS[name].title
+
+
+@st.cache_resource(show_spinner="Evaluating the model on every test image…", max_entries=32)
+def predictions(key: str, sha256: str, dataset: str):
+    """A model's probabilities on the test split (disk-cached in core; kept in memory here)."""
+    from core.evaluation import model_source, split_predictions
+
+    return split_predictions(run_store(), model_source(run_store(), key), "test", dataset)
+
+
+def source_dataset(src_dataset: str) -> str:
+    """The model's own dataset when available, else the session's (e.g. the built-in fallback)."""
+    from core.data import is_available
+
+    return src_dataset if is_available(src_dataset) else current_dataset()
+
+
+def source_names() -> dict[str, str]:
+    """Every model with weights, for select boxes: key -> label."""
+    return {STARTER: "Starter model (shipped)",
+            **{r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in finished_runs()}}

@@ -114,4 +114,44 @@ def image_row(images: Sequence[np.ndarray], captions: Sequence[str], width: int 
 
 def error_box(error: Exception) -> None:
     """A user-caused error as a sentence, never a traceback."""
-    st.error(str(error), icon="⚠️")
+    st.error(str(error), icon=":material/error:")
+
+
+def confusion_figure(matrix: np.ndarray, classes: Sequence[str], normalized: bool) -> go.Figure:
+    """Confusion matrix heatmap: rows true class, columns predicted."""
+    text = [[f"{v:.1%}" if normalized else f"{int(v)}" for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=matrix, x=list(classes), y=list(classes), colorscale="Blues", text=text,
+                               texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return layout(fig, "Confusion matrix" + (" (row-normalised)" if normalized else ""), "predicted", "true", height=460)
+
+
+def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, count: np.ndarray, ece: float) -> go.Figure:
+    """Reliability diagram: accuracy per confidence bin against the diagonal of perfect calibration."""
+    keep = count > 0
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line=dict(dash="dash", color="#94a3b8"))
+    fig.add_scatter(x=confidence[keep], y=accuracy[keep], mode="lines+markers", name="model",
+                    marker=dict(size=np.clip(np.sqrt(count[keep]), 5, 30), color=PALETTE[0]),
+                    hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2%}<extra></extra>")
+    return layout(fig, f"Reliability diagram (ECE {ece:.2%})", "mean confidence in bin", "accuracy in bin", height=360)
+
+
+def reject_figure(rows: Sequence[dict[str, float]], threshold: float) -> go.Figure:
+    """Coverage and accuracy of the answered images as the confidence threshold rises."""
+    fig = go.Figure()
+    t = [r["threshold"] for r in rows]
+    fig.add_scatter(x=t, y=[r["accuracy"] for r in rows], mode="lines", name="accuracy of answered", line=dict(color=PALETTE[2]))
+    fig.add_scatter(x=t, y=[r["coverage"] for r in rows], mode="lines", name="share answered", line=dict(color=PALETTE[3]))
+    fig.add_vline(x=threshold, line_dash="dot", line_color="#64748b")
+    fig.update_yaxes(tickformat=".1%")
+    return layout(fig, "Reject option: answer only when confident", "confidence threshold", "share", height=360)
+
+
+def f1_difference_figure(diff: Sequence[float], classes: Sequence[str], name_a: str, name_b: str) -> go.Figure:
+    colors = [PALETTE[2] if d >= 0 else PALETTE[1] for d in diff]
+    fig = go.Figure(go.Bar(x=list(classes), y=list(diff), marker_color=colors, text=[f"{d:+.3f}" for d in diff],
+                           textposition="outside"))
+    fig.update_xaxes(type="category")
+    return layout(fig, f"F1 of {name_b} minus F1 of {name_a}, per class", "class", "F1 difference", height=320)

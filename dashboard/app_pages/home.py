@@ -11,10 +11,10 @@ st.markdown(
     "model's accuracy against its training time, size and data.")
 
 cols = st.columns(4)
-cols[0].page_link("app_pages/train.py", label="Train a model", icon="🏋️")
-cols[1].page_link("app_pages/runs.py", label="Compare runs", icon="📊")
-cols[2].page_link("app_pages/predict.py", label="Draw & predict", icon="✏️")
-cols[3].page_link("app_pages/under_the_hood.py", label="Under the hood", icon="🧮")
+cols[0].page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
+cols[1].page_link("app_pages/runs.py", label="Compare runs", icon=":material/leaderboard:")
+cols[2].page_link("app_pages/predict.py", label="Draw & predict", icon=":material/draw:")
+cols[3].page_link("app_pages/under_the_hood.py", label="Under the hood", icon=":material/functions:")
 
 name = state.current_dataset()
 splits = state.dataset_splits(name)
@@ -31,14 +31,16 @@ d.metric("Ink per image", f"{(pixels > 0.5).float().mean().item():.1%}", help="S
 st.markdown(f"Mean pixel value **{pixels.mean().item():.4f}**, standard deviation **{pixels.std().item():.4f}** "
             f"(the model normalises with these). Each image is 28×28 greyscale.")
 
-if st.button("Show other samples", icon="🔀"):
+if st.button("Show other samples", icon=":material/shuffle:"):
     st.session_state["home_seed"] = st.session_state.get("home_seed", 0) + 1
 rng = np.random.default_rng(st.session_state.get("home_seed", 0))
 labels = splits.train_y.numpy()
+columns = st.columns(5)
 for cls, title in enumerate(info.classes):
     idx = rng.choice(np.flatnonzero(labels == cls), size=8, replace=False)
-    st.caption(f"**{title}**")
-    widgets.image_row([splits.train_x[i].numpy() for i in idx], [""] * 8, width=56)
+    tiles = splits.train_x[idx].numpy().reshape(2, 4, 28, 28).transpose(0, 2, 1, 3).reshape(56, 112)
+    with columns[cls % 5]:
+        st.image(widgets.digit_image(tiles, 2), caption=title, width=224, clamp=True)
 
 counts = {title: int((labels == cls).sum()) for cls, title in enumerate(info.classes)}
 st.plotly_chart(widgets.class_counts_figure(counts))

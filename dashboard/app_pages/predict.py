@@ -42,13 +42,13 @@ except DigitLabError as error:
     widgets.error_box(error)
     st.stop()
 
-draw_tab, upload_tab, sample_tab = st.tabs(["✏️ Draw", "📁 Upload", "🎲 Test image"])
+draw_tab, upload_tab, sample_tab = st.tabs([":material/draw: Draw", ":material/upload: Upload", ":material/casino: Test image"])
 prediction, problem = None, None
 with draw_tab:
     left, right = st.columns([1, 1])
     with left:
         brush = st.slider("Brush width", 5, 40, 18, key="predict_brush")
-        if st.button("Clear", icon="🧽", key="predict_clear"):
+        if st.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
             st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
         canvas = st_canvas(stroke_width=brush, stroke_color="#FFFFFF", background_color="#000000", height=280,
                            width=280, drawing_mode="freedraw", return_image_data=True,
@@ -72,7 +72,7 @@ with upload_tab:
             problem = error
 with sample_tab:
     splits = state.dataset_splits(state.current_dataset())
-    if st.button("Pick a random test image", icon="🎲", key="predict_random"):
+    if st.button("Pick a random test image", icon=":material/casino:", key="predict_random"):
         st.session_state["predict_sample"] = int(np.random.default_rng().integers(len(splits.test_y)))
     index = st.session_state.get("predict_sample")
     if index is not None and index < len(splits.test_y):

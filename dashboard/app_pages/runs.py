@@ -21,7 +21,7 @@ records = store.list(status=None if status == "all" else status, model=None if m
 records = [r for r in records if search.lower() in r.name.lower()]
 if not records:
     st.info("No runs match. Train one on the Train page.")
-    st.page_link("app_pages/train.py", label="Go to Train", icon="🏋️")
+    st.page_link("app_pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 counts = {s: sum(r.status == s for r in records) for s in STATUSES}

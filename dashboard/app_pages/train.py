@@ -127,7 +127,7 @@ if cfg is not None:
     steps, lrs = lr_curve(cfg, n_train)
     st.plotly_chart(widgets.lr_figure(steps, lrs), key="train_lr_preview")
 
-if st.button("Start training", type="primary", icon="▶️", disabled=cfg is None, key="train_start"):
+if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=cfg is None, key="train_start"):
     try:
         job = jobs.submit(cfg, name=st.session_state["train_name"].strip() or None)
         st.session_state["train_job_id"] = job.id
@@ -155,7 +155,7 @@ def live_panel() -> None:
     record = state.run_store().get(job_id)
     if job is None:  # trained before this server started: show what the store knows
         st.markdown(f"**{record.name}** — {record.status}. {record.message}")
-        if record.status in RESUMABLE and st.button("Resume", icon="⏯️", key="train_resume_stored"):
+        if record.status in RESUMABLE and st.button("Resume", icon=":material/resume:", key="train_resume_stored"):
             jobs.resume(job_id)
         return
     snap = job.snapshot()
@@ -174,7 +174,7 @@ def live_panel() -> None:
     m4.metric("Val accuracy", f"{last_val:.2%}" if last_val is not None else "–")
 
     if status in ("queued", "running"):
-        if st.button("Stop", icon="⏹️", key="train_stop", disabled=snap["stop_requested"]):
+        if st.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
             jobs.stop(job_id)
             st.toast("Stopping at the end of the current batch…")
     elif status == "completed":
@@ -183,7 +183,7 @@ def live_panel() -> None:
         st.warning("Stopped. Resume continues from the last completed epoch.")
     else:
         st.error(snap["message"] or f"The run ended as {status}.")
-    if status in ("cancelled", "failed") and st.button("Resume", icon="⏯️", key="train_resume"):
+    if status in ("cancelled", "failed") and st.button("Resume", icon=":material/resume:", key="train_resume"):
         try:
             jobs.resume(job_id)
         except DigitLabError as error:

@@ -151,3 +151,49 @@ def test_under_the_hood_steps_the_numpy_mlp(app):
     assert_clean(app)
     steps = next(m for m in app.metric if m.label == "Steps taken")
     assert steps.value == "10"
+
+
+def _evaluate(app, tmp_path, n=2):
+    store, ids = _finished_runs(tmp_path / "home", n=n)
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[0]).run()
+    goto(app, "evaluate")
+    assert_clean(app)
+    return store, ids
+
+
+def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app, tmp_path):
+    store, ids = _evaluate(app, tmp_path)
+    accuracy = next(m for m in app.metric if m.label == "Accuracy").value
+    assert accuracy == f"{store.get(ids[0]).metrics['test_accuracy']:.2%}"
+    app.selectbox(key="eval_compare").set_value(ids[1]).run()
+    assert_clean(app)
+    assert any("McNemar" in m.value for m in app.markdown)
+
+
+def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
+    _evaluate(app, tmp_path, n=1)
+    app.selectbox(key="eval_cell_true").set_value(3).run()
+    app.selectbox(key="eval_cell_pred").set_value(8).run()
+    text = next(m.value for m in app.markdown if "were read as" in m.value)
+    count = int(text.split("**")[1])
+    explain_buttons = [b for b in app.button if b.key and b.key.startswith("eval_cell_explain_")]
+    assert len(explain_buttons) == min(count, 18)
+    if explain_buttons:
+        explain_buttons[0].click().run()
+        assert app.session_state["explain_target"]["kind"] == "test"
+
+
+def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
+    store, ids = _evaluate(app, tmp_path, n=1)
+    app.number_input(key="eval_retrain_epochs").set_value(1).run()
+    app.button(key="eval_retrain").click().run()
+    assert_clean(app)
+    child = app.session_state["train_job_id"]
+    record = store.get(child)
+    assert record.parent == ids[0] and record.config["init_from"] == ids[0] and record.config["focus_errors"] == 5.0
+    deadline = time.time() + 120
+    while store.get(child).status in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.2)
+    assert store.get(child).status == "completed"

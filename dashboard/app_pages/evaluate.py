@@ -1,0 +1,156 @@
+"""Evaluate: accuracy, precision/recall/F1, confusion, mistakes, calibration, model-vs-model, retraining."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.config import TrainConfig
+from core.errors import DigitLabError
+from core.evaluation import model_source
+from core.metrics import calibration, class_report, confusion, mcnemar, reject_curve
+from dashboard import state, widgets
+
+store = state.run_store()
+st.title("Evaluate")
+try:
+    src = model_source(store, state.current_run_id())
+except DigitLabError as error:
+    widgets.error_box(error)
+    st.stop()
+dataset = state.source_dataset(src.dataset)
+splits = state.dataset_splits(dataset)
+classes = splits.info.classes
+result = state.predictions(src.key, src.sha256, dataset)
+probs, labels = result.probs.numpy(), result.labels.numpy()
+preds, conf = probs.argmax(1), probs.max(1)
+report = class_report(labels, preds, len(classes))
+st.caption(f"**{src.name}** ({src.model}) on the {len(labels):,} test images of {splits.info.title}. "
+           "Choose another model in the sidebar.")
+if dataset != src.dataset:
+    st.warning(f"This model was trained on {src.dataset}, which is not available here: showing {dataset} instead.")
+
+m = st.columns(5)
+m[0].metric("Accuracy", f"{report.accuracy:.2%}")
+m[1].metric("Errors", f"{int((preds != labels).sum()):,}")
+m[2].metric("Test loss", f"{result.loss:.4f}")
+m[3].metric("Macro F1", f"{report.macro['f1']:.4f}")
+m[4].metric("Weighted F1", f"{report.weighted['f1']:.4f}")
+with st.expander("Per-class precision, recall and F1"):
+    table = pd.DataFrame(report.per_class).assign(**{"class": list(classes)})
+    averages = pd.DataFrame([{"class": "macro avg", **report.macro, "support": len(labels)},
+                             {"class": "weighted avg", **report.weighted, "support": len(labels)}])
+    st.dataframe(pd.concat([table, averages]), hide_index=True, key="eval_report")
+
+
+def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = False) -> None:
+    """Test images with true/predicted label and confidence; optionally a button to explain each."""
+    if len(indices) == 0:
+        st.info("No images here.")
+        return
+    shown = indices[:limit]
+    cols = st.columns(6)
+    for n, i in enumerate(shown):
+        with cols[n % 6]:
+            st.image(widgets.digit_image(splits.test_x[i].numpy(), 3), width=84,
+                     caption=f"true {classes[labels[i]]} · said {classes[preds[i]]} {conf[i]:.0%}")
+            if explain and st.button("Explain", key=f"{key}_{i}"):
+                st.session_state["explain_target"] = {"kind": "test", "index": int(i), "dataset": dataset}
+                st.switch_page("app_pages/explain.py")
+    if len(indices) > limit:
+        st.caption(f"Showing {limit} of {len(indices)}.")
+
+
+confusion_tab, mistakes_tab, calibration_tab, compare_tab, retrain_tab = st.tabs(
+    ["Confusion matrix", "Mistakes", "Calibration & reject option", "Compare with another model",
+     "Retrain on hard cases"])
+
+with confusion_tab:
+    normalized = st.toggle("Normalise rows (recall per class)", key="eval_normalize")
+    matrix = confusion(labels, preds, len(classes), normalize=normalized)
+    st.plotly_chart(widgets.confusion_figure(matrix, classes, normalized), key="eval_confusion")
+    raw = confusion(labels, preds, len(classes))
+    off = raw - np.diag(np.diag(raw))
+    worst = np.unravel_index(off.argmax(), off.shape)
+    c1, c2 = st.columns(2)
+    true_cls = c1.selectbox("Cell: true class", range(len(classes)), index=int(worst[0]), format_func=classes.__getitem__,
+                            key="eval_cell_true")
+    pred_cls = c2.selectbox("Cell: predicted class", range(len(classes)), index=int(worst[1]),
+                            format_func=classes.__getitem__, key="eval_cell_pred")
+    cell = np.flatnonzero((labels == true_cls) & (preds == pred_cls))
+    st.markdown(f"**{len(cell)}** test images are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
+    gallery(cell[np.argsort(-conf[cell])], "eval_cell_explain", explain=True)
+
+with mistakes_tab:
+    f1, f2 = st.columns(2)
+    options = [None, *range(len(classes))]
+    label_of = lambda c: "any" if c is None else classes[c]  # noqa: E731
+    only_true = f1.selectbox("True class", options, format_func=label_of, key="eval_mistake_true")
+    only_pred = f2.selectbox("Predicted class", options, format_func=label_of, key="eval_mistake_pred")
+    wrong = preds != labels
+    if only_true is not None:
+        wrong &= labels == only_true
+    if only_pred is not None:
+        wrong &= preds == only_pred
+    mistakes = np.flatnonzero(wrong)
+    st.caption("Most confident mistakes first: the ones a confidence threshold cannot catch.")
+    gallery(mistakes[np.argsort(-conf[mistakes])], "eval_mistake_explain", limit=24, explain=True)
+
+with calibration_tab:
+    cal = calibration(probs, labels)
+    left, right = st.columns(2)
+    left.plotly_chart(widgets.reliability_figure(cal.confidence, cal.accuracy, cal.count, cal.ece), key="eval_reliability")
+    threshold = right.slider("Confidence threshold", 0.0, 0.99, 0.7, 0.01, key="eval_threshold")
+    kept = conf >= threshold
+    k1, k2, k3 = right.columns(3)
+    k1.metric("Answered", f"{kept.mean():.1%}")
+    k2.metric("Accuracy when answering", f"{(preds[kept] == labels[kept]).mean():.2%}" if kept.any() else "–")
+    k3.metric("Set aside", f"{int((~kept).sum()):,}")
+    right.plotly_chart(widgets.reject_figure(reject_curve(probs, labels), threshold), key="eval_reject")
+    st.caption(f"Expected calibration error {cal.ece:.2%}: the gap between how sure the model says it is and how "
+               "often it is right, averaged over confidence bins.")
+
+with compare_tab:
+    names = {k: v for k, v in state.source_names().items() if k != src.key}
+    if not names:
+        st.info("Train another model to compare with this one.")
+    else:
+        children = [r.id for r in state.finished_runs() if r.parent == src.key and r.id in names]
+        keys = list(names)
+        other_key = st.selectbox("Compare with", keys, index=keys.index(children[0]) if children else 0,
+                                 format_func=names.get, key="eval_compare")
+        other_src = model_source(store, other_key)
+        other = state.predictions(other_key, other_src.sha256, dataset).probs.numpy()
+        other_preds = other.argmax(1)
+        other_report = class_report(labels, other_preds, len(classes))
+        diff = [b["f1"] - a["f1"] for a, b in zip(report.per_class, other_report.per_class)]
+        st.plotly_chart(widgets.f1_difference_figure(diff, classes, src.name, other_src.name), key="eval_f1_diff")
+        test = mcnemar(preds == labels, other_preds == labels)
+        verdict = ("a real difference (p < 0.05)" if test.significant
+                   else "not distinguishable from chance on this test set (p ≥ 0.05)")
+        st.markdown(f"**{src.name}**: {report.accuracy:.2%} · **{other_src.name}**: {other_report.accuracy:.2%}. "
+                    f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
+                    f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
+        st.markdown(f"Right for **{src.name}**, wrong for **{other_src.name}**:")
+        gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
+        st.markdown(f"Right for **{other_src.name}**, wrong for **{src.name}**:")
+        gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
+
+with retrain_tab:
+    st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "
+                "(weight 1 + k·(1 − p(true class))). When it finishes, the **Compare** tab shows before and after.")
+    r1, r2, r3 = st.columns(3)
+    epochs = r1.number_input("Epochs", 1, 20, 2, key="eval_retrain_epochs")
+    focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, 5.0, key="eval_retrain_focus")
+    lr = r3.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.5f", key="eval_retrain_lr")
+    if st.button("Fine-tune on hard cases", type="primary", key="eval_retrain"):
+        try:
+            base = TrainConfig.from_dict({k: v for k, v in src.config.items() if k != "extra"})
+            cfg = base.replace(init_from=src.key, focus_errors=float(focus), epochs=int(epochs), lr=float(lr),
+                               schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
+                               extra={"fine_tuned_from": src.key})
+            job = state.job_manager().submit(cfg, name=f"{src.name} · hard cases", parent=src.key)
+            st.session_state["train_job_id"] = job.id
+            st.success("Fine-tuning started.")
+        except DigitLabError as error:
+            widgets.error_box(error)
+    if st.session_state.get("train_job_id"):
+        st.page_link("app_pages/train.py", label="Watch it on the Train page", icon=":material/model_training:")
