@@ -50,6 +50,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 or bf16 autocast
     patience: int = 0  # early stopping: epochs without val-loss improvement; 0 = off
     train_size: int | None = None  # use only the first N training images (data-needed studies)
+    train_on_val: bool = False  # also train on the validation images (all 60,000, as the article's Keras code)
     init_from: str | None = None  # start from this run's weights ("starter" = the shipped model): fine-tuning
     focus_errors: float = 0.0  # over-sample images the starting model finds hard: weight 1 + k·(1 − p(true))
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke runs)
@@ -92,8 +93,11 @@ class TrainConfig:
             raise ConfigError(f"init_from must be a run id (got {self.init_from!r}).")
         if self.optimizer != "sgd" and self.momentum:
             raise ConfigError(f"momentum applies to the sgd optimiser only (got optimizer={self.optimizer!r}).")
-        if not isinstance(self.augment, bool):
-            raise ConfigError(f"augment must be true or false (got {self.augment!r}).")
+        for name in ("augment", "train_on_val"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false (got {getattr(self, name)!r}).")
+        if self.train_on_val and self.patience:
+            raise ConfigError("patience (early stopping) needs held-out validation images; turn off train_on_val.")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod

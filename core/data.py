@@ -68,6 +68,11 @@ class Splits:
         return Splits(self.info, self.train_x[:n], self.train_y[:n], self.val_x, self.val_y,
                       self.test_x, self.test_y)
 
+    def with_val_in_train(self) -> "Splits":
+        """Train on train + validation (as the article did); validation figures are then not held out."""
+        return Splits(self.info, torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y]),
+                      self.val_x, self.val_y, self.test_x, self.test_y)
+
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 

@@ -33,6 +33,7 @@ class ModelSource:
     dataset: str
     weights: Path
     sha256: str
+    config: dict  # the TrainConfig it was trained with (as a dict)
 
 
 def model_source(store: RunStore, key: str) -> ModelSource:
@@ -43,12 +44,12 @@ def model_source(store: RunStore, key: str) -> ModelSource:
             raise CheckpointError("The starter model is missing; run `python scripts/train_starter.py`.")
         info = json.loads(sidecar.read_text())
         return ModelSource(STARTER, info.get("name", "Starter model"), info["model"], info["dataset"],
-                           STARTER_WEIGHTS, info["sha256"])
+                           STARTER_WEIGHTS, info["sha256"], info.get("config", {}))
     record = store.get(key)
     if not record.weights_sha256:
         raise CheckpointError(f"Run {record.name} is {record.status} and has no saved weights.")
     return ModelSource(record.id, record.name, record.model, record.dataset, store.weights_path(record.id),
-                       record.weights_sha256)
+                       record.weights_sha256, record.config)
 
 
 def load_source(src: ModelSource) -> Classifier:

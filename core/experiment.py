@@ -43,7 +43,7 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
     store.update(run_id, status="running", owner_pid=os.getpid(), message="")
     try:
         device = pick_device(cfg.device)
-        splits = load_splits(cfg.dataset, device).limit_train(cfg.train_size)
+        splits = load_splits(cfg.dataset, device)
         state = None
         if resume and (folder / "checkpoint.json").is_file():
             state = load_state(folder, cfg, device)
@@ -56,7 +56,8 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
                 raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
             init = load_source(source).state_dict()
         store.truncate_metrics(run_id, state.epoch if state else 0)
-        store.update(run_id, dataset_sizes=splits.sizes(),
+        used = splits.limit_train(cfg.train_size)
+        store.update(run_id, dataset_sizes=(used.with_val_in_train() if cfg.train_on_val else used).sizes(),
                      timings={**record.timings, "device": str(device)})
 
         def forward(event: Event) -> None:

@@ -138,6 +138,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     """
     device = device or pick_device(cfg.device)
     splits = splits.limit_train(cfg.train_size)
+    if cfg.train_on_val:
+        splits = splits.with_val_in_train()
     state = resume or new_state(cfg, splits, device, init_weights)
     weights = None
     if cfg.focus_errors and init_weights is not None:

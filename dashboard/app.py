@@ -28,6 +28,7 @@ PAGES = {
     "Use": [st.Page("app_pages/predict.py", title="Draw & predict", icon=":material/draw:", url_path="predict")],
     "Understand": [
         st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
+        st.Page("app_pages/explain.py", title="Explain", icon=":material/lightbulb:", url_path="explain"),
         st.Page("app_pages/under_the_hood.py", title="Under the hood", icon=":material/functions:", url_path="under-the-hood"),
     ],
 }

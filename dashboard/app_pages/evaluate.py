@@ -54,6 +54,7 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
                      caption=f"true {classes[labels[i]]} · said {classes[preds[i]]} {conf[i]:.0%}")
             if explain and st.button("Explain", key=f"{key}_{i}"):
                 st.session_state["explain_target"] = {"kind": "test", "index": int(i), "dataset": dataset}
+                st.session_state["explain_source"] = "The image chosen on Evaluate"
                 st.switch_page("app_pages/explain.py")
     if len(indices) > limit:
         st.caption(f"Showing {limit} of {len(indices)}.")

@@ -98,3 +98,7 @@ elif prediction is not None:
             st.caption(f"Ensemble of {len(ensemble)} models: probabilities averaged.")
     st.plotly_chart(widgets.probability_bars(prediction.probs, prediction.classes, prediction.label),
                     key="predict_probs")
+    st.session_state["predict_last_input"] = prediction.model_input
+    if st.button("Explain this prediction", icon=":material/lightbulb:", key="predict_explain"):
+        st.session_state["explain_source"] = "The image from Draw & predict"
+        st.switch_page("app_pages/explain.py")

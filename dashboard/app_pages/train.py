@@ -107,6 +107,8 @@ with st.expander("Run settings"):
     r1.number_input("Stop after steps (0 = no limit)", min_value=0, key="train_max_steps")
     r2.number_input("Batches per epoch (0 = all)", min_value=0, key="train_limit_batches")
     r3.text_input("Run name (optional)", key="train_name")
+    st.toggle("Also train on the 5,000 validation images (as the article trained on all 60,000)",
+              key="train_train_on_val", help="Validation curves then show images the model trained on.")
 
 for name in FIELDS:
     form_values[name] = st.session_state.get(f"train_{name}", form_values[name])

@@ -197,3 +197,39 @@ def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
     while store.get(child).status in ("queued", "running") and time.time() < deadline:
         time.sleep(0.2)
     assert store.get(child).status == "completed"
+
+
+def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=2)
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[1]).run()  # the CNN: SHAP deep applies too
+    goto(app, "explain")
+    assert_clean(app)
+    assert app.radio(key="explain_shap_method").options == ["GradientExplainer (expected gradients)",
+                                                           "DeepExplainer (DeepLIFT)"]
+    assert any("SHAP additivity" in m.value for m in app.markdown)
+    app.button(key="explain_trust_run").click().run()
+    assert_clean(app)
+    table = app.dataframe(key="explain_trust_table").value
+    assert list(table["method"]) == ["SHAP", "LIME", "Integrated gradients", "Occlusion"]
+    assert any("Randomised-model check" in m.value for m in app.markdown)
+    app.select_slider(key="explain_global_n").set_value(100).run()
+    app.button(key="explain_global_run").click().run()
+    assert_clean(app)
+    assert any("over 100 images" in c.value for c in app.caption)
+
+
+def test_explain_page_explains_the_image_sent_from_evaluate(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    app.session_state["explain_target"] = {"kind": "test", "index": 7, "dataset": "digits"}
+    app.session_state["explain_source"] = "The image chosen on Evaluate"
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[0]).run()
+    goto(app, "explain")
+    assert_clean(app)
+    from core.data import load_splits
+
+    true = load_splits("digits").test_y[7].item()
+    assert any(f"the true label is **{true}**" in m.value for m in app.markdown)

@@ -1,0 +1,174 @@
+"""Explain: why the model said what it said — SHAP, LIME, integrated gradients, how far to trust them, layers."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from core.errors import DigitLabError
+from core.evaluation import load_source, model_source
+from core.models import ZOO
+from dashboard import explain_plots as plots
+from dashboard import state, widgets
+
+store = state.run_store()
+st.title("Explain")
+try:
+    src = model_source(store, state.current_run_id())
+except DigitLabError as error:
+    widgets.error_box(error)
+    st.stop()
+dataset = state.source_dataset(src.dataset)
+splits = state.dataset_splits(dataset)
+classes = splits.info.classes
+
+
+@st.cache_resource(show_spinner="Preparing the explainer…", max_entries=8)
+def explainer_for(key: str, sha256: str, dataset: str, background: int):
+    """One explainer per model and background size, shared by every session (it works on a private copy)."""
+    from core.explain import Explainer  # shap, lime and captum load only when this page is used
+
+    return Explainer(load_source(model_source(state.run_store(), key)), model_source(state.run_store(), key).model,
+                     dataset=dataset, background_size=background)
+
+
+# -- which image ---------------------------------------------------------------------------------------
+choices = ["A test image"]
+target = st.session_state.get("explain_target")
+if target:
+    choices.insert(0, "The image chosen on Evaluate")
+if st.session_state.get("predict_last_input") is not None:
+    choices.insert(0, "The image from Draw & predict")
+source = st.radio("Explain", choices, horizontal=True, key="explain_source")
+true_label = None
+if source == "The image from Draw & predict":
+    image = np.asarray(st.session_state["predict_last_input"], dtype=np.float32)
+elif source == "The image chosen on Evaluate" and target["index"] < len(splits.test_y):
+    index = target["index"]
+    image, true_label = splits.test_x[index].numpy() / 255.0, int(splits.test_y[index])
+else:
+    c1, c2 = st.columns([3, 1])
+    index = c1.number_input("Test image number", 0, len(splits.test_y) - 1, key="explain_index")
+    if c2.button("Random", icon=":material/casino:", key="explain_random"):
+        st.session_state["explain_index"] = int(np.random.default_rng().integers(len(splits.test_y)))
+        st.rerun()
+    image, true_label = splits.test_x[int(index)].numpy() / 255.0, int(splits.test_y[int(index)])
+image = image.astype(np.float32)
+
+background = st.sidebar.select_slider("SHAP background images", [25, 50, 100, 200], value=100, key="explain_background")
+explainer = explainer_for(src.key, src.sha256, dataset, background)
+probs = explainer.probabilities(torch.from_numpy(image)[None, None])[0].numpy()
+predicted = int(probs.argmax())
+highlight = {predicted: "← predicted"}
+if true_label is not None:
+    highlight[true_label] = "← true" if true_label != predicted else "← predicted = true"
+
+left, right = st.columns([1, 3])
+left.image(widgets.digit_image(image, 5), width=140, clamp=True)
+right.markdown(f"**{src.name}** reads **{classes[predicted]}** ({probs[predicted]:.1%})"
+               + (f"; the true label is **{classes[true_label]}**" if true_label is not None else "") + ".")
+right.plotly_chart(widgets.probability_bars(probs, classes, predicted).update_layout(height=220), key="explain_probs")
+
+shap_tab, lime_tab, ig_tab, trust_tab, layers_tab, global_tab = st.tabs(
+    ["SHAP", "LIME", "Integrated gradients & occlusion", "Can I trust it?", "Layers", "Global importance"])
+
+with shap_tab:
+    methods = ["gradient"] + (["deep"] if "deep" in ZOO[src.model].explainers else [])
+    method = st.radio("SHAP explainer", methods, horizontal=True, key="explain_shap_method",
+                      format_func={"gradient": "GradientExplainer (expected gradients)",
+                                   "deep": "DeepExplainer (DeepLIFT)"}.get)
+    if len(methods) == 1:
+        st.caption(f"{ZOO[src.model].title}: DeepExplainer does not apply (attention, LayerNorm, GELU).")
+    with st.spinner("Computing SHAP values for all 10 classes…"):
+        shap_attr = explainer.shap(image, method)
+    st.plotly_chart(plots.attribution_grid(shap_attr.values, image, classes, highlight,
+                                           f"SHAP values of each class's logit ({shap_attr.seconds:.2f} s, "
+                                           f"background {background})"), key="explain_shap_grid")
+    st.caption("Red pixels push the model towards that class, blue pixels away from it. Values add up to the "
+               "class's logit minus its average over the background images.")
+
+with lime_tab:
+    samples = st.select_slider("LIME samples", [250, 500, 1000, 2000, 4000], value=1000, key="explain_lime_samples")
+    with st.spinner("Fitting LIME…"):
+        lime = explainer.lime(image, samples)
+    st.plotly_chart(plots.segments_figure(lime.segments, image, lime.weights[lime.label],
+                                          f"LIME on {lime.n_segments} SLIC superpixels, {lime.num_samples} samples "
+                                          f"({lime.seconds:.2f} s)"), key="explain_lime")
+    st.markdown(f"Segments that most support **{classes[lime.label]}**: "
+                f"{', '.join(map(str, lime.top_positive)) or 'none'} · most against: "
+                f"{', '.join(map(str, lime.top_negative)) or 'none'} · local fit R² {lime.scores[lime.label]:.2f}")
+
+with ig_tab:
+    ig = explainer.integrated_gradients(image)
+    occ = explainer.occlusion(image)
+    a, b = st.columns(2)
+    a.plotly_chart(plots.single_map(ig.of(predicted), image, f"Integrated gradients ({ig.seconds:.2f} s)"),
+                   key="explain_ig")
+    a.caption(f"From a black image to this one; completeness gap (delta) {ig.convergence_delta:.2g} logits.")
+    b.plotly_chart(plots.single_map(occ.of(predicted), image, f"Occlusion, 4×4 patches ({occ.seconds:.2f} s)"),
+                   key="explain_occlusion")
+    b.caption("How much p(predicted) drops when each patch is blacked out.")
+    agreement = np.corrcoef(shap_attr.of(predicted).ravel(), ig.of(predicted).ravel())[0, 1]
+    st.markdown(f"SHAP and integrated gradients agree with correlation **{agreement:.2f}** on this image.")
+
+with trust_tab:
+    from core.trust import additivity, deletion_curve, randomisation_check
+
+    add = additivity(shap_attr)
+    st.markdown(f"**SHAP additivity** ({shap_attr.method}): the attributions of each class add up to its logit minus "
+                f"the expected logit within **{add.max_abs_error:.3g}** ({add.relative_error:.1%} of the largest "
+                "difference). DeepLIFT is exact by construction; the gradient estimator is sampled.")
+    if st.button("Run deletion curves and the randomised-model check", key="explain_trust_run"):
+        with st.spinner("Deleting pixels and re-explaining with random weights…"):
+            maps = {"SHAP": shap_attr.of(predicted), "LIME": lime.heatmap, "Integrated gradients": ig.of(predicted),
+                    "Occlusion": occ.of(predicted)}
+            st.session_state["explain_trust"] = {
+                "curves": {name: deletion_curve(explainer, image, m, predicted) for name, m in maps.items()},
+                "random": [randomisation_check(explainer, image, method, predicted)
+                           for method in ("gradient", "integrated-gradients")],
+                "for": (src.key, float(image.sum()))}
+    trust = st.session_state.get("explain_trust")
+    if trust and trust["for"] == (src.key, float(image.sum())):
+        st.plotly_chart(plots.deletion_figure(trust["curves"]), key="explain_deletion")
+        st.dataframe(pd.DataFrame([{"method": n, "deletion AUC": c.auc, "random AUC": c.random_auc,
+                                    "better than random by": c.random_auc - c.auc} for n, c in trust["curves"].items()]),
+                     hide_index=True, key="explain_trust_table")
+        st.markdown("**Randomised-model check**: with the weights re-initialised, a map that still looks the same "
+                    "was describing the image, not the model. Rank correlation with the trained model's map: "
+                    + "; ".join(f"{r.method} **{r.spearman:.2f}** (|map| {r.spearman_abs:.2f})" for r in trust["random"]))
+    else:
+        st.caption("Takes a few seconds: every method's map is used to delete pixels, and SHAP and integrated "
+                   "gradients are recomputed on a model with random weights.")
+
+with layers_tab:
+    from core.layers import activations, input_filters
+
+    model = explainer.model
+    acts = activations(model, image)
+    names = [f"{a.name} · {a.kind} {tuple(a.shape)}" for a in acts]
+    which = st.selectbox("Layer", range(len(acts)), format_func=names.__getitem__, key="explain_layer")
+    chosen = acts[which]
+    if chosen.is_map:
+        st.plotly_chart(plots.feature_maps(chosen.values, f"{chosen.name}: first {min(32, len(chosen.values))} of "
+                                                          f"{len(chosen.values)} feature maps"), key="explain_maps")
+    else:
+        flat = chosen.values if chosen.values.ndim == 1 else np.linalg.norm(chosen.values, axis=-1)
+        st.plotly_chart(plots.vector_figure(flat, f"{chosen.name}: {'units' if chosen.values.ndim == 1 else 'token norms'}"),
+                        key="explain_vector")
+    filters = input_filters(model)
+    label = {"conv": "First-layer convolution kernels", "patch": "Patch-embedding filters",
+             "dense": "Hidden units' incoming weights (28×28)"}[filters.kind]
+    st.plotly_chart(plots.signed_images(filters.images, f"{label}: what the first layer looks for"), key="explain_filters")
+
+with global_tab:
+    n = st.select_slider("Test images", [100, 250, 500, 1000, 2000], value=1000, key="explain_global_n")
+    if st.button("Compute global importance", key="explain_global_run"):
+        bar = st.progress(0.0, text="Explaining test images…")
+        result = explainer.global_importance(splits.test_x[:n], splits.test_y[:n],
+                                             progress=lambda done, total: bar.progress(done / total,
+                                                                                       text=f"{done}/{total} images"))
+        st.session_state["explain_global"] = {"for": (src.key, n), "result": result}
+    stored = st.session_state.get("explain_global")
+    if stored and stored["for"] == (src.key, n):
+        result = stored["result"]
+        st.plotly_chart(plots.importance_grid(result.overall, result.per_class, classes), key="explain_global_grid")
+        st.caption(f"{result.method} attributions of the labelled class over {result.n} images in {result.seconds:.1f} s.")

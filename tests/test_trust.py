@@ -1,0 +1,74 @@
+"""The trust numbers catch unfaithful explanations: additivity, deletion curves, randomised-model checks."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from core.explain import ExplanationError, Explainer
+from core.trust import additivity, deletion_curve, randomisation_check
+from tests.test_explain import box_explainer, noise, trained_cnn
+
+
+@pytest.fixture(scope="module")
+def cnn(digits) -> Explainer:
+    return Explainer(trained_cnn(), "seed-cnn", digits.train_x[:100])
+
+
+def test_shap_and_integrated_gradients_add_up_to_the_logits_of_a_trained_cnn(cnn, digits):
+    image = digits.test_x[1]
+    deep = additivity(cnn.shap(image, "deep"))
+    assert deep.output == "logit" and deep.attribution_sums.shape == (10,)
+    assert deep.max_abs_error < 1e-3 and np.abs(deep.differences).max() > 1.0  # DeepLIFT: exact
+    gradient = additivity(cnn.shap(image, "gradient"))
+    assert gradient.relative_error < 0.15  # expected gradients: a 100-sample estimate (≈5-8% seen)
+    ig = additivity(cnn.integrated_gradients(image))
+    assert ig.relative_error < 0.02 and ig.classes == (int(cnn.shap(image).probs.argmax()),)
+
+
+def test_additivity_exposes_attributions_that_do_not_add_up(cnn, digits):
+    honest = cnn.shap(digits.test_x[1], "deep")
+    doubled = dataclasses.replace(honest, values=honest.values * 2)
+    assert additivity(doubled).relative_error > 0.5
+    with pytest.raises(ExplanationError, match="additivity does not apply"):
+        additivity(cnn.occlusion(digits.test_x[1]))
+
+
+@pytest.mark.parametrize("method", ["gradient", "deep", "lime", "integrated-gradients", "occlusion"])
+def test_deleting_by_attribution_drops_the_box_models_probability_faster_than_random(method):
+    box = box_explainer()
+    image = noise(1, 2)[0]
+    curve = deletion_curve(box, image, box.pixel_map(image, method), steps=20)
+    assert curve.fractions.shape == curve.probs.shape == curve.random_probs.shape == (21,)
+    assert curve.fractions[0] == 0 and curve.fractions[-1] == 1
+    start = box.probabilities(image.view(1, 1, 28, 28))[0, curve.cls].item()
+    assert curve.probs[0] == pytest.approx(start, abs=1e-5) and curve.random_probs[0] == pytest.approx(start, abs=1e-5)
+    assert curve.auc < 0.5 * curve.random_auc
+
+
+def test_a_reversed_map_deletes_worse_than_random(cnn, digits):
+    image = digits.test_x[2]
+    attribution = cnn.shap(image, "gradient").of()
+    faithful = deletion_curve(cnn, image, attribution)
+    backwards = deletion_curve(cnn, image, -attribution)
+    assert faithful.auc < faithful.random_auc < backwards.auc
+
+
+def test_randomised_model_maps_do_not_resemble_the_trained_models(cnn, digits):
+    image = digits.test_x[0]
+    weights = {k: v.clone() for k, v in cnn.model.state_dict().items()}
+    check = randomisation_check(cnn, image, "gradient")
+    assert abs(check.spearman) < 0.3
+    assert check.spearman_abs < 0.9  # magnitudes keep some of the digit's shape (Adebayo et al.)
+    assert np.array_equal(check.original, cnn.pixel_map(image, "gradient"))
+    assert all(torch.equal(weights[k], v) for k, v in cnn.model.state_dict().items())  # randomised a copy
+
+
+def test_cascading_randomisation_goes_from_the_output_layer_down(cnn, digits):
+    check = randomisation_check(cnn, digits.test_x[0], "integrated-gradients", cascade=True)
+    assert [name for name, _ in check.cascade] == ["net.12", "net.9", "net.6", "net.3", "net.0"]
+    assert check.cascade[-1][1] == pytest.approx(check.spearman)  # all layers random = the full check
+    assert all(abs(rho) < 0.5 for _, rho in check.cascade)
+
