@@ -11,7 +11,7 @@ from core.experiment import create_run, execute_run
 from core.runs import RunStore
 from tests.dashboard.conftest import assert_clean, canvas_payload, goto
 
-PAGES = ["home", "train", "runs", "predict", "under_the_hood"]
+PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "under_the_hood"]
 
 
 @pytest.mark.parametrize("page", PAGES)
