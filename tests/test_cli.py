@@ -14,7 +14,7 @@ from core.cli import main
 def test_real_mnist_run_on_a_small_slice_through_the_cli(mnist, store):
     proc = subprocess.run(
         [sys.executable, "-m", "core.cli", "train", "--preset", "seed-cnn", "--epochs", "1",
-         "--train-size", "3000", "--batch-size", "100", "--json"],
+         "--train-size", "3000", "--batch-size", "100", "--no-train-on-val", "--json"],
         capture_output=True, text=True, timeout=300, env={**os.environ}, check=False)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -137,7 +137,7 @@ def test_predict_page_says_draw_something_for_an_empty_canvas(app):
 def test_predict_page_rejects_a_file_that_is_not_an_image(app):
     app.run()
     goto(app, "predict")
-    app.file_uploader(key="predict_upload").upload(b"%PDF-1.4 not an image", "digit.png", "image/png").run()
+    app.file_uploader(key="predict_upload").upload("digit.png", b"%PDF-1.4 not an image", "image/png").run()
     assert any("not a readable PNG or JPEG" in e.value for e in app.error)
     assert not app.exception
 
@@ -211,7 +211,7 @@ def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
     assert any("SHAP additivity" in m.value for m in app.markdown)
     app.button(key="explain_trust_run").click().run()
     assert_clean(app)
-    table = app.dataframe(key="explain_trust_table").value
+    table = next(d.value for d in app.dataframe if "deletion AUC" in d.value.columns)
     assert list(table["method"]) == ["SHAP", "LIME", "Integrated gradients", "Occlusion"]
     assert any("Randomised-model check" in m.value for m in app.markdown)
     app.select_slider(key="explain_global_n").set_value(100).run()
@@ -233,3 +233,22 @@ def test_explain_page_explains_the_image_sent_from_evaluate(app, tmp_path):
 
     true = load_splits("digits").test_y[7].item()
     assert any(f"the true label is **{true}**" in m.value for m in app.markdown)
+
+
+def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
+    import io
+
+    from PIL import Image
+
+    from core.drawings import draw_digit
+
+    alpha = draw_digit(4, np.random.default_rng(5))[..., 3]
+    paper = Image.fromarray((255 - alpha * 0.8).astype(np.uint8), "L")  # dark ink on white paper
+    buffer = io.BytesIO()
+    paper.save(buffer, format="JPEG")
+    app.run()
+    goto(app, "predict")
+    app.file_uploader(key="predict_upload").upload("four.jpg", buffer.getvalue(), "image/jpeg").run()
+    assert_clean(app)
+    verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert verdicts and "**4**" in verdicts[0]
