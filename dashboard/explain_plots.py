@@ -15,6 +15,12 @@ from dashboard.widgets import PALETTE, layout
 DIVERGING = "RdBu_r"  # red = pushes towards the class, blue = pushes away
 
 
+def _outline(image: np.ndarray) -> go.Contour:
+    """The digit's outline (half-intensity contour), drawn over a heatmap without hiding it."""
+    return go.Contour(z=image, contours=dict(start=0.5, end=0.5, size=1, coloring="none"), showscale=False,
+                      line=dict(color="rgba(30,30,30,0.55)", width=1), hoverinfo="skip")
+
+
 def _symmetric(maps: np.ndarray) -> float:
     return float(np.abs(maps).max()) or 1.0
 
@@ -28,9 +34,9 @@ def attribution_grid(maps: np.ndarray, image: np.ndarray, titles: Sequence[str],
     bound = _symmetric(maps)
     for i, m in enumerate(maps):
         r, c = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Heatmap(z=image, colorscale="Greys", showscale=False, hoverinfo="skip", reversescale=True), r, c)
-        fig.add_trace(go.Heatmap(z=m, colorscale=DIVERGING, zmin=-bound, zmax=bound, opacity=0.75, showscale=i == 0,
+        fig.add_trace(go.Heatmap(z=m, colorscale=DIVERGING, zmin=-bound, zmax=bound, showscale=i == 0,
                                  hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>"), r, c)
+        fig.add_trace(_outline(image), r, c)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     fig.update_xaxes(showticklabels=False)
     return layout(fig, title, "", "", height=230 * rows + 60)
@@ -48,12 +54,12 @@ def segments_figure(segments: np.ndarray, image: np.ndarray, weights: np.ndarray
     palette = rng.permutation(segments.max() + 1)
     fig.add_trace(go.Heatmap(z=palette[segments], colorscale="Turbo", showscale=False, opacity=0.55,
                              customdata=segments, hovertemplate="segment %{customdata}<extra></extra>"), 1, 1)
-    fig.add_trace(go.Heatmap(z=image, colorscale="Greys", reversescale=True, showscale=False, opacity=0.45,
-                             hoverinfo="skip"), 1, 1)
+    fig.add_trace(_outline(image), 1, 1)
     heat = weights[segments]
     bound = _symmetric(heat)
     fig.add_trace(go.Heatmap(z=heat, colorscale=DIVERGING, zmin=-bound, zmax=bound,
                              hovertemplate="weight %{z:.3g}<extra></extra>"), 1, 2)
+    fig.add_trace(_outline(image), 1, 2)
     for sid in range(segments.max() + 1):
         ys, xs = np.nonzero(segments == sid)
         if len(xs):

@@ -54,10 +54,11 @@ def main() -> int:
             page.goto(f"{url}/train")
             page.wait_for_selector(READY, timeout=90_000)
             page.get_by_role("button", name=re.compile("Start training")).click()
-            page.get_by_text(re.compile(r"running · epoch")).wait_for(timeout=60_000)
-            page.wait_for_timeout(12_000)  # let the curves grow
-            page.get_by_text(re.compile(r"running · epoch")).scroll_into_view_if_needed()
-            page.screenshot(path=str(ROOT / "docs" / "train.png"), full_page=False)
+            page.get_by_text(re.compile(r"running · epoch 2/")).wait_for(timeout=120_000)
+            page.wait_for_timeout(6_000)  # into the second epoch: curves, validation accuracy and previews
+            page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, 0)")
+            page.wait_for_timeout(1_500)
+            page.screenshot(path=str(ROOT / "docs" / "train.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 1150})
             page.get_by_role("button", name=re.compile("Stop")).click()
             page.wait_for_timeout(3000)
             browser.close()

@@ -40,6 +40,85 @@ for _name in FIELDS:
 jobs = state.job_manager()
 st.title("Train")
 
+
+# -- live progress -------------------------------------------------------------------------------------
+def attached_job_id() -> str | None:
+    """This session's job, else the server's running job (a second tab sees the same training)."""
+    job_id = st.session_state.get("train_job_id")
+    if job_id is None:
+        active = jobs.active()
+        job_id = active[0].id if active else None
+    return job_id
+
+
+@st.fragment(run_every=1.0)
+def live_panel() -> None:
+    job_id = attached_job_id()
+    if job_id is None:
+        st.info("No training yet. Choose settings below and press **Start training**.")
+        return
+    job = jobs.get(job_id)
+    record = state.run_store().get(job_id)
+    if job is None:  # trained before this server started: show what the store knows
+        st.markdown(f"**{record.name}** — {record.status}. {record.message}")
+        if record.status in RESUMABLE and st.button("Resume", icon=":material/resume:", key="train_resume_stored"):
+            jobs.resume(job_id)
+        return
+    snap = job.snapshot()
+    st.subheader(f"{record.name}")
+    status = snap["status"]
+    if status == "queued":
+        st.info(f"Queued — position {jobs.queue_position(job_id) or 1} behind the run on {snap['device']}.")
+    total = max(snap["total_steps"], 1)
+    st.progress(min(snap["step"] / total, 1.0),
+                text=f"{status} · epoch {snap['epoch']}/{snap['epochs']} · step {snap['step']}/{snap['total_steps']}")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Loss", f"{snap['loss']:.4f}" if snap["loss"] is not None else "–")
+    m2.metric("Images/s", f"{snap['images_per_second']:.0f}" if snap["images_per_second"] else "–")
+    m3.metric("ETA", f"{snap['eta_seconds']:.0f} s" if snap["eta_seconds"] is not None else "–")
+    last_val = snap["history"][-1]["val_accuracy"] if snap["history"] else None
+    m4.metric("Val accuracy", f"{last_val:.2%}" if last_val is not None else "–")
+
+    if status in ("queued", "running"):
+        if st.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
+            jobs.stop(job_id)
+            st.toast("Stopping at the end of the current batch…")
+    elif status == "completed":
+        st.success(f"Finished: test accuracy {snap['test_accuracy']:.2%}. See it on the Runs page or draw a digit.")
+    elif status == "cancelled":
+        st.warning("Stopped. Resume continues from the last completed epoch.")
+    else:
+        st.error(snap["message"] or f"The run ended as {status}.")
+    if status in ("cancelled", "failed") and st.button("Resume", icon=":material/resume:", key="train_resume"):
+        try:
+            jobs.resume(job_id)
+        except DigitLabError as error:
+            widgets.error_box(error)
+
+    left, right = st.columns(2)
+    left.plotly_chart(widgets.loss_figure(snap["steps"], snap["history"]), key="train_loss_chart")
+    if snap["history"]:
+        right.plotly_chart(widgets.accuracy_figure(snap["history"]), key="train_acc_chart")
+    run_cfg = TrainConfig.from_dict(record.config)
+    if run_cfg.train_on_val:
+        st.caption("This run also trains on the validation images (as the article did): validation figures are "
+                   "not a held-out estimate; the test figure at the end is.")
+    lr_steps, lrs = lr_curve(run_cfg, record.dataset_sizes.get("train") or state.dataset_splits(run_cfg.dataset).sizes()["train"])
+    right.plotly_chart(widgets.lr_figure(lr_steps, lrs, done=snap["step"]), key="train_lr_chart")
+    preview = snap["preview"]
+    if preview:
+        splits = state.dataset_splits(record.dataset)
+        classes = splits.info.classes
+        st.caption("Validation images and the model's current answers")
+        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
+                          [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
+                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
+
+
+live_panel()
+st.divider()
+
+
 # -- configuration ---------------------------------------------------------------------------------
 st.selectbox("Preset", list(PRESETS), key="train_preset", on_change=apply_preset,
              help="Fills the form below; change anything afterwards.")
@@ -135,79 +214,7 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", dis
         st.session_state["train_job_id"] = job.id
     except DigitLabError as error:
         widgets.error_box(error)
-
-
-# -- live progress -------------------------------------------------------------------------------------
-def attached_job_id() -> str | None:
-    """This session's job, else the server's running job (a second tab sees the same training)."""
-    job_id = st.session_state.get("train_job_id")
-    if job_id is None:
-        active = jobs.active()
-        job_id = active[0].id if active else None
-    return job_id
-
-
-@st.fragment(run_every=1.0)
-def live_panel() -> None:
-    job_id = attached_job_id()
-    if job_id is None:
-        st.info("No training yet. Choose settings and press **Start training**.")
-        return
-    job = jobs.get(job_id)
-    record = state.run_store().get(job_id)
-    if job is None:  # trained before this server started: show what the store knows
-        st.markdown(f"**{record.name}** — {record.status}. {record.message}")
-        if record.status in RESUMABLE and st.button("Resume", icon=":material/resume:", key="train_resume_stored"):
-            jobs.resume(job_id)
-        return
-    snap = job.snapshot()
-    st.subheader(f"{record.name}")
-    status = snap["status"]
-    if status == "queued":
-        st.info(f"Queued — position {jobs.queue_position(job_id) or 1} behind the run on {snap['device']}.")
-    total = max(snap["total_steps"], 1)
-    st.progress(min(snap["step"] / total, 1.0),
-                text=f"{status} · epoch {snap['epoch']}/{snap['epochs']} · step {snap['step']}/{snap['total_steps']}")
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Loss", f"{snap['loss']:.4f}" if snap["loss"] is not None else "–")
-    m2.metric("Images/s", f"{snap['images_per_second']:.0f}" if snap["images_per_second"] else "–")
-    m3.metric("ETA", f"{snap['eta_seconds']:.0f} s" if snap["eta_seconds"] is not None else "–")
-    last_val = snap["history"][-1]["val_accuracy"] if snap["history"] else None
-    m4.metric("Val accuracy", f"{last_val:.2%}" if last_val is not None else "–")
-
-    if status in ("queued", "running"):
-        if st.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
-            jobs.stop(job_id)
-            st.toast("Stopping at the end of the current batch…")
-    elif status == "completed":
-        st.success(f"Finished: test accuracy {snap['test_accuracy']:.2%}. See it on the Runs page or draw a digit.")
-    elif status == "cancelled":
-        st.warning("Stopped. Resume continues from the last completed epoch.")
     else:
-        st.error(snap["message"] or f"The run ended as {status}.")
-    if status in ("cancelled", "failed") and st.button("Resume", icon=":material/resume:", key="train_resume"):
-        try:
-            jobs.resume(job_id)
-        except DigitLabError as error:
-            widgets.error_box(error)
-
-    left, right = st.columns(2)
-    left.plotly_chart(widgets.loss_figure(snap["steps"], snap["history"]), key="train_loss_chart")
-    if snap["history"]:
-        right.plotly_chart(widgets.accuracy_figure(snap["history"]), key="train_acc_chart")
-    if snap["steps"]:
-        lr_steps = [s[0] for s in snap["steps"]]
-        right.plotly_chart(widgets.lr_figure(lr_steps, [s[2] for s in snap["steps"]], done=snap["step"]),
-                           key="train_lr_chart")
-    preview = snap["preview"]
-    if preview:
-        splits = state.dataset_splits(record.dataset)
-        classes = splits.info.classes
-        st.caption("Validation images and the model's current answers")
-        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
-                          [("✅ " if p == t else "❌ ") + f"{classes[p]} {c:.0%}"
-                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
+        st.rerun()  # show the new job's progress at the top straight away
 
 
-st.divider()
-live_panel()
