@@ -72,6 +72,7 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
         log.error("run %s failed:\n%s", run_id, traceback.format_exc())
         text = str(error) if isinstance(error, DigitLabError) else f"{type(error).__name__}: {error}"
         record = store.update(run_id, status="failed", owner_pid=None, message=f"Training failed: {text}")
+        on_event({"type": "failed", "run_id": run_id, "message": record.message})
     on_event({"type": "finished", "run_id": run_id, "status": record.status, "message": record.message,
               "test_accuracy": record.metrics.get("test_accuracy")})
     return record

@@ -78,8 +78,10 @@ def test_failed_run_records_the_reason(store, tiny_cfg, monkeypatch):
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(experiment, "load_splits", broken_loader)
-    record = execute_run(store, create_run(store, tiny_cfg).id)
+    events = []
+    record = execute_run(store, create_run(store, tiny_cfg).id, on_event=events.append)
     assert record.status == "failed" and "out of memory" in record.message
+    assert [e["type"] for e in events] == ["failed", "finished"] and "out of memory" in events[0]["message"]
 
 
 @pytest.fixture

@@ -252,3 +252,18 @@ def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
     assert_clean(app)
     verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
     assert verdicts and "**4**" in verdicts[0]
+
+
+def test_first_render_does_not_load_the_explanation_libraries():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from streamlit.testing.v1 import AppTest; import sys\n"
+            f"at = AppTest.from_file({str(REPO / 'dashboard' / 'app.py')!r}, default_timeout=120); at.run()\n"
+            "assert not at.exception\n"
+            "print(sorted(m for m in ('shap', 'lime', 'captum') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"  # they load only when the Explain page is opened

@@ -42,6 +42,10 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
     page.wait_for_timeout(2500)
     later = int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
     assert later > first  # the fragment keeps polling: the bar moved while we watched
+    second_tab = page.context.new_page()  # another session attaches to the same server-wide job
+    open_page(second_tab, f"{server}/train")
+    expect(second_tab.get_by_text(re.compile(r"running · epoch \d+/\d+ · step"))).to_be_visible(timeout=30_000)
+    second_tab.close()
     page.get_by_role("button", name=re.compile("Stop")).click()
     expect(page.get_by_text(re.compile("Stopped. Resume continues"))).to_be_visible(timeout=30_000)
     page.locator("a[data-testid='stSidebarNavLink']", has_text="Runs & compare").click()
