@@ -61,7 +61,7 @@ def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = ()) -> str
         f"- Data: {info.title if info else record.dataset}; images used: "
         + ", ".join(f"{k} {v:,}" for k, v in record.dataset_sizes.items()),
         f"- Weights: `weights.safetensors`, sha256 `{record.weights_sha256}`",
-        f"- Software: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()), "",
+        "- Software: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()), "",
         "## Results", "",
     ]
     for key, value in sorted(record.metrics.items()):

@@ -84,3 +84,20 @@ def source_names() -> dict[str, str]:
     """Every model with weights, for select boxes: key -> label."""
     return {STARTER: "Starter model (shipped)",
             **{r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in finished_runs()}}
+
+
+def selected_source():
+    """The sidebar's model as a source, the dataset to judge it on, and that dataset's splits.
+
+    Shows the reason and stops the page when the model cannot be loaded (e.g. missing weights).
+    """
+    from core.errors import DigitLabError
+    from core.evaluation import model_source
+
+    try:
+        src = model_source(run_store(), current_run_id())
+    except DigitLabError as error:
+        st.error(str(error), icon=":material/error:")
+        st.stop()
+    dataset = source_dataset(src.dataset)
+    return src, dataset, dataset_splits(dataset)

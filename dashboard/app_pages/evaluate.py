@@ -11,13 +11,7 @@ from dashboard import state, widgets
 
 store = state.run_store()
 st.title("Evaluate")
-try:
-    src = model_source(store, state.current_run_id())
-except DigitLabError as error:
-    widgets.error_box(error)
-    st.stop()
-dataset = state.source_dataset(src.dataset)
-splits = state.dataset_splits(dataset)
+src, dataset, splits = state.selected_source()
 classes = splits.info.classes
 result = state.predictions(src.key, src.sha256, dataset)
 probs, labels = result.probs.numpy(), result.labels.numpy()

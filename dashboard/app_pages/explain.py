@@ -4,21 +4,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.errors import DigitLabError
 from core.evaluation import load_source, model_source
 from core.models import ZOO
 from dashboard import explain_plots as plots
 from dashboard import state, widgets
 
-store = state.run_store()
 st.title("Explain")
-try:
-    src = model_source(store, state.current_run_id())
-except DigitLabError as error:
-    widgets.error_box(error)
-    st.stop()
-dataset = state.source_dataset(src.dataset)
-splits = state.dataset_splits(dataset)
+src, dataset, splits = state.selected_source()
 classes = splits.info.classes
 
 
@@ -27,8 +19,8 @@ def explainer_for(key: str, sha256: str, dataset: str, background: int):
     """One explainer per model and background size, shared by every session (it works on a private copy)."""
     from core.explain import Explainer  # shap, lime and captum load only when this page is used
 
-    return Explainer(load_source(model_source(state.run_store(), key)), model_source(state.run_store(), key).model,
-                     dataset=dataset, background_size=background)
+    source = model_source(state.run_store(), key)
+    return Explainer(load_source(source), source.model, dataset=dataset, background_size=background)
 
 
 # -- which image ---------------------------------------------------------------------------------------
