@@ -21,7 +21,7 @@ from torch import nn
 
 from core.errors import DigitLabError
 from core.models import ZOO
-from core.superpixels import LimeResult, lime_superpixels, readonly, segment  # noqa: F401 (re-exported)
+from core.superpixels import LimeResult, lime_superpixels, readonly
 
 METHODS = ("gradient", "deep", "lime", "integrated-gradients", "occlusion")  # pixel_map() names
 GLOBAL_METHODS = ("gradient", "input-x-gradient")
