@@ -72,6 +72,8 @@ def save_state(folder: Path, state: TrainState, model_name: str) -> None:
                 plain_state.setdefault(str(idx), {})[key] = value
     if state.rng is not None:
         tensors["rng"] = state.rng
+    if state.rng_cuda is not None:
+        tensors["rng_cuda"] = state.rng_cuda
     for k, v in (state.best_weights or {}).items():
         tensors[f"best.{k}"] = v
     sha = save_tensors(folder / "checkpoint.safetensors", tensors, {"kind": "checkpoint", "model": model_name})
@@ -110,6 +112,7 @@ def load_state(folder: Path, cfg: TrainConfig, device: torch.device) -> TrainSta
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")} or None
     return TrainState(model=model, optimizer=optimizer, epoch=info["epoch"], step=info["step"],
-                      rng=tensors.get("rng"), train_seconds=info["train_seconds"], images=info["images"],
+                      rng=tensors.get("rng"), rng_cuda=tensors.get("rng_cuda"),
+                      train_seconds=info["train_seconds"], images=info["images"],
                       best_val_loss=info["best_val_loss"] if info["best_val_loss"] is not None else math.inf,
                       epochs_since_best=info["epochs_since_best"], history=info["history"], best_weights=best)

@@ -87,8 +87,9 @@ def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcom
         return store.update(run_id, status="diverged", message=outcome.message, timings=timings, owner_pid=None)
     test = evaluate(state.model, splits.test_x, splits.test_y)
     metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss}
-    if state.history:
-        metrics.update(val_accuracy=state.history[-1]["val_accuracy"], val_loss=state.history[-1]["val_loss"])
+    if state.history:  # with early stopping the weights are the best epoch's, so its figures are reported
+        row = min(state.history, key=lambda r: r["val_loss"]) if cfg.patience else state.history[-1]
+        metrics.update(val_accuracy=row["val_accuracy"], val_loss=row["val_loss"])
     sha = save_model(store.weights_path(run_id), state.model, cfg.model, {"run_id": run_id, "dataset": cfg.dataset})
     return store.update(run_id, status=outcome.status, message=outcome.message, metrics=metrics, timings=timings,
                         weights_sha256=sha, owner_pid=None)

@@ -76,6 +76,7 @@ class Job:
             kind = event["type"]
             if kind == "started":
                 self.status, self.started = "running", self.started or time.time()
+                self.history = [r for r in self.history if r["epoch"] <= event["epoch"]]  # resume re-runs the rest
                 self.epochs, self.total_steps, self.step = event["epochs"], event["total_steps"], event["step"]
             elif kind == "step":
                 if self._first_step is None:
@@ -95,7 +96,19 @@ class Job:
 
 
 class JobManager:
-    """Owns the workers for one run store; share one per server (e.g. with `st.cache_resource`)."""
+    """Owns the workers for one run store; share one per process with `JobManager.shared()`."""
+
+    _shared: dict[str, "JobManager"] = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, store: RunStore) -> "JobManager":
+        """The process's manager for `store`'s folder: clearing a UI cache never orphans running jobs."""
+        key = str(store.root.resolve())
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = cls(store)
+            return cls._shared[key]
 
     def __init__(self, store: RunStore) -> None:
         self.store = store

@@ -124,6 +124,9 @@ def decode_upload(data: bytes) -> Image.Image:
         with Image.open(io.BytesIO(data)) as probe:
             kind, size = probe.format, probe.size
             probe.verify()  # checks the structure without decoding all pixels
+    except Image.DecompressionBombError:
+        raise DigitLabError(f"The image declares more than {MAX_UPLOAD_PIXELS // 10**6} megapixels; "
+                            "crop or shrink it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DigitLabError(f"That file is not a readable PNG or JPEG image ({error}).") from None
     if kind not in UPLOAD_FORMATS:

@@ -122,8 +122,8 @@ class RunStore:
     def delete(self, run_id: str) -> None:
         """Remove a run's folder and index row; a running run cannot be deleted."""
         record = self.get(run_id)
-        if record.status == "running":
-            raise ValueError(f"Run {run_id} is still running; stop it before deleting.")
+        if record.status in ACTIVE:
+            raise ValueError(f"Run {record.name} is {record.status}; stop it before deleting.")
         with self._lock, self._db() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(self.folder(run_id), ignore_errors=True)
@@ -192,8 +192,8 @@ class RunStore:
             if record.status not in ACTIVE or record.id in live_run_ids:
                 continue
             pid = record.owner_pid
-            if pid is not None and pid != os.getpid() and _pid_alive(pid):
-                continue  # another live process (e.g. a CLI run) owns it
+            if pid == os.getpid() or (pid is not None and _pid_alive(pid)):
+                continue  # a live worker owns it: this process's (e.g. an older job manager) or another's
             self.update(record.id, status="interrupted", owner_pid=None,
                         message="The process training this run stopped before it finished; resume it "
                                 "from its last completed epoch.")

@@ -33,6 +33,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps taken
     rng: torch.Tensor | None = None  # torch's global CPU RNG state (dropout), at the end of `epoch`
+    rng_cuda: torch.Tensor | None = None  # the CUDA generator's state too, when training on a GPU
     best_val_loss: float = math.inf
     epochs_since_best: int = 0
     train_seconds: float = 0.0
@@ -148,6 +149,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
         weights = hard_example_weights(start.to(device), splits.train_x, splits.train_y, cfg.focus_errors)
     if resume is not None and resume.rng is not None:
         torch.set_rng_state(resume.rng)
+    if resume is not None and resume.rng_cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(resume.rng_cuda, device)
     model, optimizer = state.model, state.optimizer
     n_train = len(splits.train_y)
     per_epoch = steps_per_epoch(cfg, n_train)
@@ -219,6 +222,7 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
         if cfg.patience and improved:
             state.best_weights = copy.deepcopy(model.state_dict())
         state.rng = torch.get_rng_state()
+        state.rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         shown = slice(0, PREVIEW_IMAGES)
         on_event({"type": "epoch", **row, "preview": {  # a few validation images' current predictions
             "label": val.labels[shown].tolist(), "pred": val.predictions[shown].tolist(),

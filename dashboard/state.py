@@ -20,7 +20,7 @@ STARTER = "starter"  # the selection meaning "the model shipped with the app"
 @st.cache_resource(show_spinner=False)
 def job_manager() -> JobManager:
     """One job manager (and run store) for the whole server, shared by every session."""
-    return JobManager(RunStore())
+    return JobManager.shared(RunStore())
 
 
 def run_store() -> RunStore:

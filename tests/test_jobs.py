@@ -22,7 +22,7 @@ def test_two_jobs_queue_and_both_finish(store, tiny_cfg):
     jobs = JobManager(store)
     first = jobs.submit(tiny_cfg.replace(epochs=3))
     second = jobs.submit(tiny_cfg.replace(seed=4))
-    assert jobs.queue_position(second.id) in (1, None) and jobs.queue_position(first.id) is None
+    assert jobs.queue_position(second.id) == 1 and jobs.queue_position(first.id) is None
     assert jobs.wait(second.id).status == "completed"
     assert jobs.get(first.id).status == "completed"
     assert first.finished <= second.started  # one job per device at a time
@@ -70,6 +70,29 @@ def test_completed_runs_do_not_resume(store, tiny_cfg):
     jobs.wait(job.id)
     with pytest.raises(DigitLabError, match="only"):
         jobs.resume(job.id)
+
+
+def test_a_second_manager_in_the_same_process_leaves_live_runs_alone(store, tiny_cfg):
+    jobs = JobManager(store)
+    job = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    _wait_for(lambda: job.snapshot()["step"] >= 2)
+    JobManager(store)  # e.g. the UI's resource cache was cleared
+    assert store.get(job.id).status == "running"
+    assert JobManager.shared(store) is JobManager.shared(type(store)(store.root))
+    jobs.stop(job.id)
+    jobs.wait(job.id, timeout=30)
+
+
+def test_queued_and_running_runs_cannot_be_deleted(store, tiny_cfg):
+    jobs = JobManager(store)
+    running = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    queued = jobs.submit(tiny_cfg)
+    for job in (running, queued):
+        with pytest.raises(ValueError, match="stop it before deleting"):
+            store.delete(job.id)
+    jobs.stop(queued.id)
+    jobs.stop(running.id)
+    jobs.wait(running.id, timeout=30)
 
 
 def test_a_new_manager_marks_orphaned_runs_interrupted(store, tiny_cfg):

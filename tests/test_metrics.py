@@ -69,13 +69,20 @@ def test_mcnemar_counts_discordant_pairs_and_tests_them():
     assert (same.only_a, same.only_b, same.p_value, same.significant) == (0, 0, 1.0, False)
 
 
-def test_split_predictions_are_cached_by_weights_checksum(store, tiny_cfg):
+def test_split_predictions_are_cached_by_weights_checksum(store, tiny_cfg, monkeypatch):
     run = execute_run(store, create_run(store, tiny_cfg).id)
     src = model_source(store, run.id)
     first = split_predictions(store, src, "test")
     cached = list((store.root / "cache").iterdir())
     assert len(cached) == 1 and src.sha256[:16] in cached[0].name
-    again = split_predictions(store, src, "test")
+    from core import evaluation
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("the cache was not used")
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluation, "evaluate", no_recompute)
+        again = split_predictions(store, src, "test")
     assert np.allclose(first.probs, again.probs) and again.accuracy == pytest.approx(run.metrics["test_accuracy"])
     cached[0].write_bytes(b"garbage")  # a damaged cache is recomputed, not trusted
     assert np.allclose(split_predictions(store, src, "test").probs, first.probs)

@@ -86,6 +86,11 @@ def test_uploads_are_checked_before_use():
 def test_huge_uploads_are_refused_by_pixel_count():
     with pytest.raises(DigitLabError, match="megapixels"):
         decode_upload(_encoded("PNG", size=(6000, 5000)))
+    bomb = io.BytesIO()  # a small file declaring 400 million pixels: Pillow's decompression-bomb guard
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 200_000
+    with pytest.raises(DigitLabError, match="megapixels"):
+        decode_upload(bomb.getvalue())
 
 
 # -- the shipped starter model ------------------------------------------------------------------------

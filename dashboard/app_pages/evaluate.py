@@ -13,7 +13,11 @@ store = state.run_store()
 st.title("Evaluate")
 src, dataset, splits = state.selected_source()
 classes = splits.info.classes
-result = state.predictions(src.key, src.sha256, dataset)
+try:
+    result = state.predictions(src.key, src.sha256, dataset)
+except DigitLabError as error:
+    widgets.error_box(error)
+    st.stop()
 probs, labels = result.probs.numpy(), result.labels.numpy()
 preds, conf = probs.argmax(1), probs.max(1)
 report = class_report(labels, preds, len(classes))
@@ -104,30 +108,36 @@ with calibration_tab:
                "often it is right, averaged over confidence bins.")
 
 with compare_tab:
-    names = {k: v for k, v in state.source_names().items() if k != src.key}
+    same_data = {r.id for r in state.finished_runs() if r.dataset == src.dataset} | (
+        {state.STARTER} if src.dataset == "mnist" else set())
+    names = {k: v for k, v in state.source_names().items() if k != src.key and k in same_data}
     if not names:
-        st.info("Train another model to compare with this one.")
+        st.info(f"Train another model on {splits.info.title} to compare with this one.")
     else:
         children = [r.id for r in state.finished_runs() if r.parent == src.key and r.id in names]
         keys = list(names)
         other_key = st.selectbox("Compare with", keys, index=keys.index(children[0]) if children else 0,
                                  format_func=names.get, key="eval_compare")
-        other_src = model_source(store, other_key)
-        other = state.predictions(other_key, other_src.sha256, dataset).probs.numpy()
-        other_preds = other.argmax(1)
-        other_report = class_report(labels, other_preds, len(classes))
-        diff = [b["f1"] - a["f1"] for a, b in zip(report.per_class, other_report.per_class)]
-        st.plotly_chart(widgets.f1_difference_figure(diff, classes, src.name, other_src.name), key="eval_f1_diff")
-        test = mcnemar(preds == labels, other_preds == labels)
-        verdict = ("a real difference (p < 0.05)" if test.significant
-                   else "not distinguishable from chance on this test set (p ≥ 0.05)")
-        st.markdown(f"**{src.name}**: {report.accuracy:.2%} · **{other_src.name}**: {other_report.accuracy:.2%}. "
-                    f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
-                    f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
-        st.markdown(f"Right for **{src.name}**, wrong for **{other_src.name}**:")
-        gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
-        st.markdown(f"Right for **{other_src.name}**, wrong for **{src.name}**:")
-        gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
+        try:
+            other_src = model_source(store, other_key)
+            other = state.predictions(other_key, other_src.sha256, dataset).probs.numpy()
+        except DigitLabError as error:
+            widgets.error_box(error)
+        else:
+            other_preds = other.argmax(1)
+            other_report = class_report(labels, other_preds, len(classes))
+            diff = [b["f1"] - a["f1"] for a, b in zip(report.per_class, other_report.per_class)]
+            st.plotly_chart(widgets.f1_difference_figure(diff, classes, src.name, other_src.name), key="eval_f1_diff")
+            test = mcnemar(preds == labels, other_preds == labels)
+            verdict = ("a real difference (p < 0.05)" if test.significant
+                       else "not distinguishable from chance on this test set (p ≥ 0.05)")
+            st.markdown(f"**{src.name}**: {report.accuracy:.2%} · **{other_src.name}**: {other_report.accuracy:.2%}. "
+                        f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
+                        f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
+            st.markdown(f"Right for **{src.name}**, wrong for **{other_src.name}**:")
+            gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
+            st.markdown(f"Right for **{other_src.name}**, wrong for **{src.name}**:")
+            gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
 
 with retrain_tab:
     st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "

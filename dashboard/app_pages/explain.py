@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from core.errors import DigitLabError
 from core.evaluation import load_source, model_source
 from core.models import ZOO
 from dashboard import explain_plots as plots
@@ -38,16 +39,21 @@ elif source == "The image chosen on Evaluate" and target["index"] < len(splits.t
     index = target["index"]
     image, true_label = splits.test_x[index].numpy() / 255.0, int(splits.test_y[index])
 else:
+    def pick_random() -> None:  # a callback: it runs before the number input exists on the rerun
+        st.session_state["explain_index"] = int(np.random.default_rng().integers(len(splits.test_y)))
+
     c1, c2 = st.columns([3, 1])
     index = c1.number_input("Test image number", 0, len(splits.test_y) - 1, key="explain_index")
-    if c2.button("Random", icon=":material/casino:", key="explain_random"):
-        st.session_state["explain_index"] = int(np.random.default_rng().integers(len(splits.test_y)))
-        st.rerun()
+    c2.button("Random", icon=":material/casino:", key="explain_random", on_click=pick_random)
     image, true_label = splits.test_x[int(index)].numpy() / 255.0, int(splits.test_y[int(index)])
 image = image.astype(np.float32)
 
 background = st.sidebar.select_slider("SHAP background images", [25, 50, 100, 200], value=100, key="explain_background")
-explainer = explainer_for(src.key, src.sha256, dataset, background)
+try:
+    explainer = explainer_for(src.key, src.sha256, dataset, background)
+except DigitLabError as error:
+    widgets.error_box(error)
+    st.stop()
 probs = explainer.probabilities(torch.from_numpy(image)[None, None])[0].numpy()
 predicted = int(probs.argmax())
 highlight = {predicted: "← predicted"}

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core.compare import config_diff, cost_benefit_rows, model_card
+from core.errors import DigitLabError
 from core.runs import RESUMABLE, STATUSES
 from core.models import ZOO
 from dashboard import state, widgets
@@ -36,7 +37,8 @@ picked = st.dataframe(
     table, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
     column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
                    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
-chosen = [records[i] for i in picked.selection.rows] if picked is not None else []
+# A keyed table keeps its selected row numbers when the rows change (a delete, a filter): drop stale ones.
+chosen = [records[i] for i in picked.selection.rows if i < len(records)] if picked is not None else []
 st.caption("Select one run to manage it, several to compare them.")
 
 # -- one run: manage ------------------------------------------------------------------------------------
@@ -63,9 +65,13 @@ if len(chosen) == 1:
                            file_name=f"{run.id}-model-card.md", mime="text/markdown", key="runs_download_card",
                            on_click="ignore")
         if run.status in RESUMABLE and st.button("Resume training", key="runs_resume"):
-            jobs.resume(run.id)
-            st.session_state["train_job_id"] = run.id
-            st.switch_page("app_pages/train.py")
+            try:
+                jobs.resume(run.id)
+            except DigitLabError as error:
+                widgets.error_box(error)
+            else:
+                st.session_state["train_job_id"] = run.id
+                st.switch_page("app_pages/train.py")
     with c3:
         sure = st.checkbox("I want to delete this run and its weights", key=f"runs_delete_sure_{run.id}")
         if st.button("Delete run", type="primary", disabled=not sure, key="runs_delete"):
@@ -81,7 +87,8 @@ if len(chosen) == 1:
 # -- several runs: compare ---------------------------------------------------------------------------
 if len(chosen) >= 2:
     st.subheader(f"Comparing {len(chosen)} runs")
-    histories = {r.name: store.read_metrics(r.id) for r in chosen}
+    label = {r.id: f"{r.name} · {r.id[-6:]}" for r in chosen}  # names repeat ("seed-cnn on mnist")
+    histories = {label[r.id]: store.read_metrics(r.id) for r in chosen}
     histories = {k: v for k, v in histories.items() if v}
     left, right = st.columns(2)
     left.plotly_chart(widgets.overlay_figure(histories, "val_accuracy", "Validation accuracy"), key="runs_cmp_acc")
@@ -89,7 +96,7 @@ if len(chosen) >= 2:
     diff = config_diff(chosen)
     st.markdown("**Settings that differ**" if diff else "All settings are the same.")
     if diff:
-        st.dataframe(pd.DataFrame(diff, index=[r.name for r in chosen]).T.astype(str), key="runs_cmp_diff")
+        st.dataframe(pd.DataFrame(diff, index=[label[r.id] for r in chosen]).T.astype(str), key="runs_cmp_diff")
 
 # -- cost against benefit ------------------------------------------------------------------------------
 st.subheader("Is the bigger model worth it?")

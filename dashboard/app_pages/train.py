@@ -6,7 +6,7 @@ import torch
 
 from core.config import PRESETS, TrainConfig, advice
 from core.data import DATASETS, augment_batch, to_float
-from core.errors import DigitLabError
+from core.errors import DigitLabError, RunNotFoundError
 from core.models import ZOO
 from core.runs import RESUMABLE
 from core.train import lr_curve
@@ -19,6 +19,7 @@ OPTIONAL_INTS = ("train_size", "max_steps", "limit_batches")  # 0 in the form me
 
 def apply_preset() -> None:
     """Fill the form with the chosen preset's values (other fields back to defaults)."""
+    st.session_state["train_preset_value"] = st.session_state["train_preset"]  # survives visits to other pages
     cfg = TrainConfig.from_preset(st.session_state["train_preset"], dataset=st.session_state["train_values"].get(
         "dataset", state.current_dataset()))
     for name in FIELDS:
@@ -34,6 +35,7 @@ if "train_values" not in st.session_state:  # first visit in this session: start
     st.session_state["train_preset"] = "fast"
     apply_preset()
 form_values: dict = st.session_state["train_values"]
+st.session_state.setdefault("train_preset", st.session_state["train_preset_value"])
 for _name in FIELDS:
     st.session_state.setdefault(f"train_{_name}", form_values[_name])
 
@@ -58,11 +60,19 @@ def live_panel() -> None:
         st.info("No training yet. Choose settings below and press **Start training**.")
         return
     job = jobs.get(job_id)
-    record = state.run_store().get(job_id)
+    try:
+        record = state.run_store().get(job_id)
+    except RunNotFoundError:  # deleted on the Runs page meanwhile
+        st.session_state.pop("train_job_id", None)
+        st.info("That run was deleted. Choose settings below and press **Start training**.")
+        return
     if job is None:  # trained before this server started: show what the store knows
         st.markdown(f"**{record.name}** — {record.status}. {record.message}")
         if record.status in RESUMABLE and st.button("Resume", icon=":material/resume:", key="train_resume_stored"):
-            jobs.resume(job_id)
+            try:
+                jobs.resume(job_id)
+            except DigitLabError as error:
+                widgets.error_box(error)
         return
     snap = job.snapshot()
     st.subheader(f"{record.name}")
@@ -166,8 +176,13 @@ with st.expander("Augmentation (rotation, scale, shift, erasing — never flips)
     a3.slider("Shift ± pixels", 0.0, 6.0, key="train_translate_px")
     a4.slider("Pen width ±", 0.0, 1.0, key="train_stroke", help="Thicken or thin strokes, as different pens do")
     a5.slider("Erasing probability", 0.0, 1.0, key="train_erase_prob")
+    sample = None
     if st.session_state["train_augment"]:
-        sample = state.dataset_splits(st.session_state["train_dataset"]).train_x[:8]
+        try:
+            sample = state.dataset_splits(st.session_state["train_dataset"]).train_x[:8]
+        except DigitLabError:
+            pass  # the settings check below says why the dataset cannot be used
+    if sample is not None:
         gen = torch.Generator().manual_seed(st.session_state.get("train_aug_seed", 0))
         shown = augment_batch(to_float(sample), gen, rotate_deg=st.session_state["train_rotate_deg"],
                               scale=st.session_state["train_scale"], translate_px=st.session_state["train_translate_px"],
@@ -196,7 +211,8 @@ for name in OPTIONAL_INTS:
     values[name] = int(values[name]) or None
 try:
     cfg = TrainConfig.from_dict(values).replace(extra={"preset": st.session_state["train_preset"]})
-    n_train = state.dataset_splits(cfg.dataset).sizes()["train"]
+    sizes = state.dataset_splits(cfg.dataset).sizes()
+    n_train = sizes["train"] + (sizes["val"] if cfg.train_on_val else 0)
     for note in advice(cfg, n_train):
         st.warning(note)
     problem = None

@@ -267,3 +267,72 @@ def test_first_render_does_not_load_the_explanation_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"  # they load only when the Explain page is opened
+
+
+def test_explain_random_button_picks_another_test_image(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[0]).run()
+    goto(app, "explain")
+    app.button(key="explain_random").click().run()
+    assert_clean(app)
+    assert 0 <= app.number_input(key="explain_index").value < 360
+
+
+def test_train_page_survives_its_run_being_deleted(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    app.session_state["train_job_id"] = ids[0]
+    store.delete(ids[0])
+    app.run()
+    goto(app, "train")
+    assert_clean(app)
+    assert any("That run was deleted" in i.value for i in app.info)
+
+
+def test_preset_choice_survives_a_visit_to_another_page(app):
+    app.run()
+    goto(app, "train")
+    app.selectbox(key="train_preset").set_value("best").run()
+    goto(app, "home")
+    goto(app, "train")
+    assert app.selectbox(key="train_preset").value == "best"
+    assert app.selectbox(key="train_model").value == "resnet"
+
+
+def test_comparing_runs_with_the_same_name(app, tmp_path):
+    store = RunStore(tmp_path / "home")
+    for lr in (1e-3, 3e-3):  # both get the default name "seed-cnn on digits"
+        cfg = TrainConfig(dataset="digits", epochs=2, limit_batches=5, lr=lr)
+        execute_run(store, create_run(store, cfg).id)
+    app.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    app.run()
+    goto(app, "runs")
+    assert_clean(app)
+    assert any("Comparing 2 runs" in s.value for s in app.subheader)
+    diff = next(d.value for d in app.dataframe if "lr" in d.value.index)
+    assert len(diff.columns) == 2
+
+
+def test_evaluate_reports_damaged_weights_instead_of_crashing(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    path = store.weights_path(ids[0])
+    path.write_bytes(path.read_bytes()[:-8] + b"tampered")
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[0]).run()
+    for page in ("evaluate", "explain"):
+        goto(app, page)
+        assert not app.exception
+        assert any("checksum" in e.value for e in app.error)
+
+
+def test_train_form_explains_a_missing_dataset(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path / "no-data"))
+    app.run()
+    goto(app, "train")
+    app.selectbox(key="train_dataset").set_value("mnist").run()
+    app.selectbox(key="train_preset").set_value("best").run()  # augmentation on: the preview needs the data
+    assert not app.exception
+    assert any("not in" in e.value and "DIGIT_LAB_DATA" in e.value for e in app.error)
+    assert app.button(key="train_start").disabled
