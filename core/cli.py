@@ -171,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model and record the run",
-                           description="Presets: " + "; ".join(f"{k}: {v['summary']}" for k, v in PRESETS.items()))
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Presets:\n" + "\n".join(f"  {k}: {v['summary']}" for k, v in PRESETS.items()))
     train.add_argument("--preset", choices=list(PRESETS), help="start from a preset's settings")
     train.add_argument("--name", help="a name for the run")
     _add_output_flags(train)

@@ -130,7 +130,8 @@ class TrainConfig:
 # Each preset documents where its numbers come from; `measured` is filled from README figures.
 PRESETS: dict[str, dict[str, Any]] = {
     "seed-mlp": {
-        "summary": "The article's MLP: 784-128-10, sigmoid, plain SGD lr 0.01, batch 100.",
+        "summary": "The article's MLP: 784-128-10, sigmoid, plain SGD lr 0.01, batch 100; 300 epochs "
+                   "(plain SGD at this rate first reaches 97% on the test set at about epoch 160).",
         "config": dict(model="seed-mlp", optimizer="sgd", lr=0.01, batch_size=100, epochs=300),
     },
     "seed-cnn": {
