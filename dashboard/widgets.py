@@ -123,9 +123,29 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], normalized: boo
     text = [[f"{v:.1%}" if normalized else f"{int(v)}" for v in row] for row in matrix]
     fig = go.Figure(go.Heatmap(z=matrix, x=list(classes), y=list(classes), colorscale="Blues", text=text,
                                texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category")
-    return layout(fig, "Confusion matrix" + (" (row-normalised)" if normalized else ""), "predicted", "true", height=460)
+    # Heatmaps report no selection in Streamlit (streamlit#8760): invisible markers on the cells take the clicks.
+    n = len(classes)
+    fig.add_scatter(x=[classes[p] for t in range(n) for p in range(n)], y=[classes[t] for t in range(n) for p in range(n)],
+                    customdata=[[t, p] for t in range(n) for p in range(n)], mode="markers",
+                    text=[text[t][p] for t in range(n) for p in range(n)],
+                    hovertemplate="true %{y}, predicted %{x}: %{text} — click to see the images<extra></extra>",
+                    marker=dict(symbol="square", size=34, color="rgba(0,0,0,0)"), showlegend=False)
+    fig.update_layout(clickmode="event+select", hovermode="closest")
+    fig.update_yaxes(range=[n - 0.5, -0.5], type="category")  # fixed ranges: markers must not pad the axes
+    fig.update_xaxes(range=[-0.5, n - 0.5], type="category")
+    return layout(fig, "Confusion matrix — click a cell to see its images" + (" (row-normalised)" if normalized else ""),
+                  "predicted", "true", height=460)
+
+
+def selected_cell(event: Any) -> tuple[int, int] | None:
+    """(true class, predicted class) of the confusion-matrix cell clicked in a plotly selection event."""
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", []) or []
+    for point in points:
+        data = point.get("customdata")
+        if data is not None and len(data) == 2:
+            return int(data[0]), int(data[1])
+    return None
 
 
 def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, count: np.ndarray, ece: float) -> go.Figure:

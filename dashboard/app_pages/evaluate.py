@@ -65,15 +65,22 @@ confusion_tab, mistakes_tab, calibration_tab, compare_tab, retrain_tab = st.tabs
 with confusion_tab:
     normalized = st.toggle("Normalise rows (recall per class)", key="eval_normalize")
     matrix = confusion(labels, preds, len(classes), normalize=normalized)
-    st.plotly_chart(widgets.confusion_figure(matrix, classes, normalized), key="eval_confusion")
+    event = st.plotly_chart(widgets.confusion_figure(matrix, classes, normalized), key="eval_confusion",
+                            on_select="rerun", selection_mode="points")
+    clicked = widgets.selected_cell(event)
+    if clicked is not None and clicked != st.session_state.get("eval_cell_clicked"):
+        st.session_state["eval_cell_clicked"] = clicked  # apply a click once; the boxes stay free to change
+        st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = clicked
     raw = confusion(labels, preds, len(classes))
     off = raw - np.diag(np.diag(raw))
-    worst = np.unravel_index(off.argmax(), off.shape)
+    worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion
+    st.session_state.setdefault("eval_cell_true", int(worst[0]))
+    st.session_state.setdefault("eval_cell_pred", int(worst[1]))
     c1, c2 = st.columns(2)
-    true_cls = c1.selectbox("Cell: true class", range(len(classes)), index=int(worst[0]), format_func=classes.__getitem__,
+    true_cls = c1.selectbox("Cell: true class", range(len(classes)), format_func=classes.__getitem__,
                             key="eval_cell_true")
-    pred_cls = c2.selectbox("Cell: predicted class", range(len(classes)), index=int(worst[1]),
-                            format_func=classes.__getitem__, key="eval_cell_pred")
+    pred_cls = c2.selectbox("Cell: predicted class", range(len(classes)), format_func=classes.__getitem__,
+                            key="eval_cell_pred")
     cell = np.flatnonzero((labels == true_cls) & (preds == pred_cls))
     st.markdown(f"**{len(cell)}** test images are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
     gallery(cell[np.argsort(-conf[cell])], "eval_cell_explain", explain=True)

@@ -336,3 +336,13 @@ def test_train_form_explains_a_missing_dataset(app, tmp_path, monkeypatch):
     assert not app.exception
     assert any("not in" in e.value and "DIGIT_LAB_DATA" in e.value for e in app.error)
     assert app.button(key="train_start").disabled
+
+
+def test_a_click_on_a_confusion_cell_selects_that_cell():
+    from dashboard.widgets import confusion_figure, selected_cell
+
+    fig = confusion_figure(np.eye(10), [str(i) for i in range(10)], normalized=False)
+    markers = fig.data[1]
+    clicked = {"selection": {"points": [{"x": markers.x[38], "y": markers.y[38], "customdata": markers.customdata[38]}]}}
+    assert selected_cell(clicked) == (3, 8)  # row 3 (true), column 8 (predicted)
+    assert selected_cell({"selection": {"points": []}}) is None

@@ -50,3 +50,13 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
     expect(page.get_by_text(re.compile("Stopped. Resume continues"))).to_be_visible(timeout=30_000)
     page.locator("a[data-testid='stSidebarNavLink']", has_text="Runs & compare").click()
     expect(page.get_by_text(re.compile(r"1 run: 1 cancelled"))).to_be_visible(timeout=30_000)
+
+
+def test_clicking_a_confusion_matrix_cell_shows_its_images(server, page):
+    open_page(page, f"{server}/evaluate")
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    expect(chart).to_be_visible(timeout=60_000)
+    area = chart.locator(".nsewdrag").first.bounding_box()  # the plotting area: a 10×10 grid of cells
+    row, col = 9, 4  # true 9, predicted 4
+    page.mouse.click(area["x"] + (col + 0.5) * area["width"] / 10, area["y"] + (row + 0.5) * area["height"] / 10)
+    expect(page.get_by_text(re.compile(r"test images are 9 and were read as 4"))).to_be_visible(timeout=30_000)
