@@ -73,6 +73,19 @@ class Splits:
         return Splits(self.info, torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y]),
                       self.val_x, self.val_y, self.test_x, self.test_y)
 
+    def stats(self) -> dict[str, float | list[int]]:
+        """Training-split pixel statistics and images per class (for the Home page)."""
+        pixels = self.train_x.float().div(255.0)
+        return {"mean": pixels.mean().item(), "std": pixels.std().item(),
+                "ink_fraction": (pixels > 0.5).float().mean().item(),
+                "class_counts": torch.bincount(self.train_y, minlength=len(self.info.classes)).tolist()}
+
+    def samples(self, cls: int, n: int, seed: int) -> torch.Tensor:
+        """`n` random training images of class `cls` (uint8, n×28×28), reproducible for `seed`."""
+        idx = torch.nonzero(self.train_y == cls).flatten()
+        pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.train_x[idx[pick]]
+
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 

@@ -33,6 +33,12 @@ def dataset_splits(name: str) -> Splits:
     return load_splits(name, "cpu")
 
 
+@st.cache_data(show_spinner=False)
+def dataset_stats(name: str) -> dict:
+    """Pixel statistics and class counts of a dataset's training split (computed once per server)."""
+    return dataset_splits(name).stats()
+
+
 @st.cache_data(show_spinner=False, ttl=60)
 def resolved_dataset(name: str) -> tuple[str, str | None]:
     return resolve_dataset(name)

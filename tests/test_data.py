@@ -50,3 +50,14 @@ def test_fashion_mnist_from_debian(monkeypatch, tmp_path):
 def test_unknown_dataset_is_a_clear_error():
     with pytest.raises(DataUnavailableError, match="mnist"):
         load_splits("cifar")
+
+
+def test_statistics_and_class_samples(digits):
+    stats = digits.stats()
+    assert sum(stats["class_counts"]) == len(digits.train_y) and len(stats["class_counts"]) == 10
+    assert 0 < stats["mean"] < 1 and 0 < stats["ink_fraction"] < 1
+    sevens = digits.samples(7, 8, seed=1)
+    assert sevens.shape == (8, 28, 28) and torch.equal(sevens, digits.samples(7, 8, seed=1))
+    labels_of = {int(digits.train_y[i]) for i in range(len(digits.train_y))
+                 if any(torch.equal(digits.train_x[i], s) for s in sevens)}
+    assert labels_of == {7}

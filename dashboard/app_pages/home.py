@@ -1,5 +1,4 @@
 """Home: what Digit Lab does, and a look at the dataset in use."""
-import numpy as np
 import streamlit as st
 
 from dashboard import state, widgets
@@ -10,11 +9,13 @@ st.markdown(
     "then **draw** a digit and see what it thinks, **measure** it, **explain** it, and **weigh** a bigger "
     "model's accuracy against its training time, size and data.")
 
-cols = st.columns(4)
+cols = st.columns(6)
 cols[0].page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
 cols[1].page_link("app_pages/runs.py", label="Compare runs", icon=":material/leaderboard:")
 cols[2].page_link("app_pages/predict.py", label="Draw & predict", icon=":material/draw:")
-cols[3].page_link("app_pages/under_the_hood.py", label="Under the hood", icon=":material/functions:")
+cols[3].page_link("app_pages/evaluate.py", label="Evaluate", icon=":material/fact_check:")
+cols[4].page_link("app_pages/explain.py", label="Explain", icon=":material/lightbulb:")
+cols[5].page_link("app_pages/under_the_hood.py", label="Under the hood", icon=":material/functions:")
 
 name = state.current_dataset()
 splits = state.dataset_splits(name)
@@ -25,22 +26,21 @@ a, b, c, d = st.columns(4)
 a.metric("Training images", f"{sizes['train']:,}")
 b.metric("Validation images", f"{sizes['val']:,}", help="Fixed: used for curves and early stopping")
 c.metric("Test images", f"{sizes['test']:,}", help="Used only for final figures")
-pixels = splits.train_x.float() / 255
-d.metric("Ink per image", f"{(pixels > 0.5).float().mean().item():.1%}", help="Share of pixels above half intensity")
+stats = state.dataset_stats(name)
+d.metric("Ink per image", f"{stats['ink_fraction']:.1%}", help="Share of pixels above half intensity")
 
-st.markdown(f"Mean pixel value **{pixels.mean().item():.4f}**, standard deviation **{pixels.std().item():.4f}** "
+st.markdown(f"Mean pixel value **{stats['mean']:.4f}**, standard deviation **{stats['std']:.4f}** "
             f"(the model normalises with these). Each image is 28×28 greyscale.")
 
 if st.button("Show other samples", icon=":material/shuffle:"):
     st.session_state["home_seed"] = st.session_state.get("home_seed", 0) + 1
-rng = np.random.default_rng(st.session_state.get("home_seed", 0))
-labels = splits.train_y.numpy()
+seed = st.session_state.get("home_seed", 0)
 columns = st.columns(5)
 for cls, title in enumerate(info.classes):
-    idx = rng.choice(np.flatnonzero(labels == cls), size=8, replace=False)
-    tiles = splits.train_x[idx].numpy().reshape(2, 4, 28, 28).transpose(0, 2, 1, 3).reshape(56, 112)
+    images = splits.samples(cls, 8, seed + 1000 * cls).numpy()
+    tiles = images.reshape(2, 4, 28, 28).transpose(0, 2, 1, 3).reshape(56, 112)
     with columns[cls % 5]:
         st.image(widgets.digit_image(tiles, 2), caption=title, width=224, clamp=True)
 
-counts = {title: int((labels == cls).sum()) for cls, title in enumerate(info.classes)}
+counts = dict(zip(info.classes, stats["class_counts"]))
 st.plotly_chart(widgets.class_counts_figure(counts))
