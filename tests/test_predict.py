@@ -55,7 +55,7 @@ def test_empty_canvas_asks_for_a_drawing(predictor):
 def test_ensemble_averages_probabilities(store, tiny_cfg):
     a = execute_run(store, create_run(store, tiny_cfg.replace(seed=1)).id)
     b = execute_run(store, create_run(store, tiny_cfg.replace(seed=2, model="seed-mlp")).id)
-    pa, pb = Predictor.load(a.id, store), Predictor.load(b.id[:17], store)
+    pa, pb = Predictor.load(a.id, store), Predictor.load(b.id[:-1], store)  # a unique id prefix
     both = Predictor.ensemble([pa, pb])
     image = draw_digit(5, np.random.default_rng(2))
     assert np.allclose(both.predict(image).probs, (pa.predict(image).probs + pb.predict(image).probs) / 2, atol=1e-6)
