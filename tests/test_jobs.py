@@ -21,6 +21,7 @@ def _wait_for(predicate, timeout=60.0):
 def test_two_jobs_queue_and_both_finish(store, tiny_cfg):
     jobs = JobManager(store)
     first = jobs.submit(tiny_cfg.replace(epochs=3))
+    _wait_for(lambda: first.status != "queued")  # the worker has taken it off the queue
     second = jobs.submit(tiny_cfg.replace(seed=4))
     assert jobs.queue_position(second.id) == 1 and jobs.queue_position(first.id) is None
     assert jobs.wait(second.id).status == "completed"
@@ -43,6 +44,7 @@ def test_stop_cancels_a_running_job_within_a_batch(store, tiny_cfg):
 def test_stopping_a_queued_job_cancels_it_before_it_runs(store, tiny_cfg):
     jobs = JobManager(store)
     running = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    _wait_for(lambda: running.status != "queued")
     queued = jobs.submit(tiny_cfg)
     assert jobs.queue_position(queued.id) == 1
     jobs.stop(queued.id)
