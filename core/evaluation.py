@@ -9,8 +9,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from core.checkpoint import load_model
 from core.data import load_splits
 from core.errors import CheckpointError
@@ -64,10 +62,7 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
     if cache.is_file():
         try:
             tensors, _ = load_tensors(cache)
-            probs, labels = tensors["probs"], tensors["labels"]
-            loss = torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), labels).item()
-            accuracy = (probs.argmax(1) == labels).float().mean().item()
-            return EvalResult(loss, accuracy, len(labels), probs, labels)
+            return EvalResult.from_probs(tensors["probs"], tensors["labels"])
         except (CheckpointError, KeyError):
             cache.unlink(missing_ok=True)  # a damaged cache is recomputed, never trusted
     splits = load_splits(dataset)

@@ -26,6 +26,15 @@ class EvalResult:
     def predictions(self) -> torch.Tensor:
         return self.probs.argmax(1)
 
+    @classmethod
+    def from_probs(cls, probs: torch.Tensor, labels: torch.Tensor) -> "EvalResult":
+        """Loss and accuracy derived from probabilities (N, 10) and labels (N,), both on the CPU."""
+        if len(labels) == 0:
+            return cls(float("nan"), float("nan"), 0, probs, labels)
+        loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels).item()
+        accuracy = (probs.argmax(1) == labels).float().mean().item()
+        return cls(loss, accuracy, len(labels), probs, labels)
+
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -41,13 +50,7 @@ def predict_probs(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: i
 def evaluate(model: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1000) -> EvalResult:
     """Loss and accuracy of `model` on the given images."""
-    probs = predict_probs(model, images_u8, batch_size)
-    labels = labels.cpu()
-    if len(labels) == 0:
-        return EvalResult(float("nan"), float("nan"), 0, probs, labels)
-    loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels).item()
-    accuracy = (probs.argmax(1) == labels).float().mean().item()
-    return EvalResult(loss, accuracy, len(labels), probs, labels)
+    return EvalResult.from_probs(predict_probs(model, images_u8, batch_size), labels.cpu())
 
 
 # -- classification figures (sklearn's definitions) ----------------------------------------------------

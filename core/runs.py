@@ -227,15 +227,8 @@ class RunStore:
                 record.timings.get("train_seconds"), json.dumps(asdict(record))))
 
     def _db(self) -> "closing[sqlite3.Connection]":
-        conn = sqlite3.connect(self.index_path, timeout=30, isolation_level=None)  # autocommit
-        return _Connection(conn)
-
-
-class _Connection(closing):  # type: ignore[type-arg]
-    """`with self._db() as db:` yields the connection and closes it afterwards."""
-
-    def __enter__(self) -> sqlite3.Connection:  # type: ignore[override]
-        return self.thing  # type: ignore[attr-defined]
+        """`with self._db() as db:` yields an autocommit connection and closes it afterwards."""
+        return closing(sqlite3.connect(self.index_path, timeout=30, isolation_level=None))
 
 
 def _valid_id(run_id: str) -> bool:
