@@ -14,28 +14,19 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from core.config import TrainConfig  # noqa: E402
 from core.data import is_available, load_splits, to_float  # noqa: E402
 from core.explain import Explainer  # noqa: E402
-from core.models import build_model  # noqa: E402
+from core.train import train  # noqa: E402
 from core.trust import additivity  # noqa: E402
 
 
 def brief_training(steps: int) -> torch.nn.Module:
-    splits = load_splits("digits")
-    torch.manual_seed(0)
-    model = build_model("seed-cnn", mean=splits.info.mean, std=splits.info.std)
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        idx = torch.randint(len(splits.train_x), (64,), generator=gen)
-        loss = F.cross_entropy(model(to_float(splits.train_x[idx])), splits.train_y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    """seed-cnn after `steps` Adam steps on the built-in digits, through the project's own loop."""
+    cfg = TrainConfig(model="seed-cnn", dataset="digits", lr=3e-3, batch_size=64, epochs=10_000, max_steps=steps)
+    return train(cfg, load_splits("digits")).model.eval()
 
 
 def median_seconds(fn: Callable[[int], object], repeats: int) -> float:

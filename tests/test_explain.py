@@ -7,7 +7,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DigitLabError
@@ -49,20 +48,12 @@ def inside(attribution_map: np.ndarray, region: np.ndarray = BOX) -> float:
 @functools.lru_cache(maxsize=None)
 def trained_cnn() -> nn.Module:
     """seed-cnn after 60 Adam steps on the built-in digits (~95% test accuracy, a few seconds)."""
-    from core.data import load_splits, to_float
+    from core.config import TrainConfig
+    from core.data import load_splits
+    from core.train import train
 
-    splits = load_splits("digits")
-    torch.manual_seed(0)
-    model = build_model("seed-cnn", mean=splits.info.mean, std=splits.info.std)
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        idx = torch.randint(len(splits.train_x), (64,), generator=gen)
-        loss = F.cross_entropy(model(to_float(splits.train_x[idx])), splits.train_y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    cfg = TrainConfig(model="seed-cnn", dataset="digits", lr=3e-3, batch_size=64, epochs=10, max_steps=60)
+    return train(cfg, load_splits("digits")).model.eval()
 
 
 @functools.lru_cache(maxsize=None)
