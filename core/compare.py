@@ -48,6 +48,20 @@ def cost_benefit_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     return rows
 
 
+def versus_cheapest(rows: Sequence[dict[str, Any]], cost: str) -> dict[str, Any] | None:
+    """The most accurate run against the cheapest by `cost`: points gained, share of errors removed, cost ratio.
+
+    None when the cheapest run is also the most accurate (the bigger model is not worth it on these runs).
+    """
+    base = min(rows, key=lambda r: r[cost])
+    best = max(rows, key=lambda r: r["test_accuracy"])
+    if best["id"] == base["id"]:
+        return None
+    return {"best": best, "base": base, "points": (best["test_accuracy"] - base["test_accuracy"]) * 100,
+            "errors_cut": 1 - (1 - best["test_accuracy"]) / max(1 - base["test_accuracy"], 1e-9),
+            "cost_ratio": best[cost] / max(base[cost], 1e-9)}
+
+
 def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = ()) -> str:
     """A markdown model card: what it is, how it was trained, how well it does, what it is for."""
     spec = ZOO.get(record.model)

@@ -42,13 +42,10 @@ def sidebar() -> None:
         st.session_state["app_dataset_resolved"] = resolved
         if notice:
             st.warning(notice, icon=":material/info:")
-        runs = state.finished_runs()
-        options = [state.STARTER] + [r.id for r in runs]
-        names = {r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in runs}
-        if st.session_state.get("app_run") not in options:
+        names = state.source_names()
+        if st.session_state.get("app_run") not in names:
             st.session_state["app_run"] = state.STARTER
-        st.selectbox("Model for predict / evaluate / explain", options, key="app_run",
-                     format_func=lambda k: "Starter model (shipped)" if k == state.STARTER else names[k])
+        st.selectbox("Model for predict / evaluate / explain", list(names), key="app_run", format_func=names.get)
 
 
 page = st.navigation({k: v for k, v in PAGES.items() if v})

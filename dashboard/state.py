@@ -86,10 +86,11 @@ def source_dataset(src_dataset: str) -> str:
     return src_dataset if is_available(src_dataset) else current_dataset()
 
 
-def source_names() -> dict[str, str]:
-    """Every model with weights, for select boxes: key -> label."""
+def source_names(runs: list[RunRecord] | None = None) -> dict[str, str]:
+    """Every model with weights (the starter first), for select boxes: key -> label."""
+    runs = finished_runs() if runs is None else runs
     return {STARTER: "Starter model (shipped)",
-            **{r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in finished_runs()}}
+            **{r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in runs}}
 
 
 def selected_source():

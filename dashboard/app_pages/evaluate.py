@@ -64,14 +64,14 @@ confusion_tab, mistakes_tab, calibration_tab, compare_tab, retrain_tab = st.tabs
 
 with confusion_tab:
     normalized = st.toggle("Normalise rows (recall per class)", key="eval_normalize")
-    matrix = confusion(labels, preds, len(classes), normalize=normalized)
+    raw = confusion(labels, preds, len(classes))
+    matrix = confusion(labels, preds, len(classes), normalize=True) if normalized else raw
     event = st.plotly_chart(widgets.confusion_figure(matrix, classes, normalized), key="eval_confusion",
                             on_select="rerun", selection_mode="points")
     clicked = widgets.selected_cell(event)
     if clicked is not None and clicked != st.session_state.get("eval_cell_clicked"):
         st.session_state["eval_cell_clicked"] = clicked  # apply a click once; the boxes stay free to change
         st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = clicked
-    raw = confusion(labels, preds, len(classes))
     off = raw - np.diag(np.diag(raw))
     worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion
     st.session_state.setdefault("eval_cell_true", int(worst[0]))
@@ -115,13 +115,13 @@ with calibration_tab:
                "often it is right, averaged over confidence bins.")
 
 with compare_tab:
-    same_data = {r.id for r in state.finished_runs() if r.dataset == src.dataset} | (
-        {state.STARTER} if src.dataset == "mnist" else set())
-    names = {k: v for k, v in state.source_names().items() if k != src.key and k in same_data}
+    runs = state.finished_runs()
+    same_data = {r.id for r in runs if r.dataset == src.dataset} | ({state.STARTER} if src.dataset == "mnist" else set())
+    names = {k: v for k, v in state.source_names(runs).items() if k != src.key and k in same_data}
     if not names:
         st.info(f"Train another model on {splits.info.title} to compare with this one.")
     else:
-        children = [r.id for r in state.finished_runs() if r.parent == src.key and r.id in names]
+        children = [r.id for r in runs if r.parent == src.key and r.id in names]
         keys = list(names)
         other_key = st.selectbox("Compare with", keys, index=keys.index(children[0]) if children else 0,
                                  format_func=names.get, key="eval_compare")

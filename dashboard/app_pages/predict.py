@@ -17,16 +17,14 @@ def load_predictor(run_id: str, sha: str | None) -> Predictor:
     return Predictor.starter() if run_id == state.STARTER else Predictor.load(run_id, state.run_store())
 
 
-def predictor_for(run_ids: list[str]) -> Predictor:
-    shas = {r.id: r.weights_sha256 for r in state.finished_runs()}
+def predictor_for(run_ids: list[str], shas: dict[str, str | None]) -> Predictor:
     loaded = [load_predictor(rid, shas.get(rid)) for rid in run_ids]
     return loaded[0] if len(loaded) == 1 else Predictor.ensemble(loaded)
 
 
 st.title("Draw & predict")
 runs = state.finished_runs()
-names = {state.STARTER: "Starter model (shipped)", **{r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}"
-                                                       for r in runs}}
+names = state.source_names(runs)
 base = state.current_run_id()
 ensemble = st.multiselect("Models (choose several to average their probabilities: an ensemble)", list(names),
                           default=[base], format_func=names.get, key="predict_models")
@@ -37,7 +35,7 @@ if not ensemble:
     st.info("Choose at least one model.")
     st.stop()
 try:
-    predictor = predictor_for(ensemble)
+    predictor = predictor_for(ensemble, {r.id: r.weights_sha256 for r in runs})
 except DigitLabError as error:
     widgets.error_box(error)
     st.stop()

@@ -4,7 +4,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core.compare import config_diff, cost_benefit_rows, model_card
+from core.compare import config_diff, cost_benefit_rows, model_card, versus_cheapest
 from core.errors import DigitLabError
 from core.runs import RESUMABLE, STATUSES
 from core.models import ZOO
@@ -107,18 +107,13 @@ if len(rows) < 2:
 else:
     st.caption("Red points are Pareto-optimal: no other run is both cheaper and more accurate. "
                + ("Showing the selected runs." if len(chosen) >= 2 else "Showing all listed runs."))
-    cost = st.radio("Cost", ["train_seconds", "params", "flops", "train_images"], horizontal=True, key="runs_cost",
-                    format_func={"train_seconds": "training time (s)", "params": "parameters",
-                                 "flops": "FLOPs per image", "train_images": "training images"}.get)
     labels = {"train_seconds": "training time (s)", "params": "parameters", "flops": "FLOPs per image",
               "train_images": "training images"}
+    cost = st.radio("Cost", list(labels), horizontal=True, key="runs_cost", format_func=labels.get)
     st.plotly_chart(widgets.cost_benefit_figure(rows, cost, labels[cost], log_x=cost != "train_images"),
                     key="runs_cost_chart")
-    base = min(rows, key=lambda r: r[cost])
-    best = max(rows, key=lambda r: r["test_accuracy"])
-    if best["id"] != base["id"]:
-        gained = (best["test_accuracy"] - base["test_accuracy"]) * 100
-        ratio = best[cost] / max(base[cost], 1e-9)
-        errors_cut = 1 - (1 - best["test_accuracy"]) / max(1 - base["test_accuracy"], 1e-9)
-        st.markdown(f"**{best['name']}** beats the cheapest run **{base['name']}** by **{gained:+.2f} points** "
-                    f"({errors_cut:.0%} fewer errors) for **{ratio:,.1f}×** the {labels[cost]}.")
+    verdict = versus_cheapest(rows, cost)
+    if verdict is not None:
+        st.markdown(f"**{verdict['best']['name']}** beats the cheapest run **{verdict['base']['name']}** by "
+                    f"**{verdict['points']:+.2f} points** ({verdict['errors_cut']:.0%} fewer errors) for "
+                    f"**{verdict['cost_ratio']:,.1f}×** the {labels[cost]}.")

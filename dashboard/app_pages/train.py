@@ -12,7 +12,6 @@ from core.runs import RESUMABLE
 from core.train import lr_curve
 from dashboard import state, widgets
 
-DEFAULTS = TrainConfig()
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra"]
 OPTIONAL_INTS = ("train_size", "max_steps", "limit_batches")  # 0 in the form means "not set"
 
