@@ -123,9 +123,9 @@ with trust_tab:
                 "curves": {name: deletion_curve(explainer, image, m, predicted) for name, m in maps.items()},
                 "random": [randomisation_check(explainer, image, method, predicted)
                            for method in ("gradient", "integrated-gradients")],
-                "for": (src.key, float(image.sum()))}
+                "for": (src.key, image.tobytes())}
     trust = st.session_state.get("explain_trust")
-    if trust and trust["for"] == (src.key, float(image.sum())):
+    if trust and trust["for"] == (src.key, image.tobytes()):  # the results belong to this model and image
         st.plotly_chart(plots.deletion_figure(trust["curves"]), key="explain_deletion")
         st.dataframe(pd.DataFrame([{"method": n, "deletion AUC": c.auc, "random AUC": c.random_auc,
                                     "better than random by": c.random_auc - c.auc} for n, c in trust["curves"].items()]),
