@@ -62,7 +62,7 @@ def versus_cheapest(rows: Sequence[dict[str, Any]], cost: str) -> dict[str, Any]
             "cost_ratio": best[cost] / max(base[cost], 1e-9)}
 
 
-def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = ()) -> str:
+def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = (), weights_name: str = "weights.safetensors") -> str:
     """A markdown model card: what it is, how it was trained, how well it does, what it is for."""
     spec = ZOO.get(record.model)
     info = DATASETS.get(record.dataset)
@@ -74,7 +74,7 @@ def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = ()) -> str
         f"- Parameters: {record.params:,}; forward cost {record.flops / 1e6:.2f} MFLOPs per image",
         f"- Data: {info.title if info else record.dataset}; images used: "
         + ", ".join(f"{k} {v:,}" for k, v in record.dataset_sizes.items()),
-        f"- Weights: `weights.safetensors`, sha256 `{record.weights_sha256}`",
+        f"- Weights: `{weights_name}`, sha256 `{record.weights_sha256}`",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()), "",
         "## Results", "",
     ]

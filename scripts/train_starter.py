@@ -44,7 +44,7 @@ def main() -> int:
             "config": cfg.to_dict(), "metrics": record.metrics, "timings": record.timings,
             "drawings": {"images": len(labels), "seed": 0, "accuracy": drawn}, "versions": record.versions,
         })
-        atomic_write_bytes(ASSETS / "STARTER_MODEL_CARD.md", model_card(record, store.read_metrics(record.id)).encode())
+        atomic_write_bytes(ASSETS / "STARTER_MODEL_CARD.md", model_card(record, store.read_metrics(record.id), STARTER_WEIGHTS.name).encode())
         print(json.dumps({"test_accuracy": record.metrics["test_accuracy"], "drawings_accuracy": drawn,
                           "train_seconds": record.timings["train_seconds"]}))
     return 0
