@@ -62,7 +62,8 @@ def versus_cheapest(rows: Sequence[dict[str, Any]], cost: str) -> dict[str, Any]
             "cost_ratio": best[cost] / max(base[cost], 1e-9)}
 
 
-def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = (), weights_name: str = "weights.safetensors") -> str:
+def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = (),
+               weights_name: str = "weights.safetensors") -> str:
     """A markdown model card: what it is, how it was trained, how well it does, what it is for."""
     spec = ZOO.get(record.model)
     info = DATASETS.get(record.dataset)
