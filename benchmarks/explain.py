@@ -52,7 +52,7 @@ def main() -> int:
     from tqdm import tqdm
 
     if args.weights:
-        from core.checkpoint import load_model
+        from core.weights import load_model
 
         model = load_model(Path(args.weights))
     else:

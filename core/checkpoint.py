@@ -1,8 +1,8 @@
-"""Models and training states to and from our safetensors files, with their shapes checked.
+"""The per-epoch resume checkpoint: a training state to and from our safetensors files.
 
-`save_model(path, model, name)` / `load_model(path)` for final weights; `save_state` / `load_state`
-for the per-epoch resume checkpoint (model, optimiser, RNG, progress), split into tensors
-(safetensors) and plain values (JSON). Nothing is pickled.
+`save_state(folder, state, model_name)` / `load_state(folder, cfg, device)` keep model, optimiser, RNG
+and progress, split into tensors (safetensors) and plain values (JSON). Nothing is pickled. One model's
+final weights are saved and loaded by core.weights.
 """
 from __future__ import annotations
 
@@ -15,47 +15,9 @@ import torch
 
 from core.config import TrainConfig
 from core.errors import CheckpointError
-from core.models import ZOO, Classifier, build_model
 from core.storage import atomic_write_json, load_tensors, save_tensors
 from core.train import TrainState, make_optimizer
-
-
-def save_model(path: Path, model: Classifier, model_name: str, extra: dict[str, str] | None = None) -> str:
-    """Write final weights; returns their sha256 for the sidecar."""
-    return save_tensors(path, dict(model.state_dict()), {"kind": "weights", "model": model_name, **(extra or {})})
-
-
-def load_model(path: Path, expected_sha256: str | None = None, device: torch.device | str = "cpu") -> Classifier:
-    """An eval-mode model from one of our weights files (zoo name from the file's header)."""
-    tensors, meta = load_tensors(path, expected_sha256)
-    model = model_from_tensors(tensors, meta.get("model", ""), source=Path(path).name)
-    return model.to(device).eval()
-
-
-def model_from_tensors(tensors: dict[str, torch.Tensor], model_name: str, source: str = "weights",
-                       dropout: float = 0.0) -> Classifier:
-    if model_name not in ZOO:
-        raise CheckpointError(f"{source} names model {model_name!r}, which is not in the zoo "
-                              f"({', '.join(ZOO)}).")
-    mean = tensors.get("normalize.mean", torch.tensor([0.1307]))
-    std = tensors.get("normalize.std", torch.tensor([0.3081]))
-    model = build_model(model_name, dropout=dropout, mean=float(mean.flatten()[0]), std=float(std.flatten()[0]))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        detail = "; ".join(part for part in (
-            f"missing {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
-            ", ".join(f"{k} is {tuple(tensors[k].shape)} not {tuple(expected[k].shape)}" for k in wrong[:3]),
-        ) if part)
-        raise CheckpointError(f"{source} does not fit model {model_name!r}: {detail}.")
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{source} holds non-finite values in {', '.join(bad[:3])}; refused.")
-    model.load_state_dict(tensors)
-    return model
+from core.weights import model_from_tensors
 
 
 # -- resume checkpoints --------------------------------------------------------------------------

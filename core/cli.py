@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Sequence
 
-from core.config import PRESETS, TrainConfig
+from core.config import PRESETS, SETTINGS, TrainConfig
 from core.errors import DigitLabError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except DigitLabError as error:
-        print(f"error: {error}", file=sys.stderr)
+        flag = getattr(error, "field", None)
+        print(f"error: {error}" + (f" [--{flag.replace('_', '-')}]" if flag else ""), file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -68,22 +69,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.checkpoint import load_model
     from core.data import load_splits
     from core.metrics import evaluate
+    from core.weights import load_source, model_source
 
-    store = _store()
-    record = store.resolve(args.run)
-    if record.weights_sha256 is None:
-        raise DigitLabError(f"Run {record.id} is {record.status} and has no saved weights to evaluate.")
-    model = load_model(store.weights_path(record.id), record.weights_sha256)
-    splits = load_splits(args.dataset or record.dataset)
+    src = model_source(_store(), args.run)
+    splits = load_splits(args.dataset or src.dataset)
     x, y = (splits.test_x, splits.test_y) if args.split == "test" else (splits.val_x, splits.val_y)
-    result = evaluate(model, x, y)
-    summary = {"run_id": record.id, "split": args.split, "images": result.n, "accuracy": result.accuracy,
-               "loss": result.loss}
+    result = evaluate(load_source(src), x, y)
+    summary = {"run_id": src.key, "split": args.split, "images": result.n, "n": result.n,
+               "accuracy": result.accuracy, "loss": result.loss}
     print(json.dumps(summary) if args.json else
-          f"{record.name} ({record.id}) on {args.split}: accuracy {result.accuracy:.2%} over {result.n} images, "
+          f"{src.name} ({src.key}) on {args.split}: accuracy {result.accuracy:.2%} over {result.n} images, "
           f"loss {result.loss:.4f}")
     return EXIT_OK
 
@@ -152,12 +149,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
         default = f.default
+        text = f"{SETTINGS[f.name].label} (default {default})"
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default {default})")
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"(default {default})")
+            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(), help=text)
 
 
 def _base_type(hint: Any) -> type:
@@ -191,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.set_defaults(handler=cmd_runs)
 
     ev = sub.add_parser("eval", help="evaluate a run's saved weights")
-    ev.add_argument("run", help="run id, unique id prefix, or name")
+    ev.add_argument("run", help="run id, unique id prefix, name, 'starter', or a .safetensors file")
     ev.add_argument("--split", choices=["test", "val"], default="test")
     ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
     ev.add_argument("--json", action="store_true")

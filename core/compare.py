@@ -30,13 +30,17 @@ def config_diff(records: Sequence[RunRecord]) -> dict[str, list[Any]]:
     return {k: v for k, v in table.items() if len({repr(x) for x in v}) > 1}
 
 
-def cost_benefit_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """One row per finished run with weights: accuracy against time, parameters, FLOPs and data."""
+def cost_benefit_rows(records: Sequence[RunRecord], include_unfinished: bool = False) -> list[dict[str, Any]]:
+    """One row per completed run with a test result: accuracy against time, parameters, FLOPs and data.
+
+    A run stopped after a few steps is cheap and bad, so it would distort every "worth it?" verdict:
+    cancelled and failed runs join only with `include_unfinished`.
+    """
     rows = []
     for r in records:
         acc = r.metrics.get("test_accuracy")
         secs = r.timings.get("train_seconds")
-        if acc is None or not secs:
+        if acc is None or not secs or (r.status != "completed" and not include_unfinished):
             continue
         rows.append({"id": r.id, "name": r.name, "model": r.model, "dataset": r.dataset,
                      "test_accuracy": acc, "train_seconds": secs, "params": r.params, "flops": r.flops,

@@ -21,6 +21,91 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
+class Setting:
+    """How one TrainConfig field is shown and checked: the form, the CLI help and validation all read this."""
+
+    label: str  # what a person sees, in the form and in error messages
+    group: str  # model, optimisation, regularisation, augmentation, run
+    kind: str = "number"  # number, integer, choice, flag, text
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is not allowed
+    high_open: bool = False
+    options: tuple[str, ...] = ()
+    optional: bool = False  # None allowed ("not set"; 0 in the form)
+    widget: str = "input"  # input or slider (numbers); the form's choice
+    step: float | None = None  # the form's increment
+    form_high: float | None = None  # a slider's upper end when the useful range is narrower than the valid one
+    help: str = ""
+    shown_if: tuple[str, str] | None = None  # only relevant when another field has this value
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        if self.kind == "choice":
+            ok = value in self.options
+            rule = f"one of {', '.join(self.options)}"
+        elif self.kind == "flag":
+            ok, rule = isinstance(value, bool), "on or off (true or false)"
+        elif self.kind == "text":
+            ok, rule = value is None or isinstance(value, str), "text"
+        elif self.kind == "integer":
+            ok = isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
+            rule = f"a whole number from {self.low:,.0f} to {self.high:,.0f}"
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if ok:
+                ok = ((value > self.low if self.low_open else value >= self.low)
+                      and (value < self.high if self.high_open else value <= self.high))
+            lo, hi = ("(" if self.low_open else "["), (")" if self.high_open else "]")
+            rule = f"a number in {lo}{self.low:g}, {self.high:g}{hi}"
+        if not ok:
+            raise ConfigError(f"{self.label} must be {rule} (got {value!r}).", field=name)
+
+
+SETTINGS: dict[str, Setting] = {
+    "model": Setting("Model", "model", "choice", options=tuple(ZOO)),
+    "dataset": Setting("Dataset", "model", "choice", options=tuple(DATASETS)),
+    "train_size": Setting("Training images to use (0 = all)", "model", "integer", 1, 10**9, optional=True, step=1000,
+                          help="Fewer images answer 'how much data does this model need?'"),
+    "optimizer": Setting("Optimiser", "optimisation", "choice", options=OPTIMIZERS),
+    "lr": Setting("Learning rate (peak)", "optimisation", low=0.0, high=10.0, low_open=True, step=1e-4),
+    "momentum": Setting("Momentum", "optimisation", low=0.0, high=1.0, high_open=True, widget="slider", form_high=0.99,
+                        shown_if=("optimizer", "sgd")),
+    "schedule": Setting("Schedule", "optimisation", "choice", options=SCHEDULES),
+    "step_every": Setting("Decay every (epochs)", "optimisation", "integer", 1, 10_000, shown_if=("schedule", "step")),
+    "step_gamma": Setting("Decay factor", "optimisation", low=0.0, high=1.0, low_open=True, step=0.05,
+                          shown_if=("schedule", "step")),
+    "warmup_fraction": Setting("Warm-up fraction", "optimisation", low=0.0, high=1.0, high_open=True,
+                               widget="slider", form_high=0.9, shown_if=("schedule", "onecycle")),
+    "batch_size": Setting("Batch size", "optimisation", "integer", 1, 60_000, step=16),
+    "epochs": Setting("Epochs", "optimisation", "integer", 1, 10_000),
+    "patience": Setting("Early-stopping patience (0 = off)", "optimisation", "integer", 0, 10_000),
+    "weight_decay": Setting("L2 weight decay", "regularisation", low=0.0, high=1.0, step=1e-4),
+    "l1": Setting("L1 penalty", "regularisation", low=0.0, high=1.0, step=1e-5),
+    "dropout": Setting("Dropout", "regularisation", low=0.0, high=1.0, high_open=True, widget="slider", form_high=0.9),
+    "label_smoothing": Setting("Label smoothing", "regularisation", low=0.0, high=1.0, high_open=True, widget="slider",
+                               form_high=0.5),
+    "augment": Setting("Augment training batches", "augmentation", "flag"),
+    "rotate_deg": Setting("Rotation ± degrees", "augmentation", low=0.0, high=180.0, widget="slider", form_high=45.0),
+    "scale": Setting("Zoom ± fraction", "augmentation", low=0.0, high=0.9, widget="slider", form_high=0.5),
+    "translate_px": Setting("Shift ± pixels", "augmentation", low=0.0, high=14.0, widget="slider", form_high=6.0),
+    "stroke": Setting("Pen width ±", "augmentation", low=0.0, high=1.0, widget="slider",
+                      help="Thicken or thin strokes, as different pens do"),
+    "erase_prob": Setting("Erasing probability", "augmentation", low=0.0, high=1.0, widget="slider"),
+    "precision": Setting("Precision", "run", "choice", options=PRECISIONS),
+    "device": Setting("Device", "run", "choice", options=DEVICES),
+    "seed": Setting("Seed", "run", "integer", 0, 2**31 - 1),
+    "max_steps": Setting("Stop after steps (0 = no limit)", "run", "integer", 1, 10**9, optional=True),
+    "limit_batches": Setting("Batches per epoch (0 = all)", "run", "integer", 1, 10**9, optional=True),
+    "train_on_val": Setting("Also train on the 5,000 validation images (as the article trained on all 60,000)",
+                            "run", "flag", help="Validation curves then show images the model trained on."),
+    "init_from": Setting("Start from model", "fine-tuning", "text", optional=True),
+    "focus_errors": Setting("Focus on hard images (k)", "fine-tuning", low=0.0, high=100.0),
+}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run; stored verbatim in every run's metadata."""
 
@@ -58,46 +143,20 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes, e.g. preset name
 
     def __post_init__(self) -> None:
-        _choice("model", self.model, tuple(ZOO))
-        _choice("dataset", self.dataset, tuple(DATASETS))
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("device", self.device, DEVICES)
-        _number("lr", self.lr, low=0.0, high=1000.0, low_open=True)
-        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        _number("step_gamma", self.step_gamma, low=0.0, high=1.0, low_open=True)
-        _number("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0, high_open=True)
-        _integer("step_every", self.step_every, low=1, high=10_000)
-        _integer("batch_size", self.batch_size, low=1, high=60_000)
-        _integer("epochs", self.epochs, low=1, high=10_000)
-        _number("weight_decay", self.weight_decay, low=0.0, high=1.0)
-        _number("l1", self.l1, low=0.0, high=1.0)
-        _number("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
-        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        _number("rotate_deg", self.rotate_deg, low=0.0, high=180.0)
-        _number("scale", self.scale, low=0.0, high=0.9)
-        _number("translate_px", self.translate_px, low=0.0, high=14.0)
-        _number("erase_prob", self.erase_prob, low=0.0, high=1.0)
-        _number("stroke", self.stroke, low=0.0, high=1.0)
-        _integer("seed", self.seed, low=0, high=2**31 - 1)
-        _integer("patience", self.patience, low=0, high=10_000)
-        for name in ("train_size", "max_steps", "limit_batches"):
-            value = getattr(self, name)
-            if value is not None:
-                _integer(name, value, low=1, high=10**9)
-        _number("focus_errors", self.focus_errors, low=0.0, high=100.0)
+        for name, setting in SETTINGS.items():
+            setting.check(name, getattr(self, name))
         if self.focus_errors and not self.init_from:
-            raise ConfigError("focus_errors needs init_from: hard images are judged by the model you start from.")
+            raise ConfigError("Focus on hard images needs a model to start from (init_from): hard images are judged "
+                              "by the model you fine-tune.", field="focus_errors")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
-            raise ConfigError(f"init_from must be a run id (got {self.init_from!r}).")
+            raise ConfigError(f"The model to start from must be a run id or 'starter' (got {self.init_from!r}).",
+                              field="init_from")
         if self.optimizer != "sgd" and self.momentum:
-            raise ConfigError(f"momentum applies to the sgd optimiser only (got optimizer={self.optimizer!r}).")
-        for name in ("augment", "train_on_val"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false (got {getattr(self, name)!r}).")
+            raise ConfigError(f"Momentum applies to the sgd optimiser only (got optimiser {self.optimizer!r}).",
+                              field="momentum")
         if self.train_on_val and self.patience:
-            raise ConfigError("patience (early stopping) needs held-out validation images; turn off train_on_val.")
+            raise ConfigError("Early stopping needs held-out validation images; turn off 'also train on the "
+                              "validation images'.", field="patience")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -162,7 +221,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def advice(cfg: TrainConfig, n_train: int) -> list[str]:
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's size, from its config and the dataset's split sizes: the one place these are computed."""
+
+    train_images: int  # images per epoch, after train_size and train_on_val
+    steps_per_epoch: int
+    total_steps: int  # after max_steps
+    epochs: int
+    batch_size: int
+
+    @property
+    def images(self) -> int:
+        """Training images processed over the whole run (the last batch of an epoch may be short)."""
+        per_epoch = min(self.steps_per_epoch * self.batch_size, self.train_images)
+        full_epochs, extra_steps = divmod(self.total_steps, self.steps_per_epoch)
+        return full_epochs * per_epoch + extra_steps * self.batch_size
+
+
+def plan(cfg: TrainConfig, sizes: dict[str, int]) -> RunPlan:
+    """How many images, steps per epoch and steps in all `cfg` trains for, given `Splits.sizes()`."""
+    used = min(sizes["train"], cfg.train_size or sizes["train"])
+    images = used + (sizes["val"] if cfg.train_on_val else 0)
+    per_epoch = math.ceil(images / cfg.batch_size)
+    if cfg.limit_batches:
+        per_epoch = min(per_epoch, cfg.limit_batches)
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    return RunPlan(images, per_epoch, total, cfg.epochs, cfg.batch_size)
+
+
+def advice(cfg: TrainConfig, run: RunPlan) -> list[str]:
     """Warnings about valid but doubtful combinations, shown before a run starts."""
     notes = []
     if cfg.optimizer in ("adam", "adamw") and cfg.lr > 0.05:
@@ -170,10 +260,9 @@ def advice(cfg: TrainConfig, n_train: int) -> list[str]:
                      "The run will likely diverge.")
     if cfg.optimizer == "sgd" and cfg.lr > 1.0:
         notes.append(f"A learning rate of {cfg.lr:g} with SGD will likely diverge; 0.01 to 0.1 is usual.")
-    used = min(n_train, cfg.train_size or n_train)
-    if cfg.batch_size > used:
-        notes.append(f"The batch size ({cfg.batch_size}) is larger than the training images used ({used}): "
-                     "each epoch is a single step.")
+    if cfg.batch_size > run.train_images:
+        notes.append(f"The batch size ({cfg.batch_size:,}) is larger than the training images used "
+                     f"({run.train_images:,}): each epoch is a single step.")
     if cfg.model == "seed-mlp" and cfg.augment and cfg.rotate_deg > 20:
         notes.append("Strong rotation hurts a small MLP more than it helps.")
     if cfg.l1 > 1e-3:
@@ -183,24 +272,3 @@ def advice(cfg: TrainConfig, n_train: int) -> list[str]:
     if cfg.precision == "bf16" and cfg.model == "vit-tiny":
         notes.append("bf16 on this CPU is slower than fp32 for the tiny ViT (measured); keep fp32 unless on a GPU.")
     return notes
-
-
-# -- validation helpers --------------------------------------------------------------------
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(options)} (got {value!r}).")
-
-
-def _number(name: str, value: Any, *, low: float, high: float, low_open: bool = False,
-            high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ConfigError(f"{name} must be a number in {lo}{low:g}, {high:g}{hi} (got {value!r}).")
-
-
-def _integer(name: str, value: Any, *, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {value!r}).")

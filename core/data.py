@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -221,9 +222,20 @@ def _sklearn_digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Te
 
 
 # -- batches and augmentation ------------------------------------------------------------------
+def unit(images: Any) -> Any:
+    """Pixels as float32 in [0, 1]: uint8 (0..255) is divided by 255, floats are taken as already in [0, 1].
+
+    The one place images are scaled; torch in gives torch out (same device), anything else numpy.
+    """
+    if isinstance(images, torch.Tensor):
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    arr = np.asarray(images)
+    return arr.astype(np.float32) / np.float32(255.0) if arr.dtype == np.uint8 else arr.astype(np.float32)
+
+
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]; models normalise internally."""
-    return images_u8.unsqueeze(1).float().div_(255.0)
+    return unit(images_u8).unsqueeze(1)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, *, rotate_deg: float, scale: float,

@@ -9,7 +9,14 @@ class DigitLabError(Exception):
 
 
 class ConfigError(DigitLabError, ValueError):
-    """A training setting is invalid; the message names the field and why."""
+    """A training setting is invalid; the message names the setting as a person sees it, and why.
+
+    `field` is the TrainConfig field (the CLI adds its flag, the form marks the widget).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class DataUnavailableError(DigitLabError):
@@ -25,3 +32,15 @@ class RunNotFoundError(DigitLabError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ExplanationError(DigitLabError, ValueError):
+    """An explanation was asked for something it cannot do; the message says what applies instead."""
+
+
+class EmptyDrawingError(DigitLabError):
+    """No ink to read: an empty canvas or a picture of a single flat colour."""
+
+
+class ImageFormatError(DigitLabError, ValueError):
+    """The input is not an image we can read: wrong type, shape or pixel values."""

@@ -11,14 +11,15 @@ import os
 import traceback
 from typing import Callable
 
-from core.checkpoint import load_state, save_model, save_state
+from core.checkpoint import load_state, save_state
 from core.config import TrainConfig
 from core.data import load_splits
 from core.errors import DigitLabError
 from core.metrics import evaluate
 from core.models import ZOO
 from core.runs import RESUMABLE, RunRecord, RunStore
-from core.train import Event, TrainOutcome, pick_device, train
+from core.train import Event, TrainOutcome, pick_device, train, training_splits
+from core.weights import load_source, model_source, save_model
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,12 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
             state = load_state(folder, cfg, device)
         init = None
         if cfg.init_from:  # also when resuming: the hard-example weights come from the starting model
-            from core.evaluation import load_source, model_source  # the starter is a valid start too
-
-            source = model_source(store, cfg.init_from)
+            source = model_source(store, cfg.init_from)  # a run or the starter
             if source.model != cfg.model:
                 raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
             init = load_source(source).state_dict()
         store.truncate_metrics(run_id, state.epoch if state else 0)
-        used = splits.limit_train(cfg.train_size)
-        store.update(run_id, dataset_sizes=(used.with_val_in_train() if cfg.train_on_val else used).sizes(),
+        store.update(run_id, dataset_sizes=training_splits(cfg, splits).sizes(),
                      timings={**record.timings, "device": str(device)})
 
         def forward(event: Event) -> None:
@@ -67,7 +65,7 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
 
         outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
                         save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init)
-        record = _finish(store, run_id, cfg, outcome, splits)
+        record = _finish(store, run_id, cfg, outcome, splits, on_event)
     except Exception as error:  # noqa: BLE001 - any failure becomes a 'failed' run with a message
         log.error("run %s failed:\n%s", run_id, traceback.format_exc())
         text = str(error) if isinstance(error, DigitLabError) else f"{type(error).__name__}: {error}"
@@ -78,13 +76,15 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
     return record
 
 
-def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcome, splits) -> RunRecord:
+def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcome, splits,
+            on_event: Callable[[Event], None]) -> RunRecord:
     state = outcome.state
     timings = {**store.get(run_id).timings, "train_seconds": round(state.train_seconds, 3),
                "images_per_second": round(state.images / state.train_seconds, 1) if state.train_seconds else 0.0,
                "epochs_completed": state.epoch, "steps": state.step}
     if outcome.status == "diverged":
         return store.update(run_id, status="diverged", message=outcome.message, timings=timings, owner_pid=None)
+    on_event({"type": "testing", "images": len(splits.test_y)})  # can take seconds: say so
     test = evaluate(state.model, splits.test_x, splits.test_y)
     metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss}
     if state.history:  # with early stopping the weights are the best epoch's, so its figures are reported

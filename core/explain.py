@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import DigitLabError
+from core.data import unit
+from core.errors import ExplanationError
 from core.models import ZOO
 from core.superpixels import LimeResult, lime_superpixels, readonly
 
@@ -27,9 +28,6 @@ METHODS = ("gradient", "deep", "lime", "integrated-gradients", "occlusion")  # p
 GLOBAL_METHODS = ("gradient", "input-x-gradient")
 Progress = Callable[[int, int], None]
 
-
-class ExplanationError(DigitLabError, ValueError):
-    """An explanation was asked for something it cannot do; the message says what applies instead."""
 
 
 @dataclass(frozen=True)
@@ -331,7 +329,7 @@ def _images(images: Any, what: str) -> torch.Tensor:
         raise ExplanationError(f"The {what} must be 28×28 pixels, got shape {tuple(t.shape)}.")
     t = t.reshape(-1, 1, 28, 28)
     if t.dtype == torch.uint8:
-        return t.float() / 255.0
+        return unit(t)
     t = t.float()
     if len(t) and (t.min() < -1e-3 or t.max() > 1 + 1e-3 or not torch.isfinite(t).all()):
         raise ExplanationError(f"The {what} must hold uint8 pixels or floats in [0, 1].")

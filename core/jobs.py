@@ -46,6 +46,7 @@ class Job:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     preview: dict[str, list] = field(default_factory=dict)  # a few validation predictions
     test_accuracy: float | None = None
+    phase: str = ""  # what the worker is doing beyond stepping, e.g. "testing on 10,000 images"
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _first_step: tuple[float, int] | None = field(default=None, repr=False)  # (time, step) at the first step
@@ -63,7 +64,7 @@ class Job:
                 "epoch": self.epoch, "epochs": self.epochs, "step": self.step, "total_steps": self.total_steps,
                 "loss": self.loss, "lr": self.lr, "images_per_second": self.images_per_second, "eta_seconds": eta,
                 "steps": list(self.steps), "history": [dict(r) for r in self.history], "preview": dict(self.preview),
-                "test_accuracy": self.test_accuracy, "stop_requested": self.stop_event.is_set(),
+                "test_accuracy": self.test_accuracy, "stop_requested": self.stop_event.is_set(), "phase": self.phase,
             }
 
     @property
@@ -90,7 +91,10 @@ class Job:
                 self.history.append({k: v for k, v in event.items() if k not in ("type", "preview")})
                 self.preview = event.get("preview", {})
                 self.epoch = event["epoch"]
+            elif kind == "testing":
+                self.phase = f"testing on {event['images']:,} test images"
             elif kind == "finished":
+                self.phase = ""
                 self.status, self.message = event["status"], event["message"]
                 self.test_accuracy, self.finished = event["test_accuracy"], time.time()
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,16 +14,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from core.checkpoint import load_model
 from core.data import DATASETS
 from core.errors import CheckpointError, DigitLabError
 from core.models import Classifier
 from core.preprocess import to_model_input
 from core.runs import RunStore
+from core.weights import STARTER, ModelSource, load_source, model_source
 
-ASSETS = Path(__file__).parent / "assets"
-STARTER_WEIGHTS = ASSETS / "starter.safetensors"
-STARTER_CARD = ASSETS / "starter.json"
 UPLOAD_FORMATS = ("PNG", "JPEG")
 MAX_UPLOAD_PIXELS = 25_000_000  # also bounds decoding work: a 5 MB upload can hide a huge image
 
@@ -62,27 +58,18 @@ class Predictor:
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def load(cls, run_id_or_path: str | Path, store: RunStore | None = None) -> "Predictor":
-        """From a run id (in `store`, default $DIGIT_LAB_HOME) or a path to one of our .safetensors files."""
-        path = Path(run_id_or_path)
-        if path.suffix == ".safetensors" or path.is_file():
-            sidecar = path.with_suffix(".json")
-            info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-            model = load_model(path, info.get("sha256"))
-            return cls([model], [info.get("name", path.stem)], _classes(info.get("dataset")), info)
-        store = store or RunStore()
-        record = store.resolve(str(run_id_or_path))
-        if not record.weights_sha256:
-            raise CheckpointError(f"Run {record.name} ({record.status}) has no saved weights to predict with.")
-        model = load_model(store.weights_path(record.id), record.weights_sha256)
-        return cls([model], [record.name], _classes(record.dataset), {"run_id": record.id, **record.metrics})
+    def load(cls, key: str | Path, store: RunStore | None = None) -> "Predictor":
+        """From "starter", a run (id, unique prefix or name in `store`) or a path to one of our .safetensors files."""
+        return cls.from_source(model_source(store, key))
+
+    @classmethod
+    def from_source(cls, src: ModelSource) -> "Predictor":
+        return cls([load_source(src)], [src.name], src.classes, {"key": src.key, "sha256": src.sha256, **src.info})
 
     @classmethod
     def starter(cls) -> "Predictor":
         """The model shipped with the app (trained by scripts/train_starter.py)."""
-        if not STARTER_WEIGHTS.is_file():
-            raise CheckpointError("The starter model is missing; run `python scripts/train_starter.py`.")
-        return cls.load(STARTER_WEIGHTS)
+        return cls.load(STARTER)
 
     @classmethod
     def ensemble(cls, predictors: Sequence["Predictor"]) -> "Predictor":
@@ -144,7 +131,3 @@ def decode_upload(data: bytes) -> Image.Image:
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _classes(dataset: str | None) -> tuple[str, ...]:
-    return DATASETS[dataset].classes if dataset in DATASETS else DATASETS["mnist"].classes

@@ -22,6 +22,7 @@ from core.errors import CheckpointError
 FORMAT = "digit-lab"
 FORMAT_VERSION = "1"
 MAX_WEIGHTS_BYTES = 200 * 1024 * 1024  # refuse absurd files before reading them
+DIGEST_KEY = "tensors_sha256"  # header field: digest of the tensors, checked on every load
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -75,22 +76,61 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: the file's integrity without a sidecar."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
-    """Write tensors as tagged safetensors, atomically; returns the file's sha256."""
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
-    data = safetensors_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
+    """Write tensors as tagged safetensors (with their own digest in the header), atomically; returns the file's sha256."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, DIGEST_KEY: tensors_digest(tensors)}
+    data = safetensors_save(tensors, metadata=header)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
-def load_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and header metadata of one of our safetensors files; anything else is refused."""
-    path = Path(path)
+def read_header(path: Path) -> dict[str, str]:
+    """The header metadata of one of our safetensors files, without reading its tensors."""
+    _check_size(Path(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for malformed headers
+        raise CheckpointError(_not_ours(Path(path), error)) from error
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{Path(path).name} is a safetensors file but not a Digit Lab one "
+                              f"(no '{FORMAT}' format tag).")
+    return metadata
+
+
+def _check_size(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"No weights file at {path}.")
     size = path.stat().st_size
     if size > MAX_WEIGHTS_BYTES:
         raise CheckpointError(f"{path.name} is {size / 1e6:.0f} MB, larger than any Digit Lab model; refused.")
+
+
+def _not_ours(path: Path, error: Exception) -> str:
+    return (f"{path.name} is not a Digit Lab weights file (expected safetensors; pickled .pt/.pth files are "
+            f"never loaded): {error}")
+
+
+def load_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata of one of our safetensors files; anything else is refused.
+
+    Integrity is always checked: against `expected_sha256` (the file's checksum from a sidecar or run
+    metadata) when given, and against the digest of the tensors in the file's own header; a file with
+    neither cannot be verified and is refused.
+    """
+    path = Path(path)
+    _check_size(path)
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise CheckpointError(f"{path.name} does not match the checksum recorded when it was saved: "
                               f"the file was changed or damaged, so it is not loaded.")
@@ -104,6 +144,12 @@ def load_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
     except CheckpointError:
         raise
     except Exception as error:  # safetensors raises its own error types for malformed headers
-        raise CheckpointError(f"{path.name} is not a Digit Lab weights file (expected safetensors; "
-                              f"pickled .pt/.pth files are never loaded): {error}") from error
+        raise CheckpointError(_not_ours(path, error)) from error
+    recorded = metadata.get(DIGEST_KEY)
+    if recorded is None and expected_sha256 is None:
+        raise CheckpointError(f"{path.name} carries no checksum and none was given (no sidecar), so its integrity "
+                              "cannot be checked; it is not loaded.")
+    if recorded is not None and tensors_digest(tensors) != recorded:
+        raise CheckpointError(f"{path.name} does not match the digest stored in its header: the file was changed "
+                              "or damaged, so it is not loaded.")
     return tensors, metadata

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from core.config import TrainConfig
+from core.config import RunPlan, TrainConfig, plan
 from core.data import Splits, augment_batch, to_float
 from core.metrics import evaluate, predict_probs
 from core.models import Classifier, build_model
@@ -92,11 +92,6 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
-    steps = math.ceil(n_train / cfg.batch_size)
-    return min(steps, cfg.limit_batches) if cfg.limit_batches else steps
-
-
 def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> float:
     """The learning rate for optimiser step `step` (0-based): a pure function, so resume needs no state."""
     if cfg.schedule == "constant":
@@ -113,14 +108,17 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> floa
     return _cos_between(cfg.lr, cfg.lr / 1e4, (progress - warm) / max(1 - warm, 1e-9))
 
 
-def lr_curve(cfg: TrainConfig, n_train: int, points: int = 200) -> tuple[list[int], list[float]]:
-    """The whole schedule, sampled at about `points` steps (for plotting before and during a run)."""
-    per_epoch = steps_per_epoch(cfg, min(n_train, cfg.train_size or n_train))
-    total = per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+def lr_curve(cfg: TrainConfig, run: RunPlan, points: int = 200) -> tuple[list[int], list[float]]:
+    """The whole schedule, sampled at about `points` steps (for plotting before a run)."""
+    total = run.total_steps
     steps = sorted(set(range(0, total, max(1, total // points))) | {max(total - 1, 0)})
-    return steps, [lr_at(cfg, s, total, per_epoch) for s in steps]
+    return steps, [lr_at(cfg, s, total, run.steps_per_epoch) for s in steps]
+
+
+def training_splits(cfg: TrainConfig, splits: Splits) -> Splits:
+    """The images `cfg` trains on: the first `train_size`, plus the validation split with `train_on_val`."""
+    splits = splits.limit_train(cfg.train_size)
+    return splits.with_val_in_train() if cfg.train_on_val else splits
 
 
 def _cos_between(start: float, end: float, t: float) -> float:
@@ -138,9 +136,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     model finds hard are over-sampled.
     """
     device = device or pick_device(cfg.device)
-    splits = splits.limit_train(cfg.train_size)
-    if cfg.train_on_val:
-        splits = splits.with_val_in_train()
+    run = plan(cfg, splits.sizes())
+    splits = training_splits(cfg, splits)
     state = resume or new_state(cfg, splits, device, init_weights)
     weights = None
     if cfg.focus_errors and init_weights is not None:
@@ -152,11 +149,7 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     if resume is not None and resume.rng_cuda is not None and device.type == "cuda":
         torch.cuda.set_rng_state(resume.rng_cuda, device)
     model, optimizer = state.model, state.optimizer
-    n_train = len(splits.train_y)
-    per_epoch = steps_per_epoch(cfg, n_train)
-    total_steps = per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+    n_train, per_epoch, total_steps = run.train_images, run.steps_per_epoch, run.total_steps
     use_bf16 = cfg.precision == "bf16"
     on_event({"type": "started", "epoch": state.epoch, "step": state.step, "total_steps": total_steps,
               "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "device": str(device),
@@ -184,7 +177,6 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
             lr = lr_at(cfg, state.step, total_steps, per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_start = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -204,9 +196,11 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
             epoch_seen += len(y)
             epoch_loss += loss_value * len(y)
             epoch_correct += int((logits.argmax(1) == y).sum())
+            # Images/s the same way the run's record computes it (images over the loop's wall time, data
+            # and augmentation included, validation excluded), so the live figure and the stored one agree.
             on_event({"type": "step", "epoch": epoch + 1, "step": state.step, "total_steps": total_steps,
                       "loss": loss_value, "lr": lr,
-                      "images_per_second": len(y) / max(time.perf_counter() - step_start, 1e-9)})
+                      "images_per_second": epoch_seen / max(time.perf_counter() - epoch_start, 1e-9)})
 
         state.train_seconds += time.perf_counter() - epoch_start
         val = evaluate(model, splits.val_x, splits.val_y)

@@ -42,10 +42,14 @@ def sidebar() -> None:
         st.session_state["app_dataset_resolved"] = resolved
         if notice:
             st.warning(notice, icon=":material/info:")
+        state.apply_selected_model()  # a hand-off from another page (e.g. Explain this mistake)
         names = state.source_names()
         if st.session_state.get("app_run") not in names:
             st.session_state["app_run"] = state.STARTER
-        st.selectbox("Model for predict / evaluate / explain", list(names), key="app_run", format_func=names.get)
+        st.selectbox("Model", list(names), key="app_run", format_func=names.get,
+                     help="The model Draw & predict, Evaluate and Explain use.")
+        st.toggle("Include stopped and failed runs", key="app_include_unfinished",
+                  help="Off: only runs that trained to the end are offered as models and compared.")
 
 
 page = st.navigation({k: v for k, v in PAGES.items() if v})

@@ -39,7 +39,7 @@ def attribution_grid(maps: np.ndarray, image: np.ndarray, titles: Sequence[str],
         fig.add_trace(_outline(image), r, c)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     fig.update_xaxes(showticklabels=False)
-    return layout(fig, title, "", "", height=230 * rows + 60)
+    return layout(fig, title, "", "", height=230 * rows + 60).update_layout(showlegend=False)
 
 
 def single_map(values: np.ndarray, image: np.ndarray, title: str, height: int = 330) -> go.Figure:
@@ -66,7 +66,7 @@ def segments_figure(segments: np.ndarray, image: np.ndarray, weights: np.ndarray
             fig.add_annotation(x=xs.mean(), y=ys.mean(), text=str(sid), showarrow=False, font=dict(size=9), row=1, col=1)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     fig.update_xaxes(showticklabels=False)
-    return layout(fig, title, "", "", height=380)
+    return layout(fig, title, "", "", height=380).update_layout(showlegend=False)
 
 
 def deletion_figure(curves: dict[str, object]) -> go.Figure:
@@ -93,7 +93,7 @@ def feature_maps(values: np.ndarray, title: str, limit: int = 32, cols: int = 8)
                                  hovertemplate=f"channel {i}: %{{z:.3g}}<extra></extra>"), i // cols + 1, i % cols + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     fig.update_xaxes(showticklabels=False)
-    return layout(fig, title, "", "", height=110 * rows + 60)
+    return layout(fig, title, "", "", height=110 * rows + 60).update_layout(showlegend=False)
 
 
 def signed_images(images: np.ndarray, title: str, limit: int = 32, cols: int = 8) -> go.Figure:
@@ -107,7 +107,7 @@ def signed_images(images: np.ndarray, title: str, limit: int = 32, cols: int = 8
                                  hovertemplate=f"#{i}: %{{z:.3g}}<extra></extra>"), i // cols + 1, i % cols + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     fig.update_xaxes(showticklabels=False)
-    return layout(fig, title, "", "", height=110 * rows + 60)
+    return layout(fig, title, "", "", height=110 * rows + 60).update_layout(showlegend=False)
 
 
 def vector_figure(values: np.ndarray, title: str) -> go.Figure:
@@ -127,4 +127,4 @@ def importance_grid(overall: np.ndarray, per_class: np.ndarray, classes: Sequenc
                       i // cols + 1, i % cols + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     fig.update_xaxes(showticklabels=False)
-    return layout(fig, "Global pixel importance (mean |attribution|)", "", "", height=210 * rows + 60)
+    return layout(fig, "Global pixel importance (mean |attribution|)", "", "", height=210 * rows + 60).update_layout(showlegend=False)

@@ -1,19 +1,25 @@
-"""Server-wide resources and per-session selections shared by every page.
+"""Server-wide resources, per-session selections, and the named hand-offs between pages.
 
 `job_manager()` and `run_store()` are one per server (`st.cache_resource`); `current_dataset()` and
-`current_run()` are what the sidebar selected for this session.
+`current_run_id()` are what the sidebar selected for this session. Pages pass things to each other only
+through the functions here (`send_to_explain`, `watch_job`, `select_model`), never by writing another
+page's session keys.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
+import numpy as np
 import streamlit as st
 import torch
 
 from core.data import DATASETS, Splits, load_splits, resolve_dataset
-from core.evaluation import STARTER  # the key meaning "the model shipped with the app"
+from core.errors import DigitLabError
+from core.evaluation import split_predictions
 from core.jobs import JobManager
 from core.runs import RunRecord, RunStore
+from core.weights import STARTER, model_source
 
 
 
@@ -62,9 +68,14 @@ def current_run_id() -> str:
     return st.session_state.get("app_run", STARTER)
 
 
-def finished_runs() -> list[RunRecord]:
-    """Runs that have weights to load, newest first."""
-    return [r for r in run_store().list() if r.weights_sha256]
+def finished_runs(include_unfinished: bool | None = None) -> list[RunRecord]:
+    """Completed runs with weights, newest first; stopped and failed runs with weights too on request.
+
+    `include_unfinished=None` follows the sidebar's "Include stopped runs" toggle.
+    """
+    if include_unfinished is None:
+        include_unfinished = bool(st.session_state.get("app_include_unfinished", False))
+    return [r for r in run_store().list() if r.weights_sha256 and (include_unfinished or r.status == "completed")]
 
 
 def dataset_title(name: str) -> str:
@@ -72,10 +83,8 @@ def dataset_title(name: str) -> str:
 
 
 @st.cache_resource(show_spinner="Evaluating the model on every test image…", max_entries=32)
-def predictions(key: str, sha256: str, dataset: str):
+def predictions(key: str, sha256: str | None, dataset: str):
     """A model's probabilities on the test split (disk-cached in core; kept in memory here)."""
-    from core.evaluation import model_source, split_predictions
-
     return split_predictions(run_store(), model_source(run_store(), key), "test", dataset)
 
 
@@ -89,8 +98,14 @@ def source_dataset(src_dataset: str) -> str:
 def source_names(runs: list[RunRecord] | None = None) -> dict[str, str]:
     """Every model with weights (the starter first), for select boxes: key -> label."""
     runs = finished_runs() if runs is None else runs
-    return {STARTER: "Starter model (shipped)",
-            **{r.id: f"{r.name} · {r.metrics.get('test_accuracy', 0):.2%}" for r in runs}}
+    return {STARTER: "Starter model (shipped)", **{r.id: run_label(r) for r in runs}}
+
+
+def run_label(record: RunRecord) -> str:
+    """A run as a select box shows it: name, test accuracy, and its status when it did not complete."""
+    accuracy = record.metrics.get("test_accuracy")
+    status = "" if record.status == "completed" else f" ({record.status})"
+    return f"{record.name}{status} · {accuracy:.2%}" if accuracy is not None else f"{record.name}{status}"
 
 
 def selected_source():
@@ -98,9 +113,6 @@ def selected_source():
 
     Shows the reason and stops the page when the model cannot be loaded (e.g. missing weights).
     """
-    from core.errors import DigitLabError
-    from core.evaluation import model_source
-
     try:
         src = model_source(run_store(), current_run_id())
     except DigitLabError as error:
@@ -108,3 +120,69 @@ def selected_source():
         st.stop()
     dataset = source_dataset(src.dataset)
     return src, dataset, dataset_splits(dataset)
+
+
+# -- hand-offs between pages ----------------------------------------------------------------------------
+_PENDING_MODEL = "handoff_model"
+_EXPLAIN_OFFERS = "handoff_explain_offers"
+_EXPLAIN_FOCUS = "handoff_explain_focus"
+_WATCHED_JOB = "handoff_watched_job"
+
+
+def select_model(key: str) -> None:
+    """Make `key` the sidebar's model from the next run on (the sidebar applies it before it is drawn)."""
+    st.session_state[_PENDING_MODEL] = key
+
+
+def apply_selected_model() -> None:
+    """Called by the sidebar before drawing its model picker."""
+    key = st.session_state.pop(_PENDING_MODEL, None)
+    if key is not None:
+        st.session_state["app_run"] = key
+        if key != STARTER and run_store().get(key).status != "completed":
+            st.session_state["app_include_unfinished"] = True  # the chosen model must be in the list
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """An image one page offers to Explain, with the model that read it."""
+
+    origin: str  # the page it comes from, as a person calls it ("Draw & predict", "Evaluate")
+    image: np.ndarray  # 28×28 float32 in [0, 1]: what the model saw
+    model: str  # the model key that read it (run id or "starter")
+    label: int | None = None  # the true label, when known
+
+
+def offer_to_explain(request: ExplainRequest) -> None:
+    """Keep `request` for the Explain page (the latest one per origin)."""
+    st.session_state.setdefault(_EXPLAIN_OFFERS, {})[request.origin] = request
+
+
+def send_to_explain(request: ExplainRequest) -> None:
+    """Open Explain on `request`'s image, with the model that read it selected."""
+    offer_to_explain(request)
+    st.session_state[_EXPLAIN_FOCUS] = request.origin
+    select_model(request.model)
+    st.switch_page("app_pages/explain.py")
+
+
+def explain_offers() -> dict[str, ExplainRequest]:
+    return dict(st.session_state.get(_EXPLAIN_OFFERS, {}))
+
+
+def take_explain_focus() -> str | None:
+    """The origin Explain was just opened for (once), else None."""
+    return st.session_state.pop(_EXPLAIN_FOCUS, None)
+
+
+def watch_job(job_id: str) -> None:
+    """Show this job on the Train page's live panel."""
+    st.session_state[_WATCHED_JOB] = job_id
+
+
+def watched_job() -> str | None:
+    return st.session_state.get(_WATCHED_JOB)
+
+
+def forget_watched_job() -> None:
+    st.session_state.pop(_WATCHED_JOB, None)

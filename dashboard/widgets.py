@@ -1,6 +1,7 @@
-"""Small shared rendering helpers: every plotly figure the pages show is built here.
+"""Small shared rendering helpers: the training, comparison, prediction and evaluation figures, digit images.
 
-Each function takes plain data (lists, dicts, numpy arrays) and returns a figure or draws with `st`.
+Each function takes plain data (lists, dicts, numpy arrays) and returns a figure or draws with `st`;
+the explanation figures live in dashboard/explain_plots.py.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+
+from core.data import unit
 
 PALETTE = ["#4f46e5", "#e11d48", "#059669", "#d97706", "#0891b2", "#7c3aed", "#65a30d", "#db2777"]
 
@@ -20,20 +23,24 @@ def layout(fig: go.Figure, title: str, x: str, y: str, height: int = 300) -> go.
     return fig
 
 
-def loss_figure(steps: Sequence[tuple[int, float, float]], history: Sequence[dict[str, Any]],
-                steps_per_epoch: int | None = None) -> go.Figure:
-    """Training loss per step, with train/val loss per epoch on the same step axis."""
+def loss_figure(steps: Sequence[tuple[int, float, float]], history: Sequence[dict[str, Any]]) -> go.Figure:
+    """Training loss per step, train/val loss per epoch on the same step axis, and the learning rate the
+    run reported at each step on a second axis."""
     fig = go.Figure()
     if steps:
         s = np.asarray(steps)
         fig.add_scatter(x=s[:, 0], y=s[:, 1], mode="lines", name="train loss (step)", line=dict(color="#c7d2fe"))
+        fig.add_scatter(x=s[:, 0], y=s[:, 2], mode="lines", name="learning rate", yaxis="y2",
+                        line=dict(color=PALETTE[2], width=1, dash="dot"))
+        fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, tickformat=".1e",
+                                      title=dict(text="learning rate", font=dict(color=PALETTE[2]))))
     if history:
         x = [r["step"] for r in history]
         fig.add_scatter(x=x, y=[r["train_loss"] for r in history], mode="lines+markers", name="train loss (epoch)",
                         line=dict(color=PALETTE[0]))
         fig.add_scatter(x=x, y=[r["val_loss"] for r in history], mode="lines+markers", name="val loss",
                         line=dict(color=PALETTE[1]))
-    return layout(fig, "Loss", "step", "cross-entropy")
+    return layout(fig, "Loss and learning rate", "step", "cross-entropy")
 
 
 def accuracy_figure(history: Sequence[dict[str, Any]]) -> go.Figure:
@@ -43,7 +50,10 @@ def accuracy_figure(history: Sequence[dict[str, Any]]) -> go.Figure:
                     line=dict(color=PALETTE[0]))
     fig.add_scatter(x=epochs, y=[r["val_accuracy"] for r in history], mode="lines+markers", name="validation",
                     line=dict(color=PALETTE[1]))
-    fig.update_yaxes(tickformat=".1%")
+    values = [r[k] for r in history for k in ("train_accuracy", "val_accuracy")]
+    pad = max(0.005, (max(values) - min(values)) * 0.15)  # a single epoch must not stretch the axis to 0-150%
+    fig.update_yaxes(tickformat=".1%", range=[max(0.0, min(values) - pad), min(1.0, max(values) + pad)])
+    fig.update_xaxes(dtick=1, range=[0.5, max(epochs) + 0.5])
     return layout(fig, "Accuracy", "epoch", "accuracy")
 
 
@@ -85,13 +95,14 @@ def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, l
     return layout(fig, f"Accuracy against {label}", label, "test accuracy", height=360)
 
 
-def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: int | None = None) -> go.Figure:
+def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: int | None = None,
+                     height: int = 280) -> go.Figure:
     colors = [PALETTE[0] if i == highlight else "#a5b4fc" for i in range(len(probs))]
-    fig = go.Figure(go.Bar(x=list(classes), y=list(probs), marker_color=colors,
+    fig = go.Figure(go.Bar(x=list(classes), y=list(probs), marker_color=colors, cliponaxis=False,
                            text=[f"{p:.0%}" for p in probs], textposition="outside"))
-    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
+    fig.update_yaxes(range=[0, 1.18], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1.0])
     fig.update_xaxes(type="category")
-    return layout(fig, "Probabilities", "class", "probability", height=280)
+    return layout(fig, "Probabilities", "class", "probability", height=height)
 
 
 def class_counts_figure(counts: dict[str, int]) -> go.Figure:
@@ -100,12 +111,15 @@ def class_counts_figure(counts: dict[str, int]) -> go.Figure:
     return layout(fig, "Training images per class", "class", "images", height=260)
 
 
-def digit_image(image: np.ndarray, scale: int = 4) -> np.ndarray:
-    """A 28×28 image (uint8 or float in [0, 1]) enlarged with square pixels for display."""
-    arr = np.asarray(image, dtype=np.float32)
-    if arr.max() > 1.0:
-        arr = arr / 255.0
+def digit_image(image: Any, scale: int = 4) -> np.ndarray:
+    """A 28×28 image (uint8 or float in [0, 1], numpy or torch) enlarged with square pixels for display."""
+    arr = np.asarray(unit(image.cpu() if hasattr(image, "cpu") else image))
     return np.kron(arr, np.ones((scale, scale), dtype=np.float32)).clip(0, 1)
+
+
+def article(label: str) -> str:
+    """'a' or 'an' before a class name read aloud: an 8, an Ankle boot, a 7."""
+    return "an" if label[:1].lower() in set("8aeiou") else "a"
 
 
 def image_row(images: Sequence[np.ndarray], captions: Sequence[str], width: int = 72) -> None:

@@ -46,8 +46,8 @@ def _json_out_all(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--lr", "-1"], "lr must be"),
-    (["train", "--model", "nope"], "model must be one of"),
+    (["train", "--lr", "-1"], "Learning rate (peak) must be a number in (0, 10] (got -1.0). [--lr]"),
+    (["train", "--model", "nope"], "Model must be one of"),
     (["eval", "no-such-run"], "No run matches"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, store, capsys):
@@ -64,7 +64,7 @@ def test_missing_dataset_exits_2_naming_the_folder(store, tmp_path, monkeypatch,
 
 
 def test_diverged_run_exits_1(store, capsys):
-    assert main(["train", "--dataset", "digits", "--optimizer", "sgd", "--lr", "500", "--json"]) == 1
+    assert main(["train", "--dataset", "digits", "--optimizer", "sgd", "--lr", "10", "--json"]) == 1
     assert _json_out(capsys)["status"] == "diverged"
 
 

@@ -51,3 +51,12 @@ def test_config_diff_and_model_card(store, tiny_cfg):
     card = model_card(big, store.read_metrics(big.id))
     assert card.startswith("# Model card: big") and big.weights_sha256 in card
     assert "| 2 |" in card and "## Intended use" in card
+
+
+def test_a_stopped_run_stays_out_of_the_verdict_unless_asked_for(store, tiny_cfg):
+    done = execute_run(store, create_run(store, tiny_cfg.replace(model="seed-mlp"), name="done").id)
+    steps = iter(range(100))
+    stopped = execute_run(store, create_run(store, tiny_cfg, name="stopped").id, should_stop=lambda: next(steps) >= 3)
+    assert stopped.status == "cancelled" and stopped.metrics.get("test_accuracy") is not None
+    assert [r["name"] for r in cost_benefit_rows([done, stopped])] == ["done"]
+    assert [r["name"] for r in cost_benefit_rows([done, stopped], include_unfinished=True)] == ["done", "stopped"]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.config import PRESETS, TrainConfig
+from core.config import PRESETS, SETTINGS, TrainConfig, plan
 from core.errors import ConfigError
 
 
@@ -23,14 +23,16 @@ def test_defaults_are_valid_and_round_trip_through_a_dict():
     ("max_steps", 0), ("limit_batches", -3), ("train_size", 0), ("augment", "yes"), ("seed", -1),
     ("weight_decay", -1e-4), ("rotate_deg", 400),
 ])
-def test_invalid_value_is_rejected_naming_the_field(field, value):
-    with pytest.raises(ConfigError, match=field):
+def test_invalid_value_is_rejected_naming_the_setting_as_the_form_shows_it(field, value):
+    with pytest.raises(ConfigError) as caught:
         TrainConfig(**{field: value})
+    assert caught.value.field == field
+    assert str(caught.value).startswith(SETTINGS[field].label)
 
 
 def test_momentum_only_with_sgd():
     assert TrainConfig(optimizer="sgd", momentum=0.9).momentum == 0.9
-    with pytest.raises(ConfigError, match="momentum"):
+    with pytest.raises(ConfigError, match="Momentum"):
         TrainConfig(optimizer="adam", momentum=0.9)
 
 
@@ -59,3 +61,20 @@ def test_presets_follow_the_article():
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(ConfigError, match="seed-cnn"):
         TrainConfig.from_preset("nope")
+
+
+def test_every_config_field_has_a_setting_for_the_form_and_the_checks():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    assert set(SETTINGS) == fields
+
+
+def test_plan_counts_images_and_steps_after_every_limit():
+    sizes = {"train": 55_000, "val": 5_000, "test": 10_000}
+    fast = plan(TrainConfig.from_preset("fast"), sizes)  # all 60,000 images, batch 128, 2 epochs
+    assert (fast.train_images, fast.steps_per_epoch, fast.total_steps, fast.images) == (60_000, 469, 938, 120_000)
+    small = plan(TrainConfig(train_size=1_000, batch_size=300, epochs=3), sizes)
+    assert (small.train_images, small.steps_per_epoch, small.total_steps, small.images) == (1_000, 4, 12, 3_000)
+    capped = plan(TrainConfig(batch_size=100, epochs=5, limit_batches=10, max_steps=25), sizes)
+    assert (capped.steps_per_epoch, capped.total_steps, capped.images) == (10, 25, 2_500)
+    both = plan(TrainConfig(train_size=1_000, train_on_val=True), sizes)  # the limit applies before validation joins
+    assert both.train_images == 6_000

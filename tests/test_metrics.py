@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from core.evaluation import model_source, split_predictions
+from core.evaluation import split_predictions
+from core.weights import model_source
 from core.experiment import create_run, execute_run
 from core.metrics import calibration, class_report, confusion, mcnemar, reject_curve
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.checkpoint import save_model
+from core.weights import save_model
 from core.drawings import draw_digit, drawing_set
 from core.errors import CheckpointError, DigitLabError
 from core.experiment import create_run, execute_run
 from core.models import build_model
-from core.predict import STARTER_WEIGHTS, Predictor, decode_upload
+from core.predict import Predictor, decode_upload
+from core.weights import STARTER_WEIGHTS
 from core.preprocess import EmptyDrawingError
 
 

@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import save_file
 
 from core import storage
-from core.checkpoint import load_model, save_model
 from core.errors import CheckpointError, RunNotFoundError
 from core.experiment import create_run, execute_run
 from core.models import build_model
+from core.predict import Predictor
 from core.storage import atomic_write_bytes
+from core.weights import load_model, save_model
 
 
 def test_atomic_write_survives_an_exception_mid_write(tmp_path, monkeypatch):
@@ -151,3 +152,22 @@ def test_empty_and_missing_files_are_refused(tmp_path):
         load_model(empty)
     with pytest.raises(CheckpointError, match="No weights file"):
         load_model(tmp_path / "absent.safetensors")
+
+
+def test_a_weights_file_without_a_sidecar_is_still_checked(weights):
+    path, _ = weights
+    assert load_model(path) is not None  # no sidecar: the digest in the file's own header is checked
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one weight's last byte, inside the tensor data
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="digest"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="digest"):
+        Predictor.load(path)
+
+
+def test_a_tagged_file_with_no_checksum_at_all_is_refused(tmp_path):
+    bare = tmp_path / "bare.safetensors"
+    save_file(dict(build_model("seed-mlp").state_dict()), str(bare), metadata={"format": "digit-lab", "model": "seed-mlp"})
+    with pytest.raises(CheckpointError, match="integrity cannot be checked"):
+        load_model(bare)

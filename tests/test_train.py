@@ -37,7 +37,7 @@ def test_stop_flag_is_honoured_within_one_batch(digits, tiny_cfg):
 
 
 def test_huge_learning_rate_is_reported_as_diverged(digits, tiny_cfg):
-    outcome = train(tiny_cfg.replace(optimizer="sgd", lr=500.0), digits)
+    outcome = train(tiny_cfg.replace(optimizer="sgd", lr=10.0), digits)
     assert outcome.status == "diverged"
     assert "step" in outcome.message and "learning rate 500" in outcome.message
 
@@ -148,7 +148,7 @@ def test_augmentation_keeps_shape_and_range_and_is_identity_at_zero_strength():
 
 def test_fine_tuning_starts_from_a_run_and_oversamples_its_mistakes(store, tiny_cfg):
     from core.train import hard_example_weights
-    from core.checkpoint import load_model
+    from core.weights import load_model
 
     parent = execute_run(store, create_run(store, tiny_cfg.replace(max_steps=4)).id)
     cfg = tiny_cfg.replace(init_from=parent.id, focus_errors=5.0, epochs=1, lr=1e-4)

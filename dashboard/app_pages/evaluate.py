@@ -4,8 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from core.config import TrainConfig
+from core.data import unit
 from core.errors import DigitLabError
-from core.evaluation import model_source
+from core.weights import model_source
 from core.metrics import calibration, class_report, confusion, mcnemar, reject_curve
 from dashboard import state, widgets
 
@@ -48,12 +49,11 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
     cols = st.columns(6)
     for n, i in enumerate(shown):
         with cols[n % 6]:
-            st.image(widgets.digit_image(splits.test_x[i].numpy(), 3), width=84,
+            st.image(widgets.digit_image(splits.test_x[i], 3), width=84,
                      caption=f"true {classes[labels[i]]} · said {classes[preds[i]]} {conf[i]:.0%}")
             if explain and st.button("Explain", key=f"{key}_{i}"):
-                st.session_state["explain_target"] = {"kind": "test", "index": int(i), "dataset": dataset}
-                st.session_state["explain_source"] = "The image chosen on Evaluate"
-                st.switch_page("app_pages/explain.py")
+                state.send_to_explain(state.ExplainRequest("Evaluate", unit(splits.test_x[i].numpy()),
+                                                           src.key, int(labels[i])))
     if len(indices) > limit:
         st.caption(f"Showing {limit} of {len(indices)}.")
 
@@ -102,14 +102,14 @@ with mistakes_tab:
 
 with calibration_tab:
     cal = calibration(probs, labels)
+    slider, k1, k2, k3 = st.columns([2, 1, 1, 1])
+    threshold = slider.slider("Confidence threshold", 0.0, 0.99, 0.7, 0.01, key="eval_threshold")
+    kept = conf >= threshold
+    k1.metric("Answered", f"{kept.mean():.1%}")
+    k2.metric("Accuracy of answers", f"{(preds[kept] == labels[kept]).mean():.2%}" if kept.any() else "–")
+    k3.metric("Set aside", f"{int((~kept).sum()):,}")
     left, right = st.columns(2)
     left.plotly_chart(widgets.reliability_figure(cal.confidence, cal.accuracy, cal.count, cal.ece), key="eval_reliability")
-    threshold = right.slider("Confidence threshold", 0.0, 0.99, 0.7, 0.01, key="eval_threshold")
-    kept = conf >= threshold
-    k1, k2, k3 = right.columns(3)
-    k1.metric("Answered", f"{kept.mean():.1%}")
-    k2.metric("Accuracy when answering", f"{(preds[kept] == labels[kept]).mean():.2%}" if kept.any() else "–")
-    k3.metric("Set aside", f"{int((~kept).sum()):,}")
     right.plotly_chart(widgets.reject_figure(reject_curve(probs, labels), threshold), key="eval_reject")
     st.caption(f"Expected calibration error {cal.ece:.2%}: the gap between how sure the model says it is and how "
                "often it is right, averaged over confidence bins.")
@@ -160,9 +160,9 @@ with retrain_tab:
                                schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
                                extra={"fine_tuned_from": src.key})
             job = state.job_manager().submit(cfg, name=f"{src.name} · hard cases", parent=src.key)
-            st.session_state["train_job_id"] = job.id
+            state.watch_job(job.id)
             st.success("Fine-tuning started.")
         except DigitLabError as error:
             widgets.error_box(error)
-    if st.session_state.get("train_job_id"):
+    if state.watched_job():
         st.page_link("app_pages/train.py", label="Watch it on the Train page", icon=":material/model_training:")

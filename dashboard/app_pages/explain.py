@@ -4,9 +4,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from core.data import unit
 from core.errors import DigitLabError
-from core.evaluation import load_source, model_source
+from core.weights import load_source, model_source
 from core.models import ZOO
+from core.layers import activations, input_filters
+from core.trust import additivity, deletion_curve, randomisation_check
 from dashboard import explain_plots as plots
 from dashboard import state, widgets
 
@@ -25,27 +28,29 @@ def explainer_for(key: str, sha256: str, dataset: str, background: int):
 
 
 # -- which image ---------------------------------------------------------------------------------------
-choices = ["A test image"]
-target = st.session_state.get("explain_target")
-if target:
-    choices.insert(0, "The image chosen on Evaluate")
-if st.session_state.get("predict_last_input") is not None:
-    choices.insert(0, "The image from Draw & predict")
+offers = state.explain_offers()  # images other pages sent or offered, with the model that read them
+choices = [f"The image from {origin}" for origin in offers] + ["A test image"]
+focus = state.take_explain_focus()
+if focus is not None:  # just sent here by a button: show that image
+    st.session_state["explain_source"] = f"The image from {focus}"
+if st.session_state.get("explain_source") not in choices:
+    st.session_state["explain_source"] = choices[0]
 source = st.radio("Explain", choices, horizontal=True, key="explain_source")
 true_label = None
-if source == "The image from Draw & predict":
-    image = np.asarray(st.session_state["predict_last_input"], dtype=np.float32)
-elif source == "The image chosen on Evaluate" and target["index"] < len(splits.test_y):
-    index = target["index"]
-    image, true_label = splits.test_x[index].numpy() / 255.0, int(splits.test_y[index])
+if source != "A test image":
+    offer = offers[source.removeprefix("The image from ")]
+    image, true_label = offer.image, offer.label
+    if offer.model != src.key:
+        st.caption(f"{offer.origin} read this image with another model; it is explained here with the model chosen "
+                   "in the sidebar.")
 else:
     def pick_random() -> None:  # a callback: it runs before the number input exists on the rerun
         st.session_state["explain_index"] = int(np.random.default_rng().integers(len(splits.test_y)))
 
-    c1, c2 = st.columns([3, 1])
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     index = c1.number_input("Test image number", 0, len(splits.test_y) - 1, key="explain_index")
     c2.button("Random", icon=":material/casino:", key="explain_random", on_click=pick_random)
-    image, true_label = splits.test_x[int(index)].numpy() / 255.0, int(splits.test_y[int(index)])
+    image, true_label = unit(splits.test_x[int(index)].numpy()), int(splits.test_y[int(index)])
 image = image.astype(np.float32)
 
 background = st.sidebar.select_slider("SHAP background images", [25, 50, 100, 200], value=100, key="explain_background")
@@ -66,107 +71,129 @@ right.markdown(f"**{src.name}** reads **{classes[predicted]}** ({probs[predicted
                + (f"; the true label is **{classes[true_label]}**" if true_label is not None else "") + ".")
 right.plotly_chart(widgets.probability_bars(probs, classes, predicted).update_layout(height=220), key="explain_probs")
 
+# Only the open tab is computed (results are cached per model and image in the explainer), so the page
+# answers quickly and a tab costs its time only when a person opens it.
 shap_tab, lime_tab, ig_tab, trust_tab, layers_tab, global_tab = st.tabs(
-    ["SHAP", "LIME", "Integrated gradients & occlusion", "Can I trust it?", "Layers", "Global importance"])
+    ["SHAP", "LIME", "Integrated gradients & occlusion", "Can I trust it?", "Layers", "Global importance"],
+    key="explain_tab", on_change="rerun")
+methods = ["gradient"] + (["deep"] if "deep" in ZOO[src.model].explainers else [])
+if st.session_state.get("explain_shap_method") not in methods:
+    st.session_state["explain_shap_method"] = "gradient"
 
-with shap_tab:
-    methods = ["gradient"] + (["deep"] if "deep" in ZOO[src.model].explainers else [])
-    method = st.radio("SHAP explainer", methods, horizontal=True, key="explain_shap_method",
-                      format_func={"gradient": "GradientExplainer (expected gradients)",
-                                   "deep": "DeepExplainer (DeepLIFT)"}.get)
-    if len(methods) == 1:
-        st.caption(f"{ZOO[src.model].title}: DeepExplainer does not apply (attention, LayerNorm, GELU).")
+
+def shap_values():
     with st.spinner("Computing SHAP values for all 10 classes…"):
-        shap_attr = explainer.shap(image, method)
-    st.plotly_chart(plots.attribution_grid(shap_attr.values, image, classes, highlight,
-                                           f"SHAP values of each class's logit ({shap_attr.seconds:.2f} s, "
-                                           f"background {background})"), key="explain_shap_grid")
-    st.caption("Red pixels push the model towards that class, blue pixels away from it. Values add up to the "
-               "class's logit minus its average over the background images.")
+        return explainer.shap(image, st.session_state["explain_shap_method"])
 
-with lime_tab:
-    samples = st.select_slider("LIME samples", [250, 500, 1000, 2000, 4000], value=1000, key="explain_lime_samples")
+
+def lime_result():
     with st.spinner("Fitting LIME…"):
-        lime = explainer.lime(image, samples)
-    st.plotly_chart(plots.segments_figure(lime.segments, image, lime.weights[lime.label],
-                                          f"LIME on {lime.n_segments} SLIC superpixels, {lime.num_samples} samples "
-                                          f"({lime.seconds:.2f} s)"), key="explain_lime")
-    st.markdown(f"Segments that most support **{classes[lime.label]}**: "
-                f"{', '.join(map(str, lime.top_positive)) or 'none'} · most against: "
-                f"{', '.join(map(str, lime.top_negative)) or 'none'} · local fit R² {lime.scores[lime.label]:.2f}")
+        return explainer.lime(image, st.session_state.get("explain_lime_samples", 1000))
 
-with ig_tab:
-    ig = explainer.integrated_gradients(image)
-    occ = explainer.occlusion(image)
-    a, b = st.columns(2)
-    a.plotly_chart(plots.single_map(ig.of(predicted), image, f"Integrated gradients ({ig.seconds:.2f} s)"),
-                   key="explain_ig")
-    a.caption(f"From a black image to this one; completeness gap (delta) {ig.convergence_delta:.2g} logits.")
-    b.plotly_chart(plots.single_map(occ.of(predicted), image, f"Occlusion, 4×4 patches ({occ.seconds:.2f} s)"),
-                   key="explain_occlusion")
-    b.caption("How much p(predicted) drops when each patch is blacked out.")
-    agreement = np.corrcoef(shap_attr.of(predicted).ravel(), ig.of(predicted).ravel())[0, 1]
-    st.markdown(f"SHAP and integrated gradients agree with correlation **{agreement:.2f}** on this image.")
 
-with trust_tab:
-    from core.trust import additivity, deletion_curve, randomisation_check
+def opened(tab) -> bool:
+    return tab.open is not False  # None when tabs are not tracked (AppTest): then every tab runs
 
-    add = additivity(shap_attr)
-    st.markdown(f"**SHAP additivity** ({shap_attr.method}): the attributions of each class add up to its logit minus "
-                f"the expected logit within **{add.max_abs_error:.3g}** ({add.relative_error:.1%} of the largest "
-                "difference). DeepLIFT is exact by construction; the gradient estimator is sampled.")
-    if st.button("Run deletion curves and the randomised-model check", key="explain_trust_run"):
-        with st.spinner("Deleting pixels and re-explaining with random weights…"):
-            maps = {"SHAP": shap_attr.of(predicted), "LIME": lime.heatmap, "Integrated gradients": ig.of(predicted),
-                    "Occlusion": occ.of(predicted)}
-            st.session_state["explain_trust"] = {
-                "curves": {name: deletion_curve(explainer, image, m, predicted) for name, m in maps.items()},
-                "random": [randomisation_check(explainer, image, method, predicted)
-                           for method in ("gradient", "integrated-gradients")],
-                "for": (src.key, image.tobytes())}
-    trust = st.session_state.get("explain_trust")
-    if trust and trust["for"] == (src.key, image.tobytes()):  # the results belong to this model and image
-        st.plotly_chart(plots.deletion_figure(trust["curves"]), key="explain_deletion")
-        st.dataframe(pd.DataFrame([{"method": n, "deletion AUC": c.auc, "random AUC": c.random_auc,
-                                    "better than random by": c.random_auc - c.auc} for n, c in trust["curves"].items()]),
-                     hide_index=True, key="explain_trust_table")
-        st.markdown("**Randomised-model check**: with the weights re-initialised, a map that still looks the same "
-                    "was describing the image, not the model. Rank correlation with the trained model's map: "
-                    + "; ".join(f"{r.method} **{r.spearman:.2f}** (|map| {r.spearman_abs:.2f})" for r in trust["random"]))
-    else:
-        st.caption("Takes a few seconds: every method's map is used to delete pixels, and SHAP and integrated "
-                   "gradients are recomputed on a model with random weights.")
 
-with layers_tab:
-    from core.layers import activations, input_filters
+if opened(shap_tab):
+    with shap_tab:
+        method = st.radio("SHAP explainer", methods, horizontal=True, key="explain_shap_method",
+                          format_func={"gradient": "GradientExplainer (expected gradients)",
+                                       "deep": "DeepExplainer (DeepLIFT)"}.get)
+        if len(methods) == 1:
+            st.caption(f"{ZOO[src.model].title}: DeepExplainer does not apply (attention, LayerNorm, GELU).")
+        shap_attr = shap_values()
+        st.plotly_chart(plots.attribution_grid(shap_attr.values, image, classes, highlight,
+                                               f"SHAP values of each class's logit ({shap_attr.seconds:.2f} s, "
+                                               f"background {background})"), key="explain_shap_grid")
+        st.caption("Red pixels push the model towards that class, blue pixels away from it. Values add up to the "
+                   "class's logit minus its average over the background images.")
 
-    model = explainer.model
-    acts = activations(model, image)
-    names = [f"{a.name} · {a.kind} {tuple(a.shape)}" for a in acts]
-    which = st.selectbox("Layer", range(len(acts)), format_func=names.__getitem__, key="explain_layer")
-    chosen = acts[which]
-    if chosen.is_map:
-        st.plotly_chart(plots.feature_maps(chosen.values, f"{chosen.name}: first {min(32, len(chosen.values))} of "
-                                                          f"{len(chosen.values)} feature maps"), key="explain_maps")
-    else:
-        flat = chosen.values if chosen.values.ndim == 1 else np.linalg.norm(chosen.values, axis=-1)
-        st.plotly_chart(plots.vector_figure(flat, f"{chosen.name}: {'units' if chosen.values.ndim == 1 else 'token norms'}"),
-                        key="explain_vector")
-    filters = input_filters(model)
-    label = {"conv": "First-layer convolution kernels", "patch": "Patch-embedding filters",
-             "dense": "Hidden units' incoming weights (28×28)"}[filters.kind]
-    st.plotly_chart(plots.signed_images(filters.images, f"{label}: what the first layer looks for"), key="explain_filters")
+if opened(lime_tab):
+    with lime_tab:
+        st.select_slider("LIME samples", [250, 500, 1000, 2000, 4000], value=1000, key="explain_lime_samples")
+        lime = lime_result()
+        st.plotly_chart(plots.segments_figure(lime.segments, image, lime.weights[lime.label],
+                                              f"LIME on {lime.n_segments} SLIC superpixels, {lime.num_samples} samples "
+                                              f"({lime.seconds:.2f} s)"), key="explain_lime")
+        st.markdown(f"Segments that most support **{classes[lime.label]}**: "
+                    f"{', '.join(map(str, lime.top_positive)) or 'none'} · most against: "
+                    f"{', '.join(map(str, lime.top_negative)) or 'none'} · local fit R² {lime.scores[lime.label]:.2f}")
 
-with global_tab:
-    n = st.select_slider("Test images", [100, 250, 500, 1000, 2000], value=1000, key="explain_global_n")
-    if st.button("Compute global importance", key="explain_global_run"):
-        bar = st.progress(0.0, text="Explaining test images…")
-        result = explainer.global_importance(splits.test_x[:n], splits.test_y[:n],
-                                             progress=lambda done, total: bar.progress(done / total,
-                                                                                       text=f"{done}/{total} images"))
-        st.session_state["explain_global"] = {"for": (src.key, n), "result": result}
-    stored = st.session_state.get("explain_global")
-    if stored and stored["for"] == (src.key, n):
-        result = stored["result"]
-        st.plotly_chart(plots.importance_grid(result.overall, result.per_class, classes), key="explain_global_grid")
-        st.caption(f"{result.method} attributions of the labelled class over {result.n} images in {result.seconds:.1f} s.")
+if opened(ig_tab):
+    with ig_tab:
+        ig = explainer.integrated_gradients(image)
+        occ = explainer.occlusion(image)
+        a, b = st.columns(2)
+        a.plotly_chart(plots.single_map(ig.of(predicted), image, f"Integrated gradients ({ig.seconds:.2f} s)"),
+                       key="explain_ig")
+        a.caption(f"From a black image to this one; completeness gap (delta) {ig.convergence_delta:.2g} logits.")
+        b.plotly_chart(plots.single_map(occ.of(predicted), image, f"Occlusion, 4×4 patches ({occ.seconds:.2f} s)"),
+                       key="explain_occlusion")
+        b.caption("How much p(predicted) drops when each patch is blacked out.")
+        agreement = np.corrcoef(shap_values().of(predicted).ravel(), ig.of(predicted).ravel())[0, 1]
+        st.markdown(f"SHAP and integrated gradients agree with correlation **{agreement:.2f}** on this image.")
+
+if opened(trust_tab):
+    with trust_tab:
+        shap_attr = shap_values()
+        add = additivity(shap_attr)
+        st.markdown(f"**SHAP additivity** ({shap_attr.method}): the attributions of each class add up to its logit minus "
+                    f"the expected logit within **{add.max_abs_error:.3g}** ({add.relative_error:.1%} of the largest "
+                    "difference). DeepLIFT is exact by construction; the gradient estimator is sampled.")
+        if st.button("Run deletion curves and the randomised-model check", key="explain_trust_run"):
+            with st.spinner("Deleting pixels and re-explaining with random weights…"):
+                maps = {"SHAP": shap_attr.of(predicted), "LIME": lime_result().heatmap,
+                        "Integrated gradients": explainer.integrated_gradients(image).of(predicted),
+                        "Occlusion": explainer.occlusion(image).of(predicted)}
+                st.session_state["explain_trust"] = {
+                    "curves": {name: deletion_curve(explainer, image, m, predicted) for name, m in maps.items()},
+                    "random": [randomisation_check(explainer, image, method, predicted)
+                               for method in ("gradient", "integrated-gradients")],
+                    "for": (src.key, image.tobytes())}
+        trust = st.session_state.get("explain_trust")
+        if trust and trust["for"] == (src.key, image.tobytes()):  # the results belong to this model and image
+            st.plotly_chart(plots.deletion_figure(trust["curves"]), key="explain_deletion")
+            st.dataframe(pd.DataFrame([{"method": n, "deletion AUC": c.auc, "random AUC": c.random_auc,
+                                        "better than random by": c.random_auc - c.auc} for n, c in trust["curves"].items()]),
+                         hide_index=True, key="explain_trust_table")
+            st.markdown("**Randomised-model check**: with the weights re-initialised, a map that still looks the same "
+                        "was describing the image, not the model. Rank correlation with the trained model's map: "
+                        + "; ".join(f"{r.method} **{r.spearman:.2f}** (|map| {r.spearman_abs:.2f})" for r in trust["random"]))
+        else:
+            st.caption("Takes a few seconds: every method's map is used to delete pixels, and SHAP and integrated "
+                       "gradients are recomputed on a model with random weights.")
+
+if opened(layers_tab):
+    with layers_tab:
+        model = explainer.model
+        acts = activations(model, image)
+        names = [f"{a.name} · {a.kind} {tuple(a.shape)}" for a in acts]
+        which = st.selectbox("Layer", range(len(acts)), format_func=names.__getitem__, key="explain_layer")
+        chosen = acts[which]
+        if chosen.is_map:
+            st.plotly_chart(plots.feature_maps(chosen.values, f"{chosen.name}: first {min(32, len(chosen.values))} of "
+                                                              f"{len(chosen.values)} feature maps"), key="explain_maps")
+        else:
+            flat = chosen.values if chosen.values.ndim == 1 else np.linalg.norm(chosen.values, axis=-1)
+            st.plotly_chart(plots.vector_figure(flat, f"{chosen.name}: {'units' if chosen.values.ndim == 1 else 'token norms'}"),
+                            key="explain_vector")
+        filters = input_filters(model)
+        label = {"conv": "First-layer convolution kernels", "patch": "Patch-embedding filters",
+                 "dense": "Hidden units' incoming weights (28×28)"}[filters.kind]
+        st.plotly_chart(plots.signed_images(filters.images, f"{label}: what the first layer looks for"), key="explain_filters")
+
+if opened(global_tab):
+    with global_tab:
+        n = st.select_slider("Test images", [100, 250, 500, 1000, 2000], value=1000, key="explain_global_n")
+        if st.button("Compute global importance", key="explain_global_run"):
+            bar = st.progress(0.0, text="Explaining test images…")
+            result = explainer.global_importance(splits.test_x[:n], splits.test_y[:n],
+                                                 progress=lambda done, total: bar.progress(done / total,
+                                                                                           text=f"{done}/{total} images"))
+            st.session_state["explain_global"] = {"for": (src.key, n), "result": result}
+        stored = st.session_state.get("explain_global")
+        if stored and stored["for"] == (src.key, n):
+            result = stored["result"]
+            st.plotly_chart(plots.importance_grid(result.overall, result.per_class, classes), key="explain_global_grid")
+            st.caption(f"{result.method} attributions of the labelled class over {result.n} images in {result.seconds:.1f} s.")

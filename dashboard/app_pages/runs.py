@@ -70,7 +70,7 @@ if len(chosen) == 1:
             except DigitLabError as error:
                 widgets.error_box(error)
             else:
-                st.session_state["train_job_id"] = run.id
+                state.watch_job(run.id)
                 st.switch_page("app_pages/train.py")
     with c3:
         sure = st.checkbox("I want to delete this run and its weights", key=f"runs_delete_sure_{run.id}")
@@ -101,9 +101,11 @@ if len(chosen) >= 2:
 # -- cost against benefit ------------------------------------------------------------------------------
 st.subheader("Is the bigger model worth it?")
 pool = chosen if len(chosen) >= 2 else records
-rows = cost_benefit_rows(pool)
+include = st.session_state.get("app_include_unfinished", False)
+rows = cost_benefit_rows(pool, include_unfinished=include)
 if len(rows) < 2:
-    st.info("Finish at least two runs (for example the seed MLP and the best preset) to weigh accuracy against cost.")
+    st.info("Finish at least two runs (for example the seed MLP and the best preset) to weigh accuracy against cost."
+            + ("" if include else " Stopped and failed runs are left out; the sidebar's toggle brings them in."))
 else:
     st.caption("Red points are Pareto-optimal: no other run is both cheaper and more accurate. "
                + ("Showing the selected runs." if len(chosen) >= 2 else "Showing all listed runs."))

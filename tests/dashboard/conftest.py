@@ -47,3 +47,9 @@ def goto(at, page: str):
 def assert_clean(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def open_tab(at, key: str, label: str):
+    """Switch a tracked `st.tabs(key=...)` to the tab named `label` (AppTest has no click for tabs)."""
+    at.session_state[key] = label
+    return at.run()

@@ -9,8 +9,10 @@ import pytest
 from core.config import TrainConfig
 from core.experiment import create_run, execute_run
 from core.runs import RunStore
-from tests.dashboard.conftest import assert_clean, canvas_payload, goto
+from tests.dashboard.conftest import assert_clean, canvas_payload, goto, open_tab
 
+# Draw & predict's tab labels (dashboard/app_pages/predict.py SOURCES; the page cannot be imported outside a run)
+SOURCES = [":material/draw: Draw", ":material/upload: Upload", ":material/casino: Test image"]
 PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "under_the_hood"]
 
 
@@ -43,8 +45,9 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     app.text_input(key="train_name").set_value("from the browser").run()
     app.button(key="train_start").click().run()
     assert_clean(app)
-    job_id = app.session_state["train_job_id"]
     store = RunStore(tmp_path / "home")
+    job_id = store.list()[0].id
+    assert any(f"**from the browser**" in m.value for m in app.markdown)  # the progress shows under the button
     deadline = time.time() + 120
     while store.get(job_id).status in ("queued", "running") and time.time() < deadline:
         time.sleep(0.2)
@@ -60,7 +63,7 @@ def test_invalid_settings_are_explained_and_start_is_disabled(app):
     app.run()
     goto(app, "train")
     app.number_input(key="train_lr").set_value(0.0).run()
-    assert any("lr must be" in e.value for e in app.error)
+    assert any(e.value.startswith("Learning rate (peak) must be") for e in app.error)  # the label, not "lr"
     assert app.button(key="train_start").disabled
 
 
@@ -98,6 +101,21 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     assert len(app.dataframe(key="runs_table").value) == 2
     assert any("Pareto" in c.value for c in app.caption)  # cost-benefit over all listed runs
     assert app.radio(key="runs_cost").options
+    # rename the newest run (row 0)
+    app.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    newest = app.dataframe(key="runs_table").value["id"][0]
+    app.text_input(key=f"runs_rename_{newest}").set_value("the renamed run").run()
+    app.button(key="runs_rename_save").click().run()
+    assert_clean(app)
+    assert store.get(newest).name == "the renamed run"
+    # compare both
+    app.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    app.run()
+    assert_clean(app)
+    assert any("Comparing 2 runs" in h.value for h in app.subheader)
+    diff = next(d.value for d in app.dataframe if "model" in d.value.index)
+    assert sorted(diff.loc["model"]) == ["seed-cnn", "seed-mlp"]
 
 
 def test_runs_page_deletes_only_after_confirmation(app, tmp_path):
@@ -126,20 +144,38 @@ def test_predict_page_reads_an_injected_drawing(app):
 
 
 def test_predict_page_says_draw_something_for_an_empty_canvas(app):
+    from core.drawings import draw_digit
+
     app.run()
     goto(app, "predict")
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(2, np.random.default_rng(1)))
+    app.run()
+    assert any(m.value.startswith("### ") for m in app.markdown)  # the canvas is read: a verdict
     app.session_state["predict_canvas_0"] = canvas_payload(np.zeros((280, 280, 4), np.uint8))
     app.run()
     assert_clean(app)
     assert any("Draw a digit" in i.value for i in app.info)
+    assert not any(m.value.startswith("### ") for m in app.markdown)  # and the old verdict is gone
 
 
-def test_predict_page_rejects_a_file_that_is_not_an_image(app):
+def test_each_source_keeps_its_own_answer(app):
+    from core.drawings import draw_digit
+
     app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
     goto(app, "predict")
-    app.file_uploader(key="predict_upload").upload("digit.png", b"%PDF-1.4 not an image", "image/png").run()
-    assert any("not a readable PNG or JPEG" in e.value for e in app.error)
-    assert not app.exception
+    open_tab(app, "predict_source", SOURCES[2])
+    app.button(key="predict_random").click().run()  # a test image first ...
+    sampled = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert len(sampled) == 1
+    open_tab(app, "predict_source", SOURCES[0])
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(1, np.random.default_rng(0)))
+    app.run()  # ... then a drawing of a 1
+    assert_clean(app)
+    drawn = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert len(drawn) == 1 and "**1**" in drawn[0]  # only the open tab's answer is on screen
+    open_tab(app, "predict_source", SOURCES[2])
+    assert [m.value for m in app.markdown if m.value.startswith("### ")] == sampled  # the test image kept its own
 
 
 def test_under_the_hood_steps_the_numpy_mlp(app):
@@ -173,16 +209,24 @@ def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app,
 
 
 def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
-    _evaluate(app, tmp_path, n=1)
-    app.selectbox(key="eval_cell_true").set_value(3).run()
-    app.selectbox(key="eval_cell_pred").set_value(8).run()
-    text = next(m.value for m in app.markdown if "were read as" in m.value)
+    store, ids = _evaluate(app, tmp_path, n=2)
+    app.selectbox(key="app_run").set_value(ids[1]).run()  # not the newest default: the hand-off must keep it
+    text = next(m.value for m in app.markdown if "were read as" in m.value)  # the most frequent confusion
     count = int(text.split("**")[1])
+    assert count >= 1  # a model trained for 10 steps makes mistakes
     explain_buttons = [b for b in app.button if b.key and b.key.startswith("eval_cell_explain_")]
     assert len(explain_buttons) == min(count, 18)
-    if explain_buttons:
-        explain_buttons[0].click().run()
-        assert app.session_state["explain_target"]["kind"] == "test"
+    index = int(explain_buttons[0].key.rsplit("_", 1)[1])
+    explain_buttons[0].click().run()
+    assert_clean(app)
+    assert app.title[0].value == "Explain"
+    from core.data import load_splits
+
+    true = load_splits("digits").test_y[index].item()
+    name = store.get(ids[1]).name
+    reads = next(m.value for m in app.markdown if " reads **" in m.value)
+    assert reads.startswith(f"**{name}** reads") and f"the true label is **{true}**" in reads
+    assert app.selectbox(key="app_run").value == ids[1]
 
 
 def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
@@ -190,7 +234,7 @@ def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
     app.number_input(key="eval_retrain_epochs").set_value(1).run()
     app.button(key="eval_retrain").click().run()
     assert_clean(app)
-    child = app.session_state["train_job_id"]
+    child = next(r.id for r in store.list() if r.parent == ids[0])
     record = store.get(child)
     assert record.parent == ids[0] and record.config["init_from"] == ids[0] and record.config["focus_errors"] == 5.0
     deadline = time.time() + 120
@@ -208,31 +252,41 @@ def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
     assert_clean(app)
     assert app.radio(key="explain_shap_method").options == ["GradientExplainer (expected gradients)",
                                                            "DeepExplainer (DeepLIFT)"]
+    assert any("SHAP values of each class" in str(c.proto.spec) for c in app.get("plotly_chart"))
+    open_tab(app, "explain_tab", "LIME")
+    assert any("Segments that most support" in m.value for m in app.markdown)
+    open_tab(app, "explain_tab", "Integrated gradients & occlusion")
+    assert any("SHAP and integrated gradients agree" in m.value for m in app.markdown)
+    open_tab(app, "explain_tab", "Layers")
+    assert app.selectbox(key="explain_layer").options
+    open_tab(app, "explain_tab", "Can I trust it?")
     assert any("SHAP additivity" in m.value for m in app.markdown)
     app.button(key="explain_trust_run").click().run()
     assert_clean(app)
     table = next(d.value for d in app.dataframe if "deletion AUC" in d.value.columns)
     assert list(table["method"]) == ["SHAP", "LIME", "Integrated gradients", "Occlusion"]
     assert any("Randomised-model check" in m.value for m in app.markdown)
+    open_tab(app, "explain_tab", "Global importance")
     app.select_slider(key="explain_global_n").set_value(100).run()
     app.button(key="explain_global_run").click().run()
     assert_clean(app)
     assert any("over 100 images" in c.value for c in app.caption)
 
 
-def test_explain_page_explains_the_image_sent_from_evaluate(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
-    app.session_state["explain_target"] = {"kind": "test", "index": 7, "dataset": "digits"}
-    app.session_state["explain_source"] = "The image chosen on Evaluate"
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[0]).run()
-    goto(app, "explain")
-    assert_clean(app)
-    from core.data import load_splits
+def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app, tmp_path):
+    from core.drawings import draw_digit
 
-    true = load_splits("digits").test_y[7].item()
-    assert any(f"the true label is **{true}**" in m.value for m in app.markdown)
+    store, ids = _finished_runs(tmp_path / "home", n=2)
+    app.run()
+    goto(app, "predict")
+    app.multiselect(key="predict_models").set_value([ids[0]]).run()  # not the sidebar's starter
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(6, np.random.default_rng(2)))
+    app.run()
+    app.button(key="predict_explain_Draw & predict").click().run()
+    assert_clean(app)
+    assert app.title[0].value == "Explain"
+    assert app.radio(key="explain_source").value == "The image from Draw & predict"
+    assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{store.get(ids[0]).name}**")
 
 
 def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
@@ -248,6 +302,7 @@ def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
     paper.save(buffer, format="JPEG")
     app.run()
     goto(app, "predict")
+    open_tab(app, "predict_source", SOURCES[1])
     app.file_uploader(key="predict_upload").upload("four.jpg", buffer.getvalue(), "image/jpeg").run()
     assert_clean(app)
     verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
@@ -275,14 +330,22 @@ def test_explain_random_button_picks_another_test_image(app, tmp_path):
     app.selectbox(key="app_dataset").set_value("digits").run()
     app.selectbox(key="app_run").set_value(ids[0]).run()
     goto(app, "explain")
-    app.button(key="explain_random").click().run()
+    from core.data import load_splits
+
+    labels = load_splits("digits").test_y
+    seen = {app.number_input(key="explain_index").value}
+    for _ in range(5):  # 360 test images: five draws all landing on the current one is (1/360)^5
+        app.button(key="explain_random").click().run()
+        seen.add(app.number_input(key="explain_index").value)
     assert_clean(app)
-    assert 0 <= app.number_input(key="explain_index").value < 360
+    assert len(seen) > 1
+    index = app.number_input(key="explain_index").value
+    assert any(f"the true label is **{labels[index].item()}**" in m.value for m in app.markdown)
 
 
 def test_train_page_survives_its_run_being_deleted(app, tmp_path):
     store, ids = _finished_runs(tmp_path / "home", n=1)
-    app.session_state["train_job_id"] = ids[0]
+    app.session_state["handoff_watched_job"] = ids[0]  # dashboard.state.watch_job's key
     store.delete(ids[0])
     app.run()
     goto(app, "train")
@@ -346,3 +409,26 @@ def test_a_click_on_a_confusion_cell_selects_that_cell():
     clicked = {"selection": {"points": [{"x": markers.x[38], "y": markers.y[38], "customdata": markers.customdata[38]}]}}
     assert selected_cell(clicked) == (3, 8)  # row 3 (true), column 8 (predicted)
     assert selected_cell({"selection": {"points": []}}) is None
+
+
+def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=2)
+    app.run()
+    goto(app, "train")
+    assert_clean(app)
+    newest = store.get(ids[1])
+    assert any(f"**{newest.name}**" in m.value and "latest run" in m.value and "completed" in m.value
+               for m in app.markdown)
+    assert not any("No training yet" in i.value for i in app.info)
+
+
+def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    cfg = TrainConfig(model="seed-cnn", dataset="digits", epochs=2, limit_batches=5)
+    steps = iter(range(100))
+    stopped = execute_run(store, create_run(store, cfg, name="stopped early").id, should_stop=lambda: next(steps) >= 2)
+    assert stopped.status == "cancelled" and stopped.weights_sha256
+    app.run()
+    assert not any("stopped early" in option for option in app.selectbox(key="app_run").options)
+    app.toggle(key="app_include_unfinished").set_value(True).run()
+    assert any("stopped early (cancelled)" in option for option in app.selectbox(key="app_run").options)

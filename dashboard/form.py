@@ -1,0 +1,78 @@
+"""The Train page's settings form, generated from core.config.SETTINGS: one widget per TrainConfig field.
+
+`fill(cfg)` puts a config's values in the form (a preset); `draw(name)` draws one setting's widget;
+`config_values()` reads the form back as TrainConfig values. Labels, ranges and options come from core,
+so the form, the CLI and validation can never disagree.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import streamlit as st
+
+from core.config import SETTINGS, TrainConfig
+from core.models import ZOO
+
+VALUES = "train_values"  # the form's values; widget state is dropped when a widget is hidden, these are not
+DEFAULTS = TrainConfig()
+
+
+def _key(name: str) -> str:
+    return f"train_{name}"
+
+
+def fill(cfg: TrainConfig) -> None:
+    """Show `cfg`'s values in the form (optional settings that are not set show as 0)."""
+    values = st.session_state.setdefault(VALUES, {})
+    for name, setting in SETTINGS.items():
+        value = getattr(cfg, name)
+        values[name] = st.session_state[_key(name)] = (value or 0) if setting.optional and setting.kind == "integer" \
+            else value
+
+
+def visible(name: str) -> bool:
+    """Whether a setting applies given the others (momentum only for SGD, and so on)."""
+    condition = SETTINGS[name].shown_if
+    return condition is None or st.session_state[VALUES].get(condition[0]) == condition[1]
+
+
+def draw(name: str, where: Any = st) -> None:
+    """The widget for setting `name` (nothing when it does not apply), seeded from the form's values."""
+    if not visible(name):
+        return
+    setting, key = SETTINGS[name], _key(name)
+    st.session_state.setdefault(key, st.session_state[VALUES][name])
+    if setting.kind == "choice":
+        where.selectbox(setting.label, list(setting.options), key=key, help=setting.help or None,
+                        format_func=_model_title if name == "model" else str)
+    elif setting.kind == "flag":
+        where.toggle(setting.label, key=key, help=setting.help or None)
+    elif setting.kind == "integer":
+        where.number_input(setting.label, min_value=0 if setting.optional else int(setting.low),
+                           max_value=int(setting.high), step=int(setting.step or 1), key=key, help=setting.help or None)
+    elif setting.widget == "slider":
+        where.slider(setting.label, float(setting.low), float(setting.form_high or setting.high), key=key,
+                     help=setting.help or None)
+    else:
+        step = setting.step or 0.01
+        where.number_input(setting.label, min_value=float(setting.low), max_value=float(setting.high), step=step,
+                           format="%.6f" if step < 1e-4 else "%.5f" if step < 1e-2 else "%.2f", key=key,
+                           help=setting.help or None)
+    st.session_state[VALUES][name] = st.session_state[key]
+
+
+def config_values() -> dict[str, Any]:
+    """The form as TrainConfig values: hidden settings at their defaults, 0 as "not set" for optional ones."""
+    values = dict(st.session_state[VALUES])
+    for name, setting in SETTINGS.items():
+        if not visible(name):
+            values[name] = getattr(DEFAULTS, name)
+        elif setting.optional and setting.kind == "integer":
+            values[name] = int(values.get(name) or 0) or None
+    return {k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+
+
+def _model_title(name: str) -> str:
+    spec = ZOO[name]
+    return f"{spec.title} — {spec.params:,} params, {spec.flops / 1e6:.1f} MFLOPs"

@@ -1,0 +1,121 @@
+"""The Train page's live panel: the watched run's progress, curves and validation previews, polled every second.
+
+`live_panel()` shows this session's watched job, else the server's running job (a second tab sees the same
+training), else the latest run in the store, so a reload after a run finished still shows it.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import DigitLabError, RunNotFoundError
+from core.runs import RESUMABLE, RunRecord
+from dashboard import state, widgets
+
+
+def attached_run_id() -> str | None:
+    """This session's watched job, else the server's active job, else the newest run."""
+    job_id = state.watched_job()
+    if job_id is None:
+        active = state.job_manager().active()
+        job_id = active[0].id if active else None
+    if job_id is None:
+        latest = state.run_store().list()
+        job_id = latest[0].id if latest else None
+    return job_id
+
+
+@st.fragment(run_every=1.0)
+def live_panel() -> None:
+    run_id = attached_run_id()
+    if run_id is None:
+        st.info("No training yet. Choose a preset (or change the settings below) and press **Start training**.",
+                icon=":material/model_training:")
+        return
+    try:
+        record = state.run_store().get(run_id)
+    except RunNotFoundError:  # deleted on the Runs page meanwhile
+        state.forget_watched_job()
+        st.info("That run was deleted. Press **Start training** for a new one.")
+        return
+    job = state.job_manager().get(run_id)
+    if job is None:
+        _stored_run(record)
+    else:
+        _live_job(record, job.snapshot())
+
+
+def _live_job(record: RunRecord, snap: dict) -> None:
+    jobs = state.job_manager()
+    status = snap["status"]
+    head, button = st.columns([4, 1], vertical_alignment="center")
+    head.markdown(f"**{record.name}** · {record.model} on {record.dataset}")
+    if status == "queued":
+        st.info(f"Queued — position {jobs.queue_position(record.id) or 1} behind the run on {snap['device']}.")
+    total = max(snap["total_steps"], 1)
+    text = f"{status} · epoch {snap['epoch']}/{snap['epochs']} · step {snap['step']}/{snap['total_steps']}"
+    if snap["phase"]:
+        text += f" · {snap['phase']}…"
+    st.progress(min(snap["step"] / total, 1.0), text=text)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Loss", f"{snap['loss']:.4f}" if snap["loss"] is not None else "–")
+    m2.metric("Images/s", f"{snap['images_per_second']:.0f}" if snap["images_per_second"] else "–",
+              help="Training images per second of this epoch so far, as the run's record counts them.")
+    m3.metric("ETA", f"{snap['eta_seconds']:.0f} s" if snap["eta_seconds"] is not None else "–")
+    last_val = snap["history"][-1]["val_accuracy"] if snap["history"] else None
+    m4.metric("Val accuracy", f"{last_val:.2%}" if last_val is not None else "–")
+
+    if status in ("queued", "running"):
+        if button.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
+            jobs.stop(record.id)
+            st.toast("Stopping at the end of the current batch…")
+    elif status == "completed":
+        st.success(f"Finished: test accuracy {snap['test_accuracy']:.2%}. See it on the Runs page or draw a digit.")
+    elif status == "cancelled":
+        st.warning("Stopped. Resume continues from the last completed epoch.")
+    else:
+        st.error(snap["message"] or f"The run ended as {status}.")
+    if status in RESUMABLE:
+        _resume_button(record.id, button)
+    _curves(snap["steps"], snap["history"], record)
+    preview = snap["preview"]
+    if preview:
+        splits = state.dataset_splits(record.dataset)
+        classes = splits.info.classes
+        st.caption("Validation images and the model's current answers")
+        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
+                          [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
+                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
+
+
+def _stored_run(record: RunRecord) -> None:
+    """A run this server is not training (finished earlier, or before a restart): what the store knows."""
+    head, button = st.columns([4, 1], vertical_alignment="center")
+    accuracy = record.metrics.get("test_accuracy")
+    head.markdown(f"**{record.name}** · {record.model} on {record.dataset} — latest run, **{record.status}**"
+                  + (f", test accuracy **{accuracy:.2%}**" if accuracy is not None else "") + ".")
+    if record.message:
+        (st.error if record.status in ("failed", "diverged") else st.info)(record.message)
+    if record.status in RESUMABLE:
+        _resume_button(record.id, button)
+    history = state.run_store().read_metrics(record.id)
+    if history:
+        _curves([], history, record)
+
+
+def _resume_button(run_id: str, where) -> None:
+    if where.button("Resume", icon=":material/resume:", key="train_resume"):
+        try:
+            state.job_manager().resume(run_id)
+            state.watch_job(run_id)
+        except DigitLabError as error:
+            widgets.error_box(error)
+
+
+def _curves(steps: list, history: list[dict], record: RunRecord) -> None:
+    left, right = st.columns(2)
+    left.plotly_chart(widgets.loss_figure(steps, history), key="train_loss_chart")
+    if history:
+        right.plotly_chart(widgets.accuracy_figure(history), key="train_acc_chart")
+    if record.config.get("train_on_val"):
+        st.caption("This run also trains on the validation images (as the article did): validation figures are "
+                   "not a held-out estimate; the test figure at the end is.")
