@@ -9,9 +9,12 @@ import functools
 import gzip
 import math
 import os
+import shutil
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -186,12 +189,29 @@ def _debian_fashion_present() -> bool:
 
 
 def _read_idx_gz(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read gzipped IDX files (the format MNIST is published in) without torchvision."""
-    with gzip.open(folder / f"{split}-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(folder / f"{split}-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
-    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+    """Read one split of gzipped IDX files (the format MNIST is published in) with torchvision's readers."""
+    # torchvision's readers check the magic number, element type and dimensions (ours skipped a fixed
+    # header and trusted the rest); they take a path, so each file is decompressed to a temporary file.
+    from torchvision.datasets.mnist import read_image_file, read_label_file  # torchvision import is slow; only here
+
+    def read(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        try:
+            with gzip.open(path) as packed, tempfile.NamedTemporaryFile(suffix=".idx") as plain:
+                shutil.copyfileobj(packed, plain)
+                plain.flush()
+                return reader(plain.name)
+        except (OSError, EOFError, zlib.error, AssertionError, KeyError, TypeError, ValueError,
+                RuntimeError) as error:  # torchvision signals a bad header with a bare assert
+            detail = str(error) or "the header's magic number or dimensions are wrong"
+            raise DataUnavailableError(f"Could not read {path} as a gzipped IDX file (MNIST's format); it is "
+                                       f"missing, damaged or of another kind ({detail}).") from error
+
+    images_path, labels_path = (folder / f"{split}-{kind}.gz" for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+    images, labels = read(images_path, read_image_file), read(labels_path, read_label_file)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise DataUnavailableError(f"{images_path} holds {tuple(images.shape)} images for {len(labels)} labels in "
+                                   f"{labels_path}; expected N×28×28 images, one per label.")
+    return images, labels
 
 
 def _expected(name: str) -> str:

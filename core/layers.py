@@ -68,22 +68,43 @@ def layer_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def activations(model: nn.Module, image: Any) -> list[LayerActivation]:
-    """Every layer's output for one image (uint8 or [0, 1] float, 28×28), via forward hooks on a copy."""
-    private = copy.deepcopy(model).cpu().eval()  # hooks go on the copy: the original may be in use elsewhere
+    """Every layer's output for one image (uint8 or [0, 1] float, 28×28), computed on a private copy."""
+    private = copy.deepcopy(model).cpu().eval()  # .cpu()/.eval() on a copy: the original may be in use elsewhere
+    units = layer_units(private)
+    x = as_image(image)
+    traceable = not any(isinstance(m, nn.TransformerEncoder) for m in private.modules())
+    found = _traced_outputs(private, units, x) if traceable else _hooked_outputs(private, units, x)
+    return [LayerActivation(name, type(module).__name__, readonly(found[name][0]))
+            for name, module in units if name in found]
+
+
+def _traced_outputs(model: nn.Module, units: list[tuple[str, nn.Module]], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Layer outputs through torchvision's FX feature extractor (a module name selects its last node)."""
+    from torchvision.models.feature_extraction import create_feature_extractor  # slow import; only here
+
+    extractor = create_feature_extractor(model, return_nodes={name: name for name, _ in units})
+    with torch.no_grad():
+        return {name: out.detach() for name, out in extractor(x).items()}
+
+
+def _hooked_outputs(model: nn.Module, units: list[tuple[str, nn.Module]], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Layer outputs through forward hooks, for models FX cannot see inside."""
+    # FX keeps nn.TransformerEncoder as one leaf, and cannot trace into it (its fast-path checks branch on
+    # tensor properties: "symbolically traced variables cannot be used as inputs to control flow"), so a
+    # ViT's blocks have no graph nodes; hooks on the blocks see them.
     found: dict[str, torch.Tensor] = {}
     handles = []
-    for name, module in layer_units(private):
+    for name, module in units:
         def keep(_module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
             found[name] = (output[0] if isinstance(output, tuple) else output).detach()
-        handles.append(private.get_submodule(name).register_forward_hook(keep))
+        handles.append(module.register_forward_hook(keep))
     try:
         with torch.no_grad():
-            private(as_image(image))
+            model(x)
     finally:
         for handle in handles:
             handle.remove()
-    return [LayerActivation(name, type(private.get_submodule(name)).__name__, readonly(found[name][0]))
-            for name, _ in layer_units(private) if name in found]
+    return found
 
 
 def input_filters(model: nn.Module) -> Filters:

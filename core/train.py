@@ -92,6 +92,9 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+# Ours, not torch's schedulers: a pure function of the step means a resumed run gets exactly the same
+# rates with no scheduler state to save. tests/test_schedule.py checks it against StepLR,
+# CosineAnnealingLR and OneCycleLR over whole runs.
 def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> float:
     """The learning rate for optimiser step `step` (0-based): a pure function, so resume needs no state."""
     if cfg.schedule == "constant":
@@ -101,11 +104,12 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> floa
     progress = min(step / max(total_steps, 1), 1.0)
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    # onecycle: cosine warm-up from lr/25 to lr, then cosine anneal to lr/1e4 (as torch's OneCycleLR)
+    # onecycle: cosine warm-up from lr/25 to lr, then cosine anneal to (lr/25)/1e4, as torch's OneCycleLR
+    # (div_factor=25, final_div_factor=1e4); torch peaks one step earlier, at step warmup_fraction*total - 1.
     warm = cfg.warmup_fraction
     if progress < warm:
         return _cos_between(cfg.lr / 25, cfg.lr, progress / warm)
-    return _cos_between(cfg.lr, cfg.lr / 1e4, (progress - warm) / max(1 - warm, 1e-9))
+    return _cos_between(cfg.lr, cfg.lr / 25 / 1e4, (progress - warm) / max(1 - warm, 1e-9))
 
 
 def lr_curve(cfg: TrainConfig, run: RunPlan, points: int = 200) -> tuple[list[int], list[float]]:

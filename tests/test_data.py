@@ -1,6 +1,9 @@
 """Datasets: MNIST splits, the built-in fallback, Fashion-MNIST from Debian, clear messages."""
 from __future__ import annotations
 
+import gzip
+import struct
+
 import pytest
 import torch
 
@@ -45,6 +48,47 @@ def test_fashion_mnist_from_debian(monkeypatch, tmp_path):
     splits = load_splits("fashion-mnist")
     assert splits.sizes() == {"train": 55_000, "val": 5_000, "test": 10_000}
     assert splits.info.classes[9] == "Ankle boot"
+
+
+def _write_idx_gz(folder, split, n=3, image_magic=0x803, label_magic=0x801):
+    pixels = bytes(range(256)) * (n * 28 * 28 // 256 + 1)
+    (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">IIII", image_magic, n, 28, 28) + pixels[:n * 28 * 28]))
+    (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">II", label_magic, n) + bytes(range(n))))
+
+
+def test_gzipped_idx_files_with_the_right_header_load(tmp_path):
+    _write_idx_gz(tmp_path, "train")
+    images, labels = data._read_idx_gz(tmp_path, "train")
+    assert images.dtype == torch.uint8 and images.shape == (3, 28, 28) and images[0, 0, 5] == 5
+    assert labels.dtype == torch.int64 and labels.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("broken", ["image magic", "label magic", "not gzip", "count mismatch"])
+def test_a_corrupt_idx_file_is_refused_with_a_message_naming_it(tmp_path, broken):
+    _write_idx_gz(tmp_path, "train", image_magic=0x12345678 if broken == "image magic" else 0x803,
+                  label_magic=0x803 if broken == "label magic" else 0x801)  # 0x803 = images, not labels
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    if broken == "not gzip":
+        images.write_bytes(b"<html>404 not found</html>")
+    if broken == "count mismatch":
+        _write_idx_gz(tmp_path, "train", n=2)
+        (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 0x801, 3) + b"\0\1\2"))
+    with pytest.raises(DataUnavailableError) as error:
+        data._read_idx_gz(tmp_path, "train")
+    named = "labels" if broken == "label magic" else "images"
+    assert str(tmp_path / f"train-{named}-idx") in str(error.value)
+
+
+def test_fashion_mnist_idx_files_read_with_torchvisions_readers():
+    if not data._debian_fashion_present():
+        if in_ci():
+            pytest.fail(f"dataset-fashion-mnist is not installed in CI ({DEBIAN_FASHION})")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    images, labels = data._read_idx_gz(DEBIAN_FASHION, "t10k")
+    assert images.shape == (10_000, 28, 28) and images.dtype == torch.uint8
+    assert torch.bincount(labels).tolist() == [1_000] * 10  # Fashion-MNIST's test split is balanced
 
 
 def test_unknown_dataset_is_a_clear_error():

@@ -43,6 +43,41 @@ def test_activations_follow_the_real_forward_pass(name, digits):
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
 
 
+def _manual_forward(model, x):
+    """Every unit's output from calling the model's modules by hand, in the order its forward uses them."""
+    net, out = model.net, {}
+    h = model.normalize(x)
+    if isinstance(net, torch.nn.Sequential):
+        for i, module in enumerate(net):
+            h = out[f"net.{i}"] = module(h)
+        return out
+    h = out["net.patch_embed"] = net.patch_embed(h)  # TinyViT, step by step as in its forward
+    h = torch.cat([net.cls_token.expand(1, -1, -1), h.flatten(2).transpose(1, 2)], dim=1) + net.pos_embed
+    for i, block in enumerate(net.encoder.layers):
+        h = out[f"net.encoder.layers.{i}"] = block(h)
+    h = out["net.norm"] = net.norm(h)
+    out["net.head"] = net.head(h[:, 0])
+    return out
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_activations_equal_a_manual_forward_through_the_same_modules(name, digits):
+    torch.manual_seed(1)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for m in model.modules():  # non-trivial BatchNorm statistics, so a skipped or misplaced layer shows
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        expected = _manual_forward(model, to_float(digits.test_x[5][None]))
+    layers = activations(model, digits.test_x[5])
+    assert [a.name for a in layers] == [n for n, _ in EXPECTED[name]]
+    for layer in layers:
+        np.testing.assert_allclose(layer.values, expected[layer.name][0].numpy(), rtol=1e-5, atol=1e-5,
+                                   err_msg=layer.name)
+        assert layer.kind == type(model.get_submodule(layer.name)).__name__
+
+
 @pytest.mark.parametrize("name", list(ZOO))
 def test_input_filters_show_what_the_first_layer_looks_for(name):
     torch.manual_seed(0)

@@ -17,15 +17,37 @@ def test_forward_gives_ten_logits_per_image(name):
     assert torch.isfinite(out).all()
 
 
+README_SIZES = {  # the README's model table: parameters, forward MFLOPs as printed there
+    "seed-mlp": (101_770, "0.20"),
+    "seed-cnn": (93_322, "5.59"),
+    "resnet": (151_274, "20.5"),
+    "vit-tiny": (139_018, "13.2"),
+}
+
+
+def test_readme_lists_every_zoo_model():
+    assert set(README_SIZES) == set(ZOO)
+
+
 @pytest.mark.parametrize("name", list(ZOO))
-def test_parameter_count_matches_zoo_entry(name):
-    assert count_params(build_model(name)) == ZOO[name].params > 0
-    assert ZOO[name].flops > 0
+def test_parameters_and_flops_are_the_ones_the_readme_states(name):
+    params, mflops = README_SIZES[name]
+    assert count_params(build_model(name)) == ZOO[name].params == params
+    decimals = len(mflops.split(".")[1])
+    assert f"{ZOO[name].flops / 1e6:.{decimals}f}" == mflops
 
 
-def test_seed_models_have_the_articles_sizes():
-    assert ZOO["seed-cnn"].params == 93_322
-    assert ZOO["seed-mlp"].params == 784 * 128 + 128 + 128 * 10 + 10
+def _layer_params(model):
+    return [count_params(m) for m in model.net if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def test_seed_models_have_the_articles_layer_sizes():
+    # The article's 784-128-10 MLP and its Keras CNN summary (Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10).
+    assert _layer_params(build_model("seed-mlp")) == [784 * 128 + 128, 128 * 10 + 10]
+    assert _layer_params(build_model("seed-cnn")) == [320, 18_496, 36_928, 36_928, 650]
+    assert [m.out_channels for m in build_model("seed-cnn").net if isinstance(m, nn.Conv2d)] == [32, 64, 64]
+    assert [(m.in_features, m.out_features) for m in build_model("seed-cnn").net if isinstance(m, nn.Linear)] \
+        == [(3 * 3 * 64, 64), (64, 10)]
 
 
 @pytest.mark.parametrize("name", list(ZOO))

@@ -127,7 +127,7 @@ def test_a_single_dot_becomes_a_small_centred_dot():
 def test_a_5000px_image_is_downscaled_early_and_reads_like_the_small_one():
     small = canvas(size=280)
     big = np.asarray(Image.fromarray(small).resize((5000, 5000), Image.NEAREST))
-    x = to_model_input(big)  # speed is measured in benchmarks/predict_latency.py, not asserted here
+    x = to_model_input(big)  # speed is measured in benchmarks/predict.py, not asserted here
     assert np.abs(x - to_model_input(small)).mean() < 0.02
 
 
