@@ -10,7 +10,11 @@ otherwise it is whatever differs most from the paper's colour (the median of the
 so dark ink on white paper and light ink on a black screen both work. Decisions on edge cases:
 - nothing to read (all transparent, one flat colour, all black, all white, and so any 1×1 image,
   which has no paper to contrast with) raises `EmptyDrawingError`;
-- a lone dot (ink as thick as it is long) becomes a small centred dot of 4 px, not a 20 px disc;
+- a lone dot becomes a small centred dot of 4 px, not a 20 px disc. A dot is decided from the ink's
+  shape: a click or a short dab of a round brush reaches at most a jitter (2% of the picture) beyond
+  the widest disc that fits inside it; a small digit drawn with a wide brush, even with its holes
+  closed, is an oval, a waisted 8 or a 6/9 with a tail and reaches further, so it is scaled to 20 px.
+  (A 0 drawn almost as a circle with a brush wider than the 0 is a dot: nothing in the ink says otherwise.)
 - specks with under 2% of the main stroke's ink (a stray click, JPEG or paper noise) are dropped;
 - float images may hold 0..1 or 0..255; integer images 0..255 or 0..65535.
 """
@@ -22,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from skimage.measure import regionprops
 
 from core.errors import DigitLabError
 
@@ -32,7 +37,8 @@ MIN_CONTRAST = 0.1   # ink must differ from the paper by at least 10% of the ful
 ALPHA_FLOOR = 0.05   # relative alpha below this is a stray antialiased edge, not ink
 LUMA_FLOOR = 0.2     # relative difference from the paper below this is texture / JPEG noise
 SPECK = 0.02         # connected blobs with < 2% of the largest blob's ink are specks, dropped
-DOT_WIDTH = 0.7      # ink whose thickest point spans >= 70% of its box is a dot, not strokes
+DOT_REACH = 0.02     # a dot reaches at most this much (of the picture's long side) beyond its widest disc
+DOT_JITTER_PX = 2.0  # ... or this many px: a pixelated disc's outline is not quite round
 DOT_PX = 4           # ... and is drawn this big, like a pen dot, instead of being blown up to 20 px
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
 EIGHT = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same stroke
@@ -189,7 +195,7 @@ def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     crop = np.ascontiguousarray(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], dtype=np.float32)
     h, w = crop.shape
-    scale = (DOT_PX if _is_dot(crop) else BOX) / max(h, w)
+    scale = (DOT_PX if _is_dot(crop, max(ink.shape)) else BOX) / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     # LANCZOS in PIL widens its kernel when shrinking, so thin strokes are averaged, not skipped.
     small = np.asarray(Image.fromarray(crop, "F").resize((nw, nh), Image.Resampling.LANCZOS))
@@ -208,10 +214,20 @@ def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
     return out
 
 
-def _is_dot(crop: np.ndarray) -> bool:
-    """Whether the cropped ink is one blob about as thick as it is long (a click, not a digit)."""
+def _is_dot(crop: np.ndarray, picture_px: int) -> bool:
+    """Whether the cropped ink is one round blob (a click or a short dab, not a digit).
+
+    Measured: the ink's longest extent (max Feret diameter) less its thickness (the diameter of the
+    widest disc inside it). A click is ~1 px off a disc, a dab reaches by its drag; small thick digits
+    drawn with a 20-40 px brush on a 280 px canvas reach 13 px (a 0) to 45 px (a 7) beyond theirs.
+    """
     h, w = crop.shape
     if min(h, w) < 0.5 * max(h, w) or crop.sum() < 0.5 * h * w:
         return False  # elongated or airy: strokes (the cheap test spares most digits the transform)
-    solid = np.pad(crop >= 0.5, 1)
-    return 2 * float(ndimage.distance_transform_edt(solid).max()) >= DOT_WIDTH * max(h, w)
+    solid = crop >= 0.5
+    labels, count = ndimage.label(solid, structure=EIGHT)
+    if count != 1:
+        return False  # a dot is one blob
+    thickness = 2 * float(ndimage.distance_transform_edt(np.pad(solid, 1)).max())
+    extent = regionprops(labels)[0].feret_diameter_max
+    return extent - thickness <= max(DOT_REACH * picture_px, DOT_JITTER_PX)

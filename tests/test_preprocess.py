@@ -1,10 +1,12 @@
 """Preprocessing: canvases, photos and arrays become MNIST-style 28×28 images; bad input gets a message."""
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from core.errors import DigitLabError
 from core.preprocess import EmptyDrawingError, ImageFormatError, to_model_input, to_model_inputs
@@ -122,6 +124,71 @@ def test_a_single_dot_becomes_a_small_centred_dot():
     assert max(h, w) <= 6
     cy, cx = centre_of_mass(x)
     assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1 and x.max() == 1.0
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float = 0, end: float = 360) -> list:
+    """Points along an ellipse (degrees clockwise from 12 o'clock), in a digit's unit box."""
+    return [(cx + rx * math.sin(math.radians(a)), cy - ry * math.cos(math.radians(a)))
+            for a in np.linspace(start, end, 49)]
+
+
+THICK = {  # digits as strokes in a box 1 tall, about 0.6 wide (x right, y down)
+    "0": [_arc(0.3, 0.5, 0.3, 0.5)],
+    "6": [[(0.5, 0.0), (0.3, 0.2), (0.08, 0.55)] + _arc(0.32, 0.72, 0.26, 0.28, 270, 630)],
+    "8": [_arc(0.3, 0.25, 0.22, 0.25), _arc(0.3, 0.74, 0.28, 0.26)],
+    "9": [_arc(0.3, 0.28, 0.26, 0.28, 90, 450) + [(0.56, 0.3), (0.5, 0.65), (0.3, 1.0)]],
+    "1": [[(0.15, 0.15), (0.35, 0.0), (0.35, 1.0)]],
+    "4": [[(0.4, 0.0), (0.0, 0.65), (0.6, 0.65)], [(0.45, 0.3), (0.45, 1.0)]],
+    "7": [[(0.0, 0.0), (0.6, 0.0), (0.25, 1.0)]],
+}
+
+
+def brush(strokes: list, height: float, width: float, at=(120.0, 100.0), size: int = 280) -> np.ndarray:
+    """Strokes drawn with a round brush `width` px wide (round caps and joins), `height` px tall, on RGBA."""
+    image = Image.new("RGBA", (size, size), CLEAR)
+    pen = ImageDraw.Draw(image)
+    for stroke in strokes:
+        xy = [(at[0] + x * height, at[1] + y * height) for x, y in stroke]
+        pen.line(xy, fill=WHITE, width=round(width), joint="curve")
+        for x, y in xy:
+            pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=WHITE)
+    return np.asarray(image).copy()
+
+
+@pytest.mark.parametrize("width", [20, 30, 40])
+@pytest.mark.parametrize("height", [30, 40, 50])
+@pytest.mark.parametrize("digit", list(THICK))
+def test_a_small_digit_drawn_with_a_wide_brush_is_scaled_like_any_digit_not_shrunk_to_a_dot(digit, height, width):
+    drawing = brush(THICK[digit], height, width)
+    if digit in "0689" and height <= 40 and width >= 30:
+        assert not _has_hole(drawing)  # the wide brush really closed the loops
+    x = to_model_input(drawing)
+    assert_mnist_like(x)  # long side 18-20 px, centred; a dot would be 4 px
+
+
+def _has_hole(drawing: np.ndarray) -> bool:
+    ink = drawing[..., 3] > 0
+    return bool((ndimage.binary_fill_holes(ink) & ~ink).any())
+
+
+def assert_small_dot(x: np.ndarray) -> None:
+    h, w = ink_box(x)
+    assert max(h, w) <= 6, (h, w)
+    cy, cx = centre_of_mass(x)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1 and x.max() == 1.0
+
+
+@pytest.mark.parametrize("width", [5, 8, 12, 20, 30, 40])
+def test_a_click_with_any_brush_becomes_a_small_centred_dot(width):
+    assert_small_dot(to_model_input(brush([[(0.0, 0.0)]], 1, width, at=(200.0, 60.0))))
+
+
+@pytest.mark.parametrize("width", [5, 8, 12, 20, 30, 40])
+@pytest.mark.parametrize("drag", [2, 4])
+def test_a_short_dab_with_any_brush_becomes_a_small_centred_dot(width, drag):
+    dab = [[(0.0, 0.0), (drag, 0.0)]]  # the pen moved `drag` px while pressed
+    assert_small_dot(to_model_input(brush(dab, 1, width, at=(60.0, 200.0))))
+    assert_small_dot(to_model_input(brush([[(0.0, 0.0), (drag * 0.7, drag * 0.7)]], 1, width)))  # diagonally
 
 
 def test_a_5000px_image_is_downscaled_early_and_reads_like_the_small_one():
