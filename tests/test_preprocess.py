@@ -1,15 +1,17 @@
 """Preprocessing: canvases, photos and arrays become MNIST-style 28×28 images; bad input gets a message."""
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 from scipy import ndimage
 
 from core.errors import DigitLabError
-from core.preprocess import EmptyDrawingError, ImageFormatError, to_model_input, to_model_inputs
+from core.preprocess import (MAX_UPLOAD_PIXELS, WORK_MAX, EmptyDrawingError, ImageFormatError, decode_upload,
+                             to_model_input, to_model_inputs)
 
 SEVEN = [(0.3, 0.2), (0.7, 0.22), (0.45, 0.8)]  # a 7 as fractions of its box
 WHITE, BLACK, CLEAR = (255, 255, 255, 255), (0, 0, 0, 255), (0, 0, 0, 0)
@@ -253,3 +255,102 @@ def test_an_mnist_digit_comes_back_nearly_unchanged(mnist_sample):
     assert np.abs(again - images[:200]).mean() < 0.03
     measured = np.array([centre_of_mass(x) for x in again])
     assert np.abs(measured - 14).max() <= 1
+
+
+# -- uploads -------------------------------------------------------------------------------------------
+def photo(size: tuple[int, int] = (300, 200)) -> Image.Image:
+    """A 7 in dark ink on light paper, as an RGB photo of `size` (width, height)."""
+    side = min(size)
+    rgba = canvas(size=side, box=(0.15, 0.15, 0.7), width=side / 12, ink=(30, 30, 40, 255), paper=(235, 230, 220, 255))
+    page = Image.new("RGB", size, (235, 230, 220))
+    page.paste(Image.fromarray(rgba).convert("RGB"), ((size[0] - side) // 2, (size[1] - side) // 2))
+    return page
+
+
+def encoded(image: Image.Image, fmt: str, orientation: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation  # EXIF Orientation
+    image.save(buffer, format=fmt, exif=exif.tobytes(), **({"quality": 92} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, size", [("JPEG", (300, 200)), ("JPEG", (3000, 2000)), ("PNG", (300, 200)),
+                                       ("PNG", (1500, 1000))], ids=["jpeg", "big-jpeg", "png", "big-png"])
+def test_a_photo_stored_sideways_with_an_exif_rotation_reads_upright(fmt, size):
+    upright = photo(size)
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # how a phone stores a portrait shot
+    decoded = decode_upload(encoded(sideways, fmt, orientation=6))  # 6: "rotate 90° clockwise to view"
+    assert decoded.format == fmt and decoded.width > decoded.height  # upright again: landscape
+    expected = to_model_input(decode_upload(encoded(upright, fmt)))
+    assert np.abs(to_model_input(decoded) - expected).mean() < 0.01
+    ignored = to_model_input(decode_upload(encoded(sideways, fmt)))  # without the tag: a lying 7
+    assert np.abs(ignored - expected).mean() > 0.05
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_and_reads_like_the_full_decode(monkeypatch):
+    data = encoded(photo((4000, 3000)), "JPEG")
+    decoded_at: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def spy(image: ImageFile.ImageFile):  # the size the file's pixels are actually decoded at
+        decoded_at.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    decoded = decode_upload(data)
+    monkeypatch.undo()
+    assert decoded_at and max(max(size) for size in decoded_at) <= 2 * WORK_MAX  # never 12 MP in memory
+    assert max(decoded.size) <= 2 * WORK_MAX and decoded.format == "JPEG"
+    with Image.open(io.BytesIO(data)) as full:
+        full.load()
+        assert full.size == (4000, 3000)
+        expected = to_model_input(full)
+    x = to_model_input(decoded)
+    assert_mnist_like(x)
+    assert np.abs(x - expected).mean() < 0.01
+
+
+def test_a_large_png_is_shrunk_after_decoding_exactly_as_preprocessing_would():
+    image = photo((2400, 1600)).convert("L")
+    decoded = decode_upload(encoded(image, "PNG"))
+    assert max(decoded.size) <= WORK_MAX
+    np.testing.assert_array_equal(to_model_input(decoded), to_model_input(image))
+
+
+def test_small_uploads_keep_their_size_and_format():
+    small = photo((64, 48))
+    for fmt in ("PNG", "JPEG"):
+        decoded = decode_upload(encoded(small, fmt))
+        assert decoded.size == (64, 48) and decoded.format == fmt
+
+
+def _blank(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 255).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "The file is empty"),
+    (b"%PDF-1.4", "not a readable PNG or JPEG"),
+    (_blank("PNG")[:40], "not a readable PNG or JPEG"),
+    (_blank("GIF"), "is a GIF image; upload a PNG or JPEG"),
+    (_blank("BMP"), "is a BMP image; upload a PNG or JPEG"),
+    (_blank("TIFF"), "is a TIFF image; upload a PNG or JPEG"),
+], ids=["empty", "pdf", "truncated-png", "gif", "bmp", "tiff"])
+def test_uploads_that_are_not_png_or_jpeg_are_refused_in_words(data, words):
+    with pytest.raises(DigitLabError, match=words):
+        decode_upload(data)
+
+
+def test_uploads_declaring_too_many_megapixels_are_refused_before_decoding():
+    limit = f"the limit is {MAX_UPLOAD_PIXELS // 10**6} megapixels"
+    with pytest.raises(DigitLabError, match=limit):
+        decode_upload(_blank("PNG", size=(6000, 5000)))
+    bomb = io.BytesIO()  # a small file declaring 400 million pixels: Pillow's decompression-bomb guard
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 200_000
+    with pytest.raises(DigitLabError, match=f"declares more than {MAX_UPLOAD_PIXELS // 10**6} megapixels"):
+        decode_upload(bomb.getvalue())
