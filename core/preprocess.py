@@ -2,6 +2,7 @@
 
 `to_model_input(image)` takes an RGBA canvas, an RGB / grayscale array or a PIL image and returns
 float32 (28, 28) in [0, 1], ink bright on black, as MNIST / 255; `to_model_inputs(images)` stacks many.
+`decode_upload(data)` turns an uploaded file's bytes into a PIL image (checked, upright, small enough).
 
 The steps follow how MNIST was made: find the ink, crop to it, scale its longer side to 20 px with
 antialiasing, and place it in 28×28 so that its centre of mass sits at pixel (14, 14).
@@ -10,18 +11,27 @@ otherwise it is whatever differs most from the paper's colour (the median of the
 so dark ink on white paper and light ink on a black screen both work. Decisions on edge cases:
 - nothing to read (all transparent, one flat colour, all black, all white, and so any 1×1 image,
   which has no paper to contrast with) raises `EmptyDrawingError`;
-- a lone dot (ink as thick as it is long) becomes a small centred dot of 4 px, not a 20 px disc;
+- a lone dot becomes a small centred dot of 4 px, not a 20 px disc. A dot is decided from the ink's
+  shape: a click or a short dab of a round brush reaches at most a jitter (2% of the picture) beyond
+  the widest disc that fits inside it; a small digit drawn with a wide brush, even with its holes
+  closed, is an oval, a waisted 8 or a 6/9 with a tail and reaches further, so it is scaled to 20 px.
+  (A 0 drawn almost as a circle with a brush wider than the 0 is a dot: nothing in the ink says otherwise.)
 - specks with under 2% of the main stroke's ink (a stray click, JPEG or paper noise) are dropped;
-- float images may hold 0..1 or 0..255; integer images 0..255 or 0..65535.
+- float images may hold 0..1 or 0..255; integer images 0..255 or 0..65535;
+- uploads must be PNG or JPEG of at most 25 megapixels; EXIF orientation is applied, and they are
+  shrunk while decoding (JPEG at 1/2, 1/4 or 1/8 scale) to a long side of at most WORK_MAX px, as
+  `to_model_input` would shrink them anyway.
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
+from skimage.measure import regionprops
 
 from core.errors import DigitLabError
 
@@ -32,10 +42,13 @@ MIN_CONTRAST = 0.1   # ink must differ from the paper by at least 10% of the ful
 ALPHA_FLOOR = 0.05   # relative alpha below this is a stray antialiased edge, not ink
 LUMA_FLOOR = 0.2     # relative difference from the paper below this is texture / JPEG noise
 SPECK = 0.02         # connected blobs with < 2% of the largest blob's ink are specks, dropped
-DOT_WIDTH = 0.7      # ink whose thickest point spans >= 70% of its box is a dot, not strokes
+DOT_REACH = 0.02     # a dot reaches at most this much (of the picture's long side) beyond its widest disc
+DOT_JITTER_PX = 2.0  # ... or this many px: a pixelated disc's outline is not quite round
 DOT_PX = 4           # ... and is drawn this big, like a pen dot, instead of being blown up to 20 px
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
 EIGHT = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same stroke
+UPLOAD_FORMATS = ("PNG", "JPEG")
+MAX_UPLOAD_PIXELS = 25_000_000  # also bounds decoding work: a 5 MB upload can hide a huge image
 
 EMPTY = "The canvas is empty — draw a digit first."
 FLAT = "The picture shows no digit: it is (almost) one flat colour. Draw or upload a digit first."
@@ -68,6 +81,55 @@ def to_model_inputs(images: Sequence[Any]) -> np.ndarray:
         except DigitLabError as error:  # say which one, keep the class so callers can still catch it
             raise type(error)(f"Image {i + 1} of {len(images)}: {error}") from error
     return out
+
+
+def decode_upload(data: bytes) -> Image.Image:
+    """An uploaded file as an upright PIL image of at most WORK_MAX px, after checking it is a sane PNG or JPEG."""
+    if not data:
+        raise DigitLabError("The file is empty.")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            kind, size = probe.format, probe.size
+            probe.verify()  # checks the structure without decoding all pixels
+    except Image.DecompressionBombError:
+        raise DigitLabError(f"The image declares more than {MAX_UPLOAD_PIXELS // 10**6} megapixels; "
+                            "crop or shrink it first.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DigitLabError(f"That file is not a readable PNG or JPEG image ({error}).") from None
+    if kind not in UPLOAD_FORMATS:
+        raise DigitLabError(f"That file is a {kind} image; upload a PNG or JPEG.")
+    if size[0] * size[1] > MAX_UPLOAD_PIXELS:
+        raise DigitLabError(f"The image is {size[0]}×{size[1]} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} "
+                            "megapixels. Crop or shrink it first.")
+    try:
+        image = Image.open(io.BytesIO(data))
+        long_side = max(image.size)
+        if kind == "JPEG" and long_side > WORK_MAX:
+            # Decode at 1/2, 1/4 or 1/8 scale (in the DCT, no full-size pixels ever exist), keeping the
+            # long side >= WORK_MAX so the result matches a full decode shrunk by _shrink.
+            image.draft(image.mode, tuple(math.ceil(side * WORK_MAX / long_side) for side in image.size))
+        image.load()
+        image = _shrink_image(image)  # PNG has no reduced decode: drop the full-size pixels right away
+        upright = ImageOps.exif_transpose(image)  # phone photos are stored sideways with a rotation tag
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DigitLabError(f"The image could not be decoded ({error}).") from None
+    upright.format = kind  # what the file was, as Image.open would say
+    return upright
+
+
+def _shrink_image(image: Image.Image) -> Image.Image:
+    """Box-average a PIL image to a long side of at most WORK_MAX px, exactly as _shrink does an array."""
+    factor = math.ceil(max(image.size) / WORK_MAX)
+    if factor <= 1:
+        return image
+    info = image.info  # holds the EXIF orientation, for exif_transpose
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")
+    elif image.mode not in {"L", "LA", "RGB", "RGBA", "F", "I"}:
+        image = Image.fromarray(_pil_pixels(image))  # palette, 1-bit, CMYK ...: to a mode that averages
+    small = image.reduce(factor)
+    small.info = info
+    return small
 
 
 def _as_array(image: Any) -> np.ndarray:
@@ -189,7 +251,7 @@ def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     crop = np.ascontiguousarray(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], dtype=np.float32)
     h, w = crop.shape
-    scale = (DOT_PX if _is_dot(crop) else BOX) / max(h, w)
+    scale = (DOT_PX if _is_dot(crop, max(ink.shape)) else BOX) / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     # LANCZOS in PIL widens its kernel when shrinking, so thin strokes are averaged, not skipped.
     small = np.asarray(Image.fromarray(crop, "F").resize((nw, nh), Image.Resampling.LANCZOS))
@@ -208,10 +270,20 @@ def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
     return out
 
 
-def _is_dot(crop: np.ndarray) -> bool:
-    """Whether the cropped ink is one blob about as thick as it is long (a click, not a digit)."""
+def _is_dot(crop: np.ndarray, picture_px: int) -> bool:
+    """Whether the cropped ink is one round blob (a click or a short dab, not a digit).
+
+    Measured: the ink's longest extent (max Feret diameter) less its thickness (the diameter of the
+    widest disc inside it). A click is ~1 px off a disc, a dab reaches by its drag; small thick digits
+    drawn with a 20-40 px brush on a 280 px canvas reach 13 px (a 0) to 45 px (a 7) beyond theirs.
+    """
     h, w = crop.shape
     if min(h, w) < 0.5 * max(h, w) or crop.sum() < 0.5 * h * w:
         return False  # elongated or airy: strokes (the cheap test spares most digits the transform)
-    solid = np.pad(crop >= 0.5, 1)
-    return 2 * float(ndimage.distance_transform_edt(solid).max()) >= DOT_WIDTH * max(h, w)
+    solid = crop >= 0.5
+    labels, count = ndimage.label(solid, structure=EIGHT)
+    if count != 1:
+        return False  # a dot is one blob
+    thickness = 2 * float(ndimage.distance_transform_edt(np.pad(solid, 1)).max())
+    extent = regionprops(labels)[0].feret_diameter_max
+    return extent - thickness <= max(DOT_REACH * picture_px, DOT_JITTER_PX)

@@ -135,6 +135,23 @@ def test_global_importance_averages_per_class_and_reports_progress(box):
     assert by_prediction.class_source == "prediction" and inside(by_prediction.overall) > 0.99
 
 
+def test_deep_shap_adds_up_on_the_shipped_resnet_with_batch_norm(digits):
+    import json
+    from pathlib import Path
+
+    import core
+    from core.checkpoint import load_model
+    from core.trust import additivity
+
+    weights = Path(core.__file__).parent / "assets" / "starter.safetensors"
+    card = json.loads(weights.with_suffix(".json").read_text())
+    model = load_model(weights, card["sha256"])
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    explainer = Explainer(model, card["model"], digits.train_x[:20])
+    deep = additivity(explainer.shap(digits.test_x[0], "deep"))
+    assert deep.max_abs_error < 1e-3 and np.abs(deep.differences).max() > 1.0  # DeepLIFT: exact, also through BN
+
+
 # -- the model is never touched; results are cached; threads are safe ------------------------------
 def _hooks(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)

@@ -1,13 +1,17 @@
 """Preprocessing: canvases, photos and arrays become MNIST-style 28×28 images; bad input gets a message."""
 from __future__ import annotations
 
+import io
+import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
+from scipy import ndimage
 
 from core.errors import DigitLabError
-from core.preprocess import EmptyDrawingError, ImageFormatError, to_model_input, to_model_inputs
+from core.preprocess import (MAX_UPLOAD_PIXELS, WORK_MAX, EmptyDrawingError, ImageFormatError, decode_upload,
+                             to_model_input, to_model_inputs)
 
 SEVEN = [(0.3, 0.2), (0.7, 0.22), (0.45, 0.8)]  # a 7 as fractions of its box
 WHITE, BLACK, CLEAR = (255, 255, 255, 255), (0, 0, 0, 255), (0, 0, 0, 0)
@@ -124,6 +128,71 @@ def test_a_single_dot_becomes_a_small_centred_dot():
     assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1 and x.max() == 1.0
 
 
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float = 0, end: float = 360) -> list:
+    """Points along an ellipse (degrees clockwise from 12 o'clock), in a digit's unit box."""
+    return [(cx + rx * math.sin(math.radians(a)), cy - ry * math.cos(math.radians(a)))
+            for a in np.linspace(start, end, 49)]
+
+
+THICK = {  # digits as strokes in a box 1 tall, about 0.6 wide (x right, y down)
+    "0": [_arc(0.3, 0.5, 0.3, 0.5)],
+    "6": [[(0.5, 0.0), (0.3, 0.2), (0.08, 0.55)] + _arc(0.32, 0.72, 0.26, 0.28, 270, 630)],
+    "8": [_arc(0.3, 0.25, 0.22, 0.25), _arc(0.3, 0.74, 0.28, 0.26)],
+    "9": [_arc(0.3, 0.28, 0.26, 0.28, 90, 450) + [(0.56, 0.3), (0.5, 0.65), (0.3, 1.0)]],
+    "1": [[(0.15, 0.15), (0.35, 0.0), (0.35, 1.0)]],
+    "4": [[(0.4, 0.0), (0.0, 0.65), (0.6, 0.65)], [(0.45, 0.3), (0.45, 1.0)]],
+    "7": [[(0.0, 0.0), (0.6, 0.0), (0.25, 1.0)]],
+}
+
+
+def brush(strokes: list, height: float, width: float, at=(120.0, 100.0), size: int = 280) -> np.ndarray:
+    """Strokes drawn with a round brush `width` px wide (round caps and joins), `height` px tall, on RGBA."""
+    image = Image.new("RGBA", (size, size), CLEAR)
+    pen = ImageDraw.Draw(image)
+    for stroke in strokes:
+        xy = [(at[0] + x * height, at[1] + y * height) for x, y in stroke]
+        pen.line(xy, fill=WHITE, width=round(width), joint="curve")
+        for x, y in xy:
+            pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=WHITE)
+    return np.asarray(image).copy()
+
+
+@pytest.mark.parametrize("width", [20, 30, 40])
+@pytest.mark.parametrize("height", [30, 40, 50])
+@pytest.mark.parametrize("digit", list(THICK))
+def test_a_small_digit_drawn_with_a_wide_brush_is_scaled_like_any_digit_not_shrunk_to_a_dot(digit, height, width):
+    drawing = brush(THICK[digit], height, width)
+    if digit in "0689" and height <= 40 and width >= 30:
+        assert not _has_hole(drawing)  # the wide brush really closed the loops
+    x = to_model_input(drawing)
+    assert_mnist_like(x)  # long side 18-20 px, centred; a dot would be 4 px
+
+
+def _has_hole(drawing: np.ndarray) -> bool:
+    ink = drawing[..., 3] > 0
+    return bool((ndimage.binary_fill_holes(ink) & ~ink).any())
+
+
+def assert_small_dot(x: np.ndarray) -> None:
+    h, w = ink_box(x)
+    assert max(h, w) <= 6, (h, w)
+    cy, cx = centre_of_mass(x)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1 and x.max() == 1.0
+
+
+@pytest.mark.parametrize("width", [5, 8, 12, 20, 30, 40])
+def test_a_click_with_any_brush_becomes_a_small_centred_dot(width):
+    assert_small_dot(to_model_input(brush([[(0.0, 0.0)]], 1, width, at=(200.0, 60.0))))
+
+
+@pytest.mark.parametrize("width", [5, 8, 12, 20, 30, 40])
+@pytest.mark.parametrize("drag", [2, 4])
+def test_a_short_dab_with_any_brush_becomes_a_small_centred_dot(width, drag):
+    dab = [[(0.0, 0.0), (drag, 0.0)]]  # the pen moved `drag` px while pressed
+    assert_small_dot(to_model_input(brush(dab, 1, width, at=(60.0, 200.0))))
+    assert_small_dot(to_model_input(brush([[(0.0, 0.0), (drag * 0.7, drag * 0.7)]], 1, width)))  # diagonally
+
+
 def test_a_5000px_image_is_downscaled_early_and_reads_like_the_small_one():
     small = canvas(size=280)
     big = np.asarray(Image.fromarray(small).resize((5000, 5000), Image.NEAREST))
@@ -186,3 +255,102 @@ def test_an_mnist_digit_comes_back_nearly_unchanged(mnist_sample):
     assert np.abs(again - images[:200]).mean() < 0.03
     measured = np.array([centre_of_mass(x) for x in again])
     assert np.abs(measured - 14).max() <= 1
+
+
+# -- uploads -------------------------------------------------------------------------------------------
+def photo(size: tuple[int, int] = (300, 200)) -> Image.Image:
+    """A 7 in dark ink on light paper, as an RGB photo of `size` (width, height)."""
+    side = min(size)
+    rgba = canvas(size=side, box=(0.15, 0.15, 0.7), width=side / 12, ink=(30, 30, 40, 255), paper=(235, 230, 220, 255))
+    page = Image.new("RGB", size, (235, 230, 220))
+    page.paste(Image.fromarray(rgba).convert("RGB"), ((size[0] - side) // 2, (size[1] - side) // 2))
+    return page
+
+
+def encoded(image: Image.Image, fmt: str, orientation: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation  # EXIF Orientation
+    image.save(buffer, format=fmt, exif=exif.tobytes(), **({"quality": 92} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, size", [("JPEG", (300, 200)), ("JPEG", (3000, 2000)), ("PNG", (300, 200)),
+                                       ("PNG", (1500, 1000))], ids=["jpeg", "big-jpeg", "png", "big-png"])
+def test_a_photo_stored_sideways_with_an_exif_rotation_reads_upright(fmt, size):
+    upright = photo(size)
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # how a phone stores a portrait shot
+    decoded = decode_upload(encoded(sideways, fmt, orientation=6))  # 6: "rotate 90° clockwise to view"
+    assert decoded.format == fmt and decoded.width > decoded.height  # upright again: landscape
+    expected = to_model_input(decode_upload(encoded(upright, fmt)))
+    assert np.abs(to_model_input(decoded) - expected).mean() < 0.01
+    ignored = to_model_input(decode_upload(encoded(sideways, fmt)))  # without the tag: a lying 7
+    assert np.abs(ignored - expected).mean() > 0.05
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_and_reads_like_the_full_decode(monkeypatch):
+    data = encoded(photo((4000, 3000)), "JPEG")
+    decoded_at: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def spy(image: ImageFile.ImageFile):  # the size the file's pixels are actually decoded at
+        decoded_at.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    decoded = decode_upload(data)
+    monkeypatch.undo()
+    assert decoded_at and max(max(size) for size in decoded_at) <= 2 * WORK_MAX  # never 12 MP in memory
+    assert max(decoded.size) <= 2 * WORK_MAX and decoded.format == "JPEG"
+    with Image.open(io.BytesIO(data)) as full:
+        full.load()
+        assert full.size == (4000, 3000)
+        expected = to_model_input(full)
+    x = to_model_input(decoded)
+    assert_mnist_like(x)
+    assert np.abs(x - expected).mean() < 0.01
+
+
+def test_a_large_png_is_shrunk_after_decoding_exactly_as_preprocessing_would():
+    image = photo((2400, 1600)).convert("L")
+    decoded = decode_upload(encoded(image, "PNG"))
+    assert max(decoded.size) <= WORK_MAX
+    np.testing.assert_array_equal(to_model_input(decoded), to_model_input(image))
+
+
+def test_small_uploads_keep_their_size_and_format():
+    small = photo((64, 48))
+    for fmt in ("PNG", "JPEG"):
+        decoded = decode_upload(encoded(small, fmt))
+        assert decoded.size == (64, 48) and decoded.format == fmt
+
+
+def _blank(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 255).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "The file is empty"),
+    (b"%PDF-1.4", "not a readable PNG or JPEG"),
+    (_blank("PNG")[:40], "not a readable PNG or JPEG"),
+    (_blank("GIF"), "is a GIF image; upload a PNG or JPEG"),
+    (_blank("BMP"), "is a BMP image; upload a PNG or JPEG"),
+    (_blank("TIFF"), "is a TIFF image; upload a PNG or JPEG"),
+], ids=["empty", "pdf", "truncated-png", "gif", "bmp", "tiff"])
+def test_uploads_that_are_not_png_or_jpeg_are_refused_in_words(data, words):
+    with pytest.raises(DigitLabError, match=words):
+        decode_upload(data)
+
+
+def test_uploads_declaring_too_many_megapixels_are_refused_before_decoding():
+    limit = f"the limit is {MAX_UPLOAD_PIXELS // 10**6} megapixels"
+    with pytest.raises(DigitLabError, match=limit):
+        decode_upload(_blank("PNG", size=(6000, 5000)))
+    bomb = io.BytesIO()  # a small file declaring 400 million pixels: Pillow's decompression-bomb guard
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 200_000
+    with pytest.raises(DigitLabError, match=f"declares more than {MAX_UPLOAD_PIXELS // 10**6} megapixels"):
+        decode_upload(bomb.getvalue())
