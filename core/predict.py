@@ -5,24 +5,20 @@
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from core.data import DATASETS
-from core.errors import CheckpointError, DigitLabError
+from core.errors import CheckpointError
 from core.models import Classifier
 from core.preprocess import to_model_input
 from core.runs import RunStore
 from core.weights import STARTER, ModelSource, load_source, model_source
 
-UPLOAD_FORMATS = ("PNG", "JPEG")
-MAX_UPLOAD_PIXELS = 25_000_000  # also bounds decoding work: a 5 MB upload can hide a huge image
 
 
 @dataclass(frozen=True)
@@ -101,32 +97,6 @@ class Predictor:
         probs = np.concatenate([self.probabilities(inputs[i:i + batch_size])
                                 for i in range(0, len(inputs), batch_size)]) if len(inputs) else np.empty((0, 10))
         return [Prediction(p, x, self.classes) for p, x in zip(probs, inputs)]
-
-
-def decode_upload(data: bytes) -> Image.Image:
-    """An uploaded file as a PIL image, after checking it really is a PNG or JPEG of sane size."""
-    if not data:
-        raise DigitLabError("The file is empty.")
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            kind, size = probe.format, probe.size
-            probe.verify()  # checks the structure without decoding all pixels
-    except Image.DecompressionBombError:
-        raise DigitLabError(f"The image declares more than {MAX_UPLOAD_PIXELS // 10**6} megapixels; "
-                            "crop or shrink it first.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DigitLabError(f"That file is not a readable PNG or JPEG image ({error}).") from None
-    if kind not in UPLOAD_FORMATS:
-        raise DigitLabError(f"That file is a {kind} image; upload a PNG or JPEG.")
-    if size[0] * size[1] > MAX_UPLOAD_PIXELS:
-        raise DigitLabError(f"The image is {size[0]}×{size[1]} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} "
-                            "megapixels. Crop or shrink it first.")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DigitLabError(f"The image could not be decoded ({error}).") from None
-    return image
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from skimage.measure import regionprops
 
-from core.errors import DigitLabError
+from core.errors import DigitLabError, EmptyDrawingError, ImageFormatError
 
 SIZE = 28            # output side, px
 BOX = 20             # the ink's longer side after scaling, px (as in MNIST)
@@ -52,14 +52,6 @@ MAX_UPLOAD_PIXELS = 25_000_000  # also bounds decoding work: a 5 MB upload can h
 
 EMPTY = "The canvas is empty — draw a digit first."
 FLAT = "The picture shows no digit: it is (almost) one flat colour. Draw or upload a digit first."
-
-
-class EmptyDrawingError(DigitLabError):
-    """No ink to read: an empty canvas or a picture of a single flat colour."""
-
-
-class ImageFormatError(DigitLabError, ValueError):
-    """The input is not an image we can read: wrong type, shape or pixel values."""
 
 
 def to_model_input(image: Any) -> np.ndarray:
@@ -248,8 +240,8 @@ def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
         if not keep[1:].all():
             mask = keep[labels]
             ink = np.where(mask, ink, np.float32(0))
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    crop = np.ascontiguousarray(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], dtype=np.float32)
+    box = ndimage.find_objects(mask.astype(np.int8))[0]  # the bounding box of all the ink kept
+    crop = np.ascontiguousarray(ink[box], dtype=np.float32)
     h, w = crop.shape
     scale = (DOT_PX if _is_dot(crop, max(ink.shape)) else BOX) / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -259,8 +251,7 @@ def _mnistify(ink: np.ndarray, floor: float, empty_message: str) -> np.ndarray:
     total = float(small.sum())
     if total <= 0:  # cannot happen for real ink, but never divide by zero
         raise EmptyDrawingError(empty_message)
-    cy = float(small.sum(axis=1) @ np.arange(nh)) / total
-    cx = float(small.sum(axis=0) @ np.arange(nw)) / total
+    cy, cx = ndimage.center_of_mass(small)
     # MNIST's centre of mass sits at (14, 14) in 0-based pixel indices (measured: 13.99, 14.00).
     top = min(max(math.floor(SIZE / 2 - cy + 0.5), 0), SIZE - nh)
     left = min(max(math.floor(SIZE / 2 - cx + 0.5), 0), SIZE - nw)

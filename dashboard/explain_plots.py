@@ -70,16 +70,18 @@ def segments_figure(segments: np.ndarray, image: np.ndarray, weights: np.ndarray
 
 
 def deletion_figure(curves: dict[str, object]) -> go.Figure:
-    """p(class) as pixels are deleted by each method's ranking, against random order."""
+    """p(class) as the ink is deleted in each method's order, against random-ink and brightest-first orders."""
     fig = go.Figure()
     for i, (name, curve) in enumerate(curves.items()):
         fig.add_scatter(x=curve.fractions, y=curve.probs, mode="lines", name=f"{name} (AUC {curve.auc:.3f})",
                         line=dict(color=PALETTE[i % len(PALETTE)]))
     first = next(iter(curves.values()))
-    fig.add_scatter(x=first.fractions, y=first.random_probs, mode="lines", name=f"random order (AUC {first.random_auc:.3f})",
-                    line=dict(color="#94a3b8", dash="dash"))
+    fig.add_scatter(x=first.fractions, y=first.random_probs, mode="lines",
+                    name=f"random ink order (AUC {first.random_auc:.3f})", line=dict(color="#94a3b8", dash="dash"))
+    fig.add_scatter(x=first.fractions, y=first.intensity_probs, mode="lines",
+                    name=f"brightest first (AUC {first.intensity_auc:.3f})", line=dict(color="#64748b", dash="dot"))
     fig.update_xaxes(tickformat=".0%")
-    return layout(fig, "Deletion curves: a faithful map makes the probability fall fast", "pixels deleted",
+    return layout(fig, "Deletion curves: a faithful map makes the probability fall fast", "share of the ink deleted",
                   "p(predicted class)", height=360)
 
 

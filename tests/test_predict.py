@@ -13,9 +13,10 @@ from core.drawings import draw_digit, drawing_set
 from core.errors import CheckpointError, DigitLabError
 from core.experiment import create_run, execute_run
 from core.models import build_model
-from core.predict import Predictor, decode_upload
+from core.predict import Predictor
+from core.preprocess import decode_upload
 from core.weights import STARTER_WEIGHTS
-from core.preprocess import EmptyDrawingError
+from core.errors import EmptyDrawingError
 
 
 @pytest.fixture(scope="module")

@@ -154,9 +154,13 @@ if opened(trust_tab):
         trust = st.session_state.get("explain_trust")
         if trust and trust["for"] == (src.key, image.tobytes()):  # the results belong to this model and image
             st.plotly_chart(plots.deletion_figure(trust["curves"]), key="explain_deletion")
-            st.dataframe(pd.DataFrame([{"method": n, "deletion AUC": c.auc, "random AUC": c.random_auc,
-                                        "better than random by": c.random_auc - c.auc} for n, c in trust["curves"].items()]),
+            st.dataframe(pd.DataFrame([{"method": n, "deletion AUC": c.auc, "random ink AUC": c.random_auc,
+                                        "brightest-first AUC": c.intensity_auc,
+                                        "beats both baselines by": min(c.random_auc, c.intensity_auc) - c.auc}
+                                       for n, c in trust["curves"].items()]),
                          hide_index=True, key="explain_trust_table")
+            st.caption("Every order deletes only ink (black pixels change nothing). A map is faithful when its curve "
+                       "falls faster than both deleting ink at random and deleting the brightest ink first.")
             st.markdown("**Randomised-model check**: with the weights re-initialised, a map that still looks the same "
                         "was describing the image, not the model. Rank correlation with the trained model's map: "
                         + "; ".join(f"{r.method} **{r.spearman:.2f}** (|map| {r.spearman_abs:.2f})" for r in trust["random"]))

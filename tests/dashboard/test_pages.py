@@ -47,7 +47,7 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     assert_clean(app)
     store = RunStore(tmp_path / "home")
     job_id = store.list()[0].id
-    assert any(f"**from the browser**" in m.value for m in app.markdown)  # the progress shows under the button
+    assert any("**from the browser**" in m.value for m in app.markdown)  # the progress shows under the button
     deadline = time.time() + 120
     while store.get(job_id).status in ("queued", "running") and time.time() < deadline:
         time.sleep(0.2)
