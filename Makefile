@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export DIGIT_LAB_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST),$(SHARED_DATA),)
 PORT ?= 8501
 
-.PHONY: app test setup benchmark clean
+.PHONY: app test setup benchmark clean lock
 app: $(VENV)/.installed
 	$(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT)
 
@@ -16,11 +16,21 @@ test: $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the versions in constraints.txt (reproducible); `make lock` rewrites that file from a
+# fresh resolve of pyproject.toml.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
+
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e ".[dev]"
+	{ echo "# Every dependency pinned, as tested (Python 3.11, Linux x86_64). Used by \`make\` and CI through pip's -c."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^digit-lab'; } > constraints.txt
+	rm -rf .lock-venv
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/presets.py

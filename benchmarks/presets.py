@@ -42,14 +42,23 @@ def main() -> int:
             "device": record.timings.get("device"), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
         }
-        print(f"{preset}: {record.status} {results[preset]['test_accuracy']:.4f} in {wall:.0f} s", flush=True)
+        floor = PRESETS[preset]["floor"]
+        results[preset]["floor"] = floor
+        verdict = "PASS" if record.status == "completed" and (record.metrics.get("test_accuracy") or 0) >= floor else "FAIL"
+        results[preset]["verdict"] = verdict
+        print(f"{preset}: {record.status} {results[preset]['test_accuracy']:.4f} in {wall:.0f} s — {verdict} "
+              f"(floor {floor:.2%})", flush=True)
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print("\n| preset | model | epochs | test accuracy | training time | images/s |\n|---|---|---|---|---|---|")
+    print("\n| preset | model | epochs | test accuracy | floor | training time | images/s |\n|---|---|---|---|---|---|---|")
+    failed = []
     for preset, r in results.items():
+        floor = PRESETS[preset]["floor"] if preset in PRESETS else None
+        ok = floor is not None and (r["test_accuracy"] or 0) >= floor
+        failed += [] if ok else [preset]
         print(f"| `{preset}` | {r['model']} | {r['epochs']} | {r['test_accuracy']:.2%} | "
-              f"{r['train_seconds'] / 60:.1f} min | {r['images_per_second']:.0f} |")
-    return 0
+              f"{'PASS' if ok else 'FAIL'} (≥ {floor:.2%}) | {r['train_seconds'] / 60:.1f} min | {r['images_per_second']:.0f} |")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ for cls, title in enumerate(info.classes):
     images = splits.samples(cls, 8, seed + 1000 * cls).numpy()
     tiles = images.reshape(2, 4, 28, 28).transpose(0, 2, 1, 3).reshape(56, 112)
     with columns[cls % 5]:
-        st.image(widgets.digit_image(tiles, 2), caption=title, width=224, clamp=True)
+        st.image(widgets.digit_image(tiles, 2), caption=title, width="stretch", clamp=True)
 
 counts = dict(zip(info.classes, stats["class_counts"]))
 st.plotly_chart(widgets.class_counts_figure(counts))

@@ -19,6 +19,7 @@ from tests.conftest import REPO
 
 CHROMIUM = Path(os.environ.get("DIGIT_LAB_CHROMIUM", "/usr/bin/chromium"))
 READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
+VIEWPORT = {"width": 1366, "height": 768}  # a teacher's laptop in front of a class
 
 
 def pytest_collection_modifyitems(items):
@@ -40,7 +41,7 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
+    return {**browser_context_args, "viewport": VIEWPORT}
 
 
 def _free_port() -> int:

@@ -1,13 +1,42 @@
-"""Real Chromium: a digit drawn with the mouse is read; a run trained from the Train page streams and stops."""
+"""Real Chromium at a demo laptop's 1366×768: drawing with the mouse, training live, every page's layout."""
 from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import open_page
+from tests.conftest import REPO
+from tests.e2e.conftest import VIEWPORT, open_page
 
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
+VERDICT = re.compile(r"^It's an? |^Not sure")
+PAGES = {"home": "", "train": "train", "runs": "runs", "predict": "predict", "evaluate": "evaluate",
+         "explain": "explain", "under-the-hood": "under-the-hood"}
+SHOTS = REPO / "test-artifacts" / "pages"
+
+# Everything a person could see cut off or spilling out: sideways scrolling, an element wider than its
+# column, and text shortened with an ellipsis (metric labels, select boxes, buttons).
+OVERFLOW_JS = """() => {
+  const bad = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > doc.clientWidth + 1) bad.push(`the page scrolls sideways (${doc.scrollWidth} px)`);
+  for (const col of document.querySelectorAll('[data-testid="stColumn"]')) {
+    const c = col.getBoundingClientRect();
+    for (const el of col.querySelectorAll('img, canvas, .js-plotly-plot, [data-testid="stMetric"], button')) {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && (r.left < c.left - 2 || r.right > c.right + 2))
+        bad.push(`${el.tagName} ${Math.round(r.width)} px wide spills out of its ${Math.round(c.width)} px column`);
+    }
+  }
+  for (const el of document.querySelectorAll('[data-testid="stMain"] *, [data-testid="stSidebar"] *')) {
+    if (el.children.length || !el.textContent.trim()) continue;
+    const style = getComputedStyle(el);
+    if (style.textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth + 1)
+      bad.push(`text cut off: "${el.textContent.trim().slice(0, 60)}"`);
+  }
+  return bad;
+}"""
 
 
 def _stroke(page, box, points, steps=12):
@@ -20,23 +49,47 @@ def _stroke(page, box, points, steps=12):
     page.mouse.up()
 
 
-def test_a_digit_drawn_with_the_mouse_is_read(server, page):
+def _on_screen(locator) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"]
+
+
+def test_a_digit_drawn_with_the_mouse_is_read_beside_the_canvas(server, page):
     open_page(page, f"{server}/predict")
     canvas = page.locator(CANVAS)
     expect(canvas).to_be_visible(timeout=30_000)
-    box = canvas.bounding_box()
-    _stroke(page, box, [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7: the bar, then the stem
-    verdict = page.get_by_text(re.compile(r"^It's a|^Not sure"))
+    assert _on_screen(canvas)  # no scrolling to reach the canvas on a 1366×768 screen
+    _stroke(page, canvas.bounding_box(), [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7: the bar, then the stem
+    verdict = page.get_by_text(VERDICT)
     expect(verdict).to_be_visible(timeout=30_000)
     expect(verdict).to_contain_text("7")
+    assert _on_screen(verdict)  # the answer sits beside the drawing
     expect(page.get_by_text("What the model sees (28×28)")).to_be_visible()
+
+
+def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
+    open_page(page, f"{server}/predict")
+    page.get_by_role("tab", name=re.compile("Test image")).click()
+    page.get_by_role("button", name=re.compile("Pick a random test image")).click()
+    expect(page.get_by_text(re.compile(r"Test image #\d+"))).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name=re.compile("Draw")).click()
+    canvas = page.locator(CANVAS)
+    expect(canvas).to_be_visible(timeout=30_000)
+    _stroke(page, canvas.bounding_box(), [(0.5, 0.12), (0.5, 0.88)])  # a 1: one vertical stroke
+    verdict = page.get_by_text(VERDICT)
+    expect(verdict).to_have_count(1, timeout=30_000)  # only the drawing's answer is on screen
+    expect(verdict).to_contain_text("1", timeout=30_000)
+    expect(page.get_by_text(re.compile(r"Test image #\d+"))).to_have_count(0)
 
 
 def test_training_from_the_browser_streams_progress_and_stops(server, page):
     open_page(page, f"{server}/train")
-    page.get_by_role("button", name=re.compile("Start training")).click()
+    start = page.get_by_role("button", name=re.compile("Start training"))
+    assert _on_screen(start)
+    start.click()
     progress = page.get_by_text(re.compile(r"running · epoch \d+/\d+ · step (\d+)/"))
     expect(progress).to_be_visible(timeout=60_000)
+    assert _on_screen(progress)  # the progress appears where the click was
     first = int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     page.wait_for_timeout(2500)
@@ -46,8 +99,11 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
     open_page(second_tab, f"{server}/train")
     expect(second_tab.get_by_text(re.compile(r"running · epoch \d+/\d+ · step"))).to_be_visible(timeout=30_000)
     second_tab.close()
-    page.get_by_role("button", name=re.compile("Stop")).click()
+    page.get_by_role("button", name=re.compile("^Stop")).click()
     expect(page.get_by_text(re.compile("Stopped. Resume continues"))).to_be_visible(timeout=30_000)
+    page.reload()  # a reload still shows the run, not "No training yet"
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=90_000)
+    expect(page.get_by_text(re.compile(r"latest run, cancelled|Stopped. Resume continues"))).to_be_visible(timeout=30_000)
     page.locator("a[data-testid='stSidebarNavLink']", has_text="Runs & compare").click()
     expect(page.get_by_text(re.compile(r"1 run: 1 cancelled"))).to_be_visible(timeout=30_000)
 
@@ -56,7 +112,17 @@ def test_clicking_a_confusion_matrix_cell_shows_its_images(server, page):
     open_page(page, f"{server}/evaluate")
     chart = page.locator("[data-testid='stPlotlyChart']").first
     expect(chart).to_be_visible(timeout=60_000)
+    chart.scroll_into_view_if_needed()
     area = chart.locator(".nsewdrag").first.bounding_box()  # the plotting area: a 10×10 grid of cells
     row, col = 9, 4  # true 9, predicted 4
     page.mouse.click(area["x"] + (col + 0.5) * area["width"] / 10, area["y"] + (row + 0.5) * area["height"] / 10)
     expect(page.get_by_text(re.compile(r"test images are 9 and were read as 4"))).to_be_visible(timeout=30_000)
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_fits_a_laptop_screen(server, page, name):
+    open_page(page, f"{server}/{PAGES[name]}")
+    page.wait_for_timeout(1500)  # charts and images settle their size
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert page.evaluate(OVERFLOW_JS) == []

@@ -1,0 +1,39 @@
+"""The README's figures are the stored results, and every script it names exists."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from core.config import PRESETS
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+RESULTS = json.loads((REPO / "benchmarks" / "results" / "presets.json").read_text())
+
+
+def _preset_rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in README.splitlines():
+        match = re.match(r"\| `([\w-]+)` \|", line)
+        if match and match.group(1) in PRESETS:
+            rows[match.group(1)] = [cell.strip() for cell in line.strip("|").split("|")]
+    return rows
+
+
+@pytest.mark.parametrize("preset", [p for p in RESULTS if p in PRESETS])
+def test_readme_preset_row_matches_the_stored_benchmark(preset):
+    row = _preset_rows()[preset]
+    stored = RESULTS[preset]
+    accuracy = float(re.search(r"\*\*([\d.]+)%\*\*", row[2]).group(1)) / 100
+    assert accuracy == pytest.approx(stored["test_accuracy"], abs=5e-5)
+    minutes = float(re.search(r"([\d.]+) min", row[3]).group(1))
+    assert minutes == pytest.approx(stored["train_seconds"] / 60, abs=0.051)
+    assert stored["test_accuracy"] >= PRESETS[preset]["floor"]
+
+
+def test_every_script_the_docs_and_tests_name_exists():
+    texts = [README] + [p.read_text() for p in (REPO / "tests").rglob("*.py")]
+    named = {m for text in texts for m in re.findall(r"\b((?:benchmarks|scripts)/[\w/]+\.py)\b", text)}
+    assert named and all((REPO / path).is_file() for path in named), sorted(p for p in named if not (REPO / p).is_file())
