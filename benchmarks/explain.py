@@ -16,11 +16,11 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.config import TrainConfig  # noqa: E402
-from core.data import is_available, load_splits, to_float  # noqa: E402
-from core.explain import Explainer  # noqa: E402
-from core.train import train  # noqa: E402
-from core.trust import additivity  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.data.datasets import is_available, load_splits, to_float  # noqa: E402
+from core.insight.explain import Explainer  # noqa: E402
+from core.training.train import train  # noqa: E402
+from core.insight.trust import additivity  # noqa: E402
 
 
 def brief_training(steps: int) -> torch.nn.Module:
@@ -52,7 +52,7 @@ def main() -> int:
     from tqdm import tqdm
 
     if args.weights:
-        from core.weights import load_model
+        from core.inference.weights import load_model
 
         model = load_model(Path(args.weights))
     else:

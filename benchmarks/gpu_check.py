@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.config import TrainConfig  # noqa: E402
-from core.data import load_splits  # noqa: E402
-from core.metrics import evaluate  # noqa: E402
-from core.train import pick_device, train  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.data.datasets import load_splits  # noqa: E402
+from core.inference.metrics import evaluate  # noqa: E402
+from core.training.train import pick_device, train  # noqa: E402
 
 
 def timed(cfg: TrainConfig, device: torch.device) -> dict:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.config import TrainConfig  # noqa: E402
-from core.data import load_splits  # noqa: E402
-from core.metrics import evaluate  # noqa: E402
-from core.train import train  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.data.datasets import load_splits  # noqa: E402
+from core.inference.metrics import evaluate  # noqa: E402
+from core.training.train import train  # noqa: E402
 
 
 def main() -> int:

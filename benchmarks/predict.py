@@ -2,7 +2,7 @@
 
     python benchmarks/predict.py [RUN_ID_OR_WEIGHTS]      # default: the shipped starter model
 Latency is printed as p50/p95 with a ratio against the bare model forward pass measured in the same run
-(the floor no preprocessing can beat); accuracy is over the synthetic drawing set (core/drawings.py).
+(the floor no preprocessing can beat); accuracy is over the synthetic drawing set (core/data/drawings.py).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.drawings import drawing_set  # noqa: E402
-from core.predict import Predictor  # noqa: E402
-from core.preprocess import to_model_input  # noqa: E402
+from core.data.drawings import drawing_set  # noqa: E402
+from core.inference.predict import Predictor  # noqa: E402
+from core.data.preprocess import to_model_input  # noqa: E402
 
 
 def percentiles(fn, inputs, repeat: int) -> tuple[float, float]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.config import PRESETS, TrainConfig  # noqa: E402
-from core.experiment import create_run, execute_run  # noqa: E402
+from core.training.config import PRESETS, TrainConfig  # noqa: E402
+from core.training.experiment import create_run, execute_run  # noqa: E402
 from core.runs import RunStore  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "presets.json"

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Sequence
 
-from core.config import PRESETS, SETTINGS, TrainConfig
+from core.training.config import PRESETS, SETTINGS, TrainConfig
 from core.errors import DigitLabError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.experiment import create_run
+    from core.training.experiment import create_run
 
     overrides = {f.name: getattr(args, f.name) for f in _config_fields() if getattr(args, f.name) is not None}
     cfg = TrainConfig.from_preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
@@ -69,9 +69,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.data import load_splits
-    from core.metrics import evaluate
-    from core.weights import load_source, model_source
+    from core.data.datasets import load_splits
+    from core.inference.metrics import evaluate
+    from core.inference.weights import load_source, model_source
 
     src = model_source(_store(), args.run)
     splits = load_splits(args.dataset or src.dataset)
@@ -89,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> int:
     from tqdm import tqdm
 
-    from core.experiment import execute_run
+    from core.training.experiment import execute_run
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -132,7 +132,7 @@ def _store():
 
 
 def _check_data(dataset: str) -> None:
-    from core.data import load_splits
+    from core.data.datasets import load_splits
 
     load_splits(dataset)  # fails early, with the message naming the folder, before a run is created
 

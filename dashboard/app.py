@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dash
 
 import streamlit as st  # noqa: E402
 
-from core.data import DATASETS  # noqa: E402
+from core.data.datasets import DATASETS  # noqa: E402
 from dashboard import state  # noqa: E402
 
 st.set_page_config(page_title="Digit Lab", page_icon=":material/draw:", layout="wide")

@@ -1,6 +1,6 @@
 """Figures for the Explain page: attribution heatmaps over the digit, LIME segments, deletion curves, feature maps.
 
-Each function takes numpy arrays from `core.explain` / `core.trust` / `core.layers` and returns a plotly figure.
+Each function takes numpy arrays from `core.insight.explain` / `core.insight.trust` / `core.insight.layers` and returns a plotly figure.
 """
 from __future__ import annotations
 

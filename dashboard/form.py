@@ -1,4 +1,4 @@
-"""The Train page's settings form, generated from core.config.SETTINGS: one widget per TrainConfig field.
+"""The Train page's settings form, generated from core.training.config.SETTINGS: one widget per TrainConfig field.
 
 `fill(cfg)` puts a config's values in the form (a preset); `draw(name)` draws one setting's widget;
 `config_values()` reads the form back as TrainConfig values. Labels, ranges and options come from core,
@@ -11,8 +11,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.config import SETTINGS, TrainConfig
-from core.models import ZOO
+from core.training.config import SETTINGS, TrainConfig
+from core.models.zoo import ZOO
 
 VALUES = "train_values"  # the form's values; widget state is dropped when a widget is hidden, these are not
 DEFAULTS = TrainConfig()

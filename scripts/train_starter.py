@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.compare import model_card  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
-from core.drawings import drawing_set  # noqa: E402
-from core.experiment import create_run, execute_run  # noqa: E402
-from core.predict import ASSETS, STARTER_CARD, STARTER_WEIGHTS, Predictor  # noqa: E402
+from core.insight.compare import model_card  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.data.drawings import drawing_set  # noqa: E402
+from core.training.experiment import create_run, execute_run  # noqa: E402
+from core.inference.predict import ASSETS, STARTER_CARD, STARTER_WEIGHTS, Predictor  # noqa: E402
 from core.runs import RunStore  # noqa: E402
 from core.storage import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402
 

@@ -32,7 +32,7 @@ def store(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits as 28×28 splits on the CPU: tiny, always available."""
-    from core.data import load_splits
+    from core.data.datasets import load_splits
 
     return load_splits("digits")
 
@@ -40,7 +40,7 @@ def digits():
 @pytest.fixture(scope="session")
 def mnist():
     """Real MNIST; skipped locally when absent, a failure in CI (where ../shared/data is present)."""
-    from core.data import is_available, load_splits
+    from core.data.datasets import is_available, load_splits
 
     if not is_available("mnist"):
         if in_ci():
@@ -52,7 +52,7 @@ def mnist():
 @pytest.fixture
 def tiny_cfg():
     """A seconds-long config on the built-in digits."""
-    from core.config import TrainConfig
+    from core.training.config import TrainConfig
 
     return TrainConfig(model="seed-cnn", dataset="digits", epochs=2, batch_size=32, limit_batches=8, seed=3)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.compare import config_diff, cost_benefit_rows, model_card, pareto_front, versus_cheapest
-from core.experiment import create_run, execute_run
+from core.insight.compare import config_diff, cost_benefit_rows, model_card, pareto_front, versus_cheapest
+from core.training.experiment import create_run, execute_run
 
 
 def test_pareto_front_keeps_runs_no_other_run_beats_on_both_counts():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.config import PRESETS, SETTINGS, TrainConfig, plan
+from core.training.config import PRESETS, SETTINGS, TrainConfig, plan
 from core.errors import ConfigError
 
 

@@ -7,8 +7,8 @@ import struct
 import pytest
 import torch
 
-from core import data
-from core.data import DEBIAN_FASHION, DataUnavailableError, is_available, load_splits, resolve_dataset
+from core.data.datasets import datasets as data
+from core.data.datasets import DEBIAN_FASHION, DataUnavailableError, is_available, load_splits, resolve_dataset
 from tests.conftest import in_ci
 
 

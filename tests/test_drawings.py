@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.drawings import TEMPLATES, draw_digit, drawing_set
-from core.preprocess import to_model_inputs
+from core.data.drawings import TEMPLATES, draw_digit, drawing_set
+from core.data.preprocess import to_model_inputs
 from tests.test_preprocess import assert_mnist_like
 
 

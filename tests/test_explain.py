@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from core.errors import DigitLabError
-from core.explain import ExplanationError, Explainer
-from core.models import build_model
+from core.insight.explain import ExplanationError, Explainer
+from core.models.zoo import build_model
 
 BOX = np.zeros((28, 28), dtype=bool)
 BOX[10:18, 4:12] = True  # the only pixels BoxModel looks at
@@ -48,9 +48,9 @@ def inside(attribution_map: np.ndarray, region: np.ndarray = BOX) -> float:
 @functools.lru_cache(maxsize=None)
 def trained_cnn() -> nn.Module:
     """seed-cnn after 60 Adam steps on the built-in digits (~95% test accuracy, a few seconds)."""
-    from core.config import TrainConfig
-    from core.data import load_splits
-    from core.train import train
+    from core.training.config import TrainConfig
+    from core.data.datasets import load_splits
+    from core.training.train import train
 
     cfg = TrainConfig(model="seed-cnn", dataset="digits", lr=3e-3, batch_size=64, epochs=10, max_steps=60)
     return train(cfg, load_splits("digits")).model.eval()
@@ -140,8 +140,8 @@ def test_deep_shap_adds_up_on_the_shipped_resnet_with_batch_norm(digits):
     from pathlib import Path
 
     import core
-    from core.checkpoint import load_model
-    from core.trust import additivity
+    from core.inference.weights import load_model
+    from core.insight.trust import additivity
 
     weights = Path(core.__file__).parent / "assets" / "starter.safetensors"
     card = json.loads(weights.with_suffix(".json").read_text())

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from core.errors import DigitLabError
-from core.jobs import JobManager
+from core.training.jobs import JobManager
 
 
 def _wait_for(predicate, timeout=60.0):
@@ -98,7 +98,7 @@ def test_queued_and_running_runs_cannot_be_deleted(store, tiny_cfg):
 
 
 def test_a_new_manager_marks_orphaned_runs_interrupted(store, tiny_cfg):
-    from core.experiment import create_run
+    from core.training.experiment import create_run
 
     orphan = create_run(store, tiny_cfg)
     store.update(orphan.id, status="running", owner_pid=2**22 + 777)

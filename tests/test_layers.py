@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import to_float
-from core.explain import ExplanationError
-from core.layers import activations, input_filters, vit_tokens
-from core.models import ZOO, build_model
+from core.data.datasets import to_float
+from core.insight.explain import ExplanationError
+from core.insight.layers import activations, input_filters, vit_tokens
+from core.models.zoo import ZOO, build_model
 
 EXPECTED = {  # (layer name, output shape) for each zoo model
     "seed-mlp": [("net.1", (128,)), ("net.2", (128,)), ("net.4", (10,))],

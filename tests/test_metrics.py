@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from core.evaluation import split_predictions
-from core.weights import model_source
-from core.experiment import create_run, execute_run
-from core.metrics import calibration, class_report, confusion, mcnemar, reject_curve
+from core.inference.evaluation import split_predictions
+from core.inference.weights import model_source
+from core.training.experiment import create_run, execute_run
+from core.inference.metrics import calibration, class_report, confusion, mcnemar, reject_curve
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_split_predictions_are_cached_by_weights_checksum(store, tiny_cfg, monke
     first = split_predictions(store, src, "test")
     cached = list((store.root / "cache").iterdir())
     assert len(cached) == 1 and src.sha256[:16] in cached[0].name
-    from core import evaluation
+    from core.inference import evaluation
 
     def no_recompute(*args, **kwargs):
         raise AssertionError("the cache was not used")

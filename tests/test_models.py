@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models import ZOO, build_model, count_params
+from core.models.zoo import ZOO, build_model, count_params
 
 
 @pytest.mark.parametrize("name", list(ZOO))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from core.numpy_mlp import PARAMS, TORCH_NAMES, NumpyMLP, Stepper, epoch_order
+from core.models.numpy_mlp import PARAMS, TORCH_NAMES, NumpyMLP, Stepper, epoch_order
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +203,7 @@ def test_stepper_is_deterministic_for_a_seed():
 
 def test_module_runs_without_torch():
     code = ("import sys, numpy as np\n"
-            "from core.numpy_mlp import NumpyMLP\n"
+            "from core.models.numpy_mlp import NumpyMLP\n"
             "NumpyMLP(seed=0).step(np.zeros((2, 784)), np.array([0, 1]))\n"
             "assert 'torch' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.weights import save_model
-from core.drawings import draw_digit, drawing_set
+from core.inference.weights import save_model
+from core.data.drawings import draw_digit, drawing_set
 from core.errors import CheckpointError, DigitLabError
-from core.experiment import create_run, execute_run
-from core.models import build_model
-from core.predict import Predictor
-from core.preprocess import decode_upload
-from core.weights import STARTER_WEIGHTS
+from core.training.experiment import create_run, execute_run
+from core.models.zoo import build_model
+from core.inference.predict import Predictor
+from core.data.preprocess import decode_upload
+from core.inference.weights import STARTER_WEIGHTS
 from core.errors import EmptyDrawingError
 
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFile
 from scipy import ndimage
 
 from core.errors import DigitLabError
-from core.preprocess import (MAX_UPLOAD_PIXELS, WORK_MAX, EmptyDrawingError, ImageFormatError, decode_upload,
+from core.data.preprocess import (MAX_UPLOAD_PIXELS, WORK_MAX, EmptyDrawingError, ImageFormatError, decode_upload,
                              to_model_input, to_model_inputs)
 
 SEVEN = [(0.3, 0.2), (0.7, 0.22), (0.45, 0.8)]  # a 7 as fractions of its box

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from core.config import PRESETS
+from core.training.config import PRESETS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

@@ -10,11 +10,11 @@ from safetensors.torch import save_file
 
 from core import storage
 from core.errors import CheckpointError, RunNotFoundError
-from core.experiment import create_run, execute_run
-from core.models import build_model
-from core.predict import Predictor
+from core.training.experiment import create_run, execute_run
+from core.models.zoo import build_model
+from core.inference.predict import Predictor
 from core.storage import atomic_write_bytes
-from core.weights import load_model, save_model
+from core.inference.weights import load_model, save_model
 
 
 def test_atomic_write_survives_an_exception_mid_write(tmp_path, monkeypatch):
@@ -73,7 +73,7 @@ def test_interrupted_run_without_a_checkpoint_resumes_from_scratch(store, tiny_c
 
 
 def test_failed_run_records_the_reason(store, tiny_cfg, monkeypatch):
-    from core import experiment
+    from core.training import experiment
 
     def broken_loader(name, device):
         raise MemoryError("out of memory")

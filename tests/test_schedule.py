@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import TrainConfig
-from core.train import lr_at
+from core.training.config import TrainConfig
+from core.training.train import lr_at
 
 PER_EPOCH = 37  # steps per epoch; odd on purpose, so phase boundaries fall between epochs
 EPOCHS = 6

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from core import train as train_module
-from core.config import TrainConfig
-from core.data import augment_batch
-from core.experiment import create_run, execute_run
-from core.metrics import EvalResult
+from core.training import train as train_module
+from core.training.config import TrainConfig
+from core.data.datasets import augment_batch
+from core.training.experiment import create_run, execute_run
+from core.inference.metrics import EvalResult
 from core.storage import load_tensors
-from core.train import lr_at, train
+from core.training.train import lr_at, train
 
 
 def test_training_on_digits_learns(digits, tiny_cfg):
@@ -147,15 +147,15 @@ def test_augmentation_keeps_shape_and_range_and_is_identity_at_zero_strength():
 
 
 def test_fine_tuning_starts_from_a_run_and_oversamples_its_mistakes(store, tiny_cfg):
-    from core.train import hard_example_weights
-    from core.weights import load_model
+    from core.training.train import hard_example_weights
+    from core.inference.weights import load_model
 
     parent = execute_run(store, create_run(store, tiny_cfg.replace(max_steps=4)).id)
     cfg = tiny_cfg.replace(init_from=parent.id, focus_errors=5.0, epochs=1, lr=1e-4)
     child = execute_run(store, create_run(store, cfg, parent=parent.id).id)
     assert child.status == "completed" and child.parent == parent.id
     model = load_model(store.weights_path(parent.id))
-    from core.data import load_splits
+    from core.data.datasets import load_splits
 
     splits = load_splits("digits")
     weights = hard_example_weights(model, splits.train_x, splits.train_y, 5.0)

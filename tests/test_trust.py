@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.explain import ExplanationError, Explainer
-from core.trust import additivity, deletion_curve, ink_order, randomisation_check
+from core.insight.explain import ExplanationError, Explainer
+from core.insight.trust import additivity, deletion_curve, ink_order, randomisation_check
 from tests.test_explain import box_explainer, noise, trained_cnn
 
 
@@ -20,9 +20,9 @@ def cnn(digits) -> Explainer:
 @pytest.fixture(scope="module")
 def mnist_cnn(mnist) -> Explainer:
     """seed-cnn after 80 Adam steps on MNIST (~94% test accuracy), validated on 500 images to stay quick."""
-    from core.config import TrainConfig
-    from core.data import Splits
-    from core.train import train
+    from core.training.config import TrainConfig
+    from core.data.datasets import Splits
+    from core.training.train import train
 
     quick = Splits(mnist.info, mnist.train_x, mnist.train_y, mnist.val_x[:500], mnist.val_y[:500],
                    mnist.test_x, mnist.test_y)

@@ -3,11 +3,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.config import TrainConfig
-from core.data import unit
+from core.training.config import TrainConfig
+from core.data.datasets import unit
 from core.errors import DigitLabError
-from core.weights import model_source
-from core.metrics import calibration, class_report, confusion, mcnemar, reject_curve
+from core.inference.weights import model_source
+from core.inference.metrics import calibration, class_report, confusion, mcnemar, reject_curve
 from dashboard import state, widgets
 
 store = state.run_store()

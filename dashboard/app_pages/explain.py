@@ -4,12 +4,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.data import unit
+from core.data.datasets import unit
 from core.errors import DigitLabError
-from core.weights import load_source, model_source
-from core.models import ZOO
-from core.layers import activations, input_filters
-from core.trust import additivity, deletion_curve, randomisation_check
+from core.inference.weights import load_source, model_source
+from core.models.zoo import ZOO
+from core.insight.layers import activations, input_filters
+from core.insight.trust import additivity, deletion_curve, randomisation_check
 from dashboard import explain_plots as plots
 from dashboard import state, widgets
 
@@ -21,7 +21,7 @@ classes = splits.info.classes
 @st.cache_resource(show_spinner="Preparing the explainer…", max_entries=8)
 def explainer_for(key: str, sha256: str, dataset: str, background: int):
     """One explainer per model and background size, shared by every session (it works on a private copy)."""
-    from core.explain import Explainer  # shap, lime and captum load only when this page is used
+    from core.insight.explain import Explainer  # shap, lime and captum load only when this page is used
 
     source = model_source(state.run_store(), key)
     return Explainer(load_source(source), source.model, dataset=dataset, background_size=background)

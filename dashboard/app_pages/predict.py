@@ -7,10 +7,10 @@ import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas  # Components v2: import only inside a running app
 
-from core.data import unit
+from core.data.datasets import unit
 from core.errors import DigitLabError, EmptyDrawingError
-from core.predict import Prediction, Predictor
-from core.preprocess import decode_upload
+from core.inference.predict import Prediction, Predictor
+from core.data.preprocess import decode_upload
 from dashboard import state, widgets
 
 CANVAS_KEY = "predict_canvas"

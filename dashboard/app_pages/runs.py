@@ -4,10 +4,10 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core.compare import config_diff, cost_benefit_rows, model_card, versus_cheapest
+from core.insight.compare import config_diff, cost_benefit_rows, model_card, versus_cheapest
 from core.errors import DigitLabError
 from core.runs import RESUMABLE, STATUSES
-from core.models import ZOO
+from core.models.zoo import ZOO
 from dashboard import state, widgets
 
 store = state.run_store()

@@ -1,16 +1,16 @@
 """Train: pick a preset (or change any setting), start a run in the background, watch it learn, stop or resume.
 
 The Start button and the live progress sit together at the top; the settings form below is generated
-from core.config, so its labels and ranges are the ones validation uses.
+from core.training.config, so its labels and ranges are the ones validation uses.
 """
 import streamlit as st
 import torch
 
-from core.config import PRESETS, TrainConfig, advice, plan
-from core.data import augment_batch, to_float
+from core.training.config import PRESETS, TrainConfig, advice, plan
+from core.data.datasets import augment_batch, to_float
 from core.errors import DigitLabError
-from core.models import ZOO
-from core.train import lr_curve
+from core.models.zoo import ZOO
+from core.training.train import lr_curve
 from dashboard import form, state, widgets
 from dashboard.live import live_panel
 

@@ -3,7 +3,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.numpy_mlp import NumpyMLP, Stepper
+from core.models.numpy_mlp import NumpyMLP, Stepper
 from dashboard import state, widgets
 
 SHOWN_UNITS = [0, 1, 2, 3, 4, 5]
@@ -13,7 +13,7 @@ HELD_OUT = 1_000
 st.title("Under the hood")
 st.markdown("The article's network, 784 → 128 (sigmoid) → 10 (softmax), trained with plain SGD "
             "(η = 0.01, batches of 100), written in NumPy with no autograd. Each equation is one line of "
-            "`core/numpy_mlp.py`; a test checks the gradients against PyTorch's autograd to 1e-6.")
+            "`core/models/numpy_mlp.py`; a test checks the gradients against PyTorch's autograd to 1e-6.")
 
 eq, code = st.columns([1, 1])
 with eq:

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from core.config import TrainConfig
-from core.experiment import create_run, execute_run
+from core.training.config import TrainConfig
+from core.training.experiment import create_run, execute_run
 from core.runs import RunStore
 from tests.dashboard.conftest import assert_clean, canvas_payload, goto, open_tab
 
@@ -131,7 +131,7 @@ def test_runs_page_deletes_only_after_confirmation(app, tmp_path):
 
 
 def test_predict_page_reads_an_injected_drawing(app):
-    from core.drawings import draw_digit
+    from core.data.drawings import draw_digit
 
     canvas = draw_digit(7, np.random.default_rng(3))
     app.run()
@@ -144,7 +144,7 @@ def test_predict_page_reads_an_injected_drawing(app):
 
 
 def test_predict_page_says_draw_something_for_an_empty_canvas(app):
-    from core.drawings import draw_digit
+    from core.data.drawings import draw_digit
 
     app.run()
     goto(app, "predict")
@@ -159,7 +159,7 @@ def test_predict_page_says_draw_something_for_an_empty_canvas(app):
 
 
 def test_each_source_keeps_its_own_answer(app):
-    from core.drawings import draw_digit
+    from core.data.drawings import draw_digit
 
     app.run()
     app.selectbox(key="app_dataset").set_value("digits").run()
@@ -220,7 +220,7 @@ def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
     explain_buttons[0].click().run()
     assert_clean(app)
     assert app.title[0].value == "Explain"
-    from core.data import load_splits
+    from core.data.datasets import load_splits
 
     true = load_splits("digits").test_y[index].item()
     name = store.get(ids[1]).name
@@ -274,7 +274,7 @@ def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
 
 
 def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app, tmp_path):
-    from core.drawings import draw_digit
+    from core.data.drawings import draw_digit
 
     store, ids = _finished_runs(tmp_path / "home", n=2)
     app.run()
@@ -294,7 +294,7 @@ def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
 
     from PIL import Image
 
-    from core.drawings import draw_digit
+    from core.data.drawings import draw_digit
 
     alpha = draw_digit(4, np.random.default_rng(5))[..., 3]
     paper = Image.fromarray((255 - alpha * 0.8).astype(np.uint8), "L")  # dark ink on white paper
@@ -330,7 +330,7 @@ def test_explain_random_button_picks_another_test_image(app, tmp_path):
     app.selectbox(key="app_dataset").set_value("digits").run()
     app.selectbox(key="app_run").set_value(ids[0]).run()
     goto(app, "explain")
-    from core.data import load_splits
+    from core.data.datasets import load_splits
 
     labels = load_splits("digits").test_y
     seen = {app.number_input(key="explain_index").value}

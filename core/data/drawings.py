@@ -1,7 +1,7 @@
 """Synthetic digits "drawn as a person would" on a canvas, to measure how well models read real drawings.
 
 `draw_digit(7, numpy.random.default_rng(0))` gives one RGBA canvas like streamlit-drawable-canvas's;
-`drawing_set(n_per_digit, seed)` gives a reproducible labelled set (feed it through core.preprocess).
+`drawing_set(n_per_digit, seed)` gives a reproducible labelled set (feed it through core.data.preprocess).
 
 Each digit has several stroke templates (a 1 with and without flag and foot, an open and a closed 4,
 ...) in a unit box (x right, y down, height 1). A drawing picks one, resamples its strokes to a random

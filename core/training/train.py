@@ -15,10 +15,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from core.config import RunPlan, TrainConfig, plan
-from core.data import Splits, augment_batch, to_float
-from core.metrics import evaluate, predict_probs
-from core.models import Classifier, build_model
+from core.training.config import RunPlan, TrainConfig, plan
+from core.data.datasets import Splits, augment_batch, to_float
+from core.inference.metrics import evaluate, predict_probs
+from core.models.zoo import Classifier, build_model
 
 PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable

@@ -11,15 +11,15 @@ import os
 import traceback
 from typing import Callable
 
-from core.checkpoint import load_state, save_state
-from core.config import TrainConfig
-from core.data import load_splits
+from core.training.checkpoint import load_state, save_state
+from core.training.config import TrainConfig
+from core.data.datasets import load_splits
 from core.errors import DigitLabError
-from core.metrics import evaluate
-from core.models import ZOO
+from core.inference.metrics import evaluate
+from core.models.zoo import ZOO
 from core.runs import RESUMABLE, RunRecord, RunStore
-from core.train import Event, TrainOutcome, pick_device, train, training_splits
-from core.weights import load_source, model_source, save_model
+from core.training.train import Event, TrainOutcome, pick_device, train, training_splits
+from core.inference.weights import load_source, model_source, save_model
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from core.data import DATASETS
+from core.data.datasets import DATASETS
 from core.errors import CheckpointError
-from core.models import ZOO, Classifier, build_model
+from core.models.zoo import ZOO, Classifier, build_model
 from core.runs import RunRecord, RunStore
 from core.storage import load_tensors, read_header, save_tensors
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parents[1] / "assets"  # core/assets
 STARTER = "starter"  # the key meaning "the model shipped with the app"
 STARTER_WEIGHTS = ASSETS / "starter.safetensors"
 STARTER_CARD = ASSETS / "starter.json"  # sidecar: sha256, config, metrics, training data

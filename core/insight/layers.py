@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.explain import ExplanationError, as_image, readonly
+from core.insight.explain import ExplanationError, as_image, readonly
 
 SKIPPED = (nn.Dropout, nn.Identity, nn.Flatten)  # they show nothing their neighbour does not
 

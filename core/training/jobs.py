@@ -13,11 +13,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import TrainConfig
+from core.training.config import TrainConfig
 from core.errors import DigitLabError
-from core.experiment import create_run, execute_run
+from core.training.experiment import create_run, execute_run
 from core.runs import RESUMABLE, RunStore
-from core.train import Event, pick_device
+from core.training.train import Event, pick_device
 
 log = logging.getLogger(__name__)
 MAX_STEP_POINTS = 2_000  # per job: older step losses are thinned so a long run stays cheap to plot

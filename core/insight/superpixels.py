@@ -1,7 +1,7 @@
 """LIME on superpixels for 28×28 digits: SLIC segments that follow strokes, and a fit per class.
 
 `lime_superpixels(probabilities, image)` returns a `LimeResult` (segments, weights for all 10 classes);
-`core.explain.Explainer.lime` calls it with its model's probabilities and caches the result.
+`core.insight.explain.Explainer.lime` calls it with its model's probabilities and caches the result.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data import to_float
+from core.data.datasets import to_float
 
 
 @dataclass

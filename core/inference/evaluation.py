@@ -1,17 +1,17 @@
 """Evaluation of a stored model (a run or the starter) on a split, cached on disk by weights checksum.
 
-`result = split_predictions(store, core.weights.model_source(store, "starter"), "test")` returns the
+`result = split_predictions(store, core.inference.weights.model_source(store, "starter"), "test")` returns the
 probabilities for every image; later calls read them back from `<store>/cache/` in milliseconds.
 """
 from __future__ import annotations
 
-from core.data import load_splits
+from core.data.datasets import load_splits
 from core.errors import CheckpointError
-from core.metrics import EvalResult, evaluate
-from core.models import Classifier
+from core.inference.metrics import EvalResult, evaluate
+from core.models.zoo import Classifier
 from core.runs import RunStore
 from core.storage import load_tensors, save_tensors, sha256_file
-from core.weights import ModelSource, load_source
+from core.inference.weights import ModelSource, load_source
 
 
 def split_predictions(store: RunStore, src: ModelSource, split: str = "test", dataset: str | None = None,

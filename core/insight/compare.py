@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Sequence
 
-from core.data import DATASETS
-from core.models import ZOO
+from core.data.datasets import DATASETS
+from core.models.zoo import ZOO
 from core.runs import RunRecord
 
 

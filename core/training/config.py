@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.data import DATASETS
+from core.data.datasets import DATASETS
 from core.errors import ConfigError
-from core.models import ZOO
+from core.models.zoo import ZOO
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -109,8 +109,8 @@ SETTINGS: dict[str, Setting] = {
 class TrainConfig:
     """Everything that decides a training run; stored verbatim in every run's metadata."""
 
-    model: str = "seed-cnn"  # a name from core.models.ZOO
-    dataset: str = "mnist"  # a name from core.data.DATASETS
+    model: str = "seed-cnn"  # a name from core.models.zoo.ZOO
+    dataset: str = "mnist"  # a name from core.data.datasets.DATASETS
     optimizer: str = "adam"  # sgd (plain or with momentum), adam, adamw
     lr: float = 1e-3  # peak learning rate
     momentum: float = 0.0  # SGD only; 0 = plain SGD

@@ -14,8 +14,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.explain import Attribution, ExplanationError, Explainer, as_image, readonly
-from core.models import ResidualBlock
+from core.insight.explain import Attribution, ExplanationError, Explainer, as_image, readonly
+from core.models.zoo import ResidualBlock
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import unit
+from core.data.datasets import unit
 from core.errors import ExplanationError
-from core.models import ZOO
-from core.superpixels import LimeResult, lime_superpixels, readonly
+from core.models.zoo import ZOO
+from core.insight.superpixels import LimeResult, lime_superpixels, readonly
 
 METHODS = ("gradient", "deep", "lime", "integrated-gradients", "occlusion")  # pixel_map() names
 GLOBAL_METHODS = ("gradient", "input-x-gradient")
@@ -85,7 +85,7 @@ class Explainer:
         # The private copy: SHAP registers hooks and sets attributes on the model it is given.
         self.model = _private_copy(model)
         if background is None:
-            from core.data import load_splits
+            from core.data.datasets import load_splits
 
             train_x = load_splits(dataset).train_x
             pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:background_size]

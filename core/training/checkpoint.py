@@ -2,7 +2,7 @@
 
 `save_state(folder, state, model_name)` / `load_state(folder, cfg, device)` keep model, optimiser, RNG
 and progress, split into tensors (safetensors) and plain values (JSON). Nothing is pickled. One model's
-final weights are saved and loaded by core.weights.
+final weights are saved and loaded by core.inference.weights.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from core.config import TrainConfig
+from core.training.config import TrainConfig
 from core.errors import CheckpointError
 from core.storage import atomic_write_json, load_tensors, save_tensors
-from core.train import TrainState, make_optimizer
-from core.weights import model_from_tensors
+from core.training.train import TrainState, make_optimizer
+from core.inference.weights import model_from_tensors
 
 
 # -- resume checkpoints --------------------------------------------------------------------------

@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from core.data import DATASETS
+from core.data.datasets import DATASETS
 from core.errors import CheckpointError
-from core.models import Classifier
-from core.preprocess import to_model_input
+from core.models.zoo import Classifier
+from core.data.preprocess import to_model_input
 from core.runs import RunStore
-from core.weights import STARTER, ModelSource, load_source, model_source
+from core.inference.weights import STARTER, ModelSource, load_source, model_source
 
 
 
@@ -84,7 +84,7 @@ class Predictor:
         return probs.numpy()
 
     def predict(self, image: Any) -> Prediction:
-        """Read one image: RGBA canvas, RGB/greyscale array or PIL image (see core.preprocess)."""
+        """Read one image: RGBA canvas, RGB/greyscale array or PIL image (see core.data.preprocess)."""
         return self.predict_prepared(to_model_input(image))
 
     def predict_prepared(self, model_input: np.ndarray) -> Prediction:

@@ -1,0 +1,1 @@
+"""Data: datasets as device-resident tensors (datasets), canvas/upload preprocessing, synthetic drawings."""

@@ -1,0 +1,1 @@
+"""Insight: comparing runs, explanations (SHAP, LIME, gradients), how far to trust them, layer activations."""

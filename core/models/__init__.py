@@ -1,0 +1,1 @@
+"""Models: the one zoo of networks (zoo) and the from-scratch NumPy MLP of the Under-the-hood page."""

@@ -1,0 +1,1 @@
+"""Training: the config and presets, the loop, resume checkpoints, runs from start to finish, background jobs."""
