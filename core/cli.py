@@ -18,6 +18,8 @@ from typing import Any, Sequence
 from core.training.config import PRESETS, SETTINGS, TrainConfig
 from core.errors import DigitLabError
 
+# Each command imports the parts of the engine it uses inside its handler, so `digit-lab runs` does not load
+# the training loop and `digit-lab train` does not load the explanation libraries.
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SKIP_FIELDS = {"extra"}
 

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core.data.datasets import DATASETS, Splits, load_splits, resolve_dataset
+from core.data.datasets import DATASETS, Splits, is_available, load_splits, resolve_dataset
 from core.errors import DigitLabError
 from core.inference.evaluation import split_predictions
 from core.training.jobs import JobManager
@@ -90,8 +90,6 @@ def predictions(key: str, sha256: str | None, dataset: str):
 
 def source_dataset(src_dataset: str) -> str:
     """The model's own dataset when available, else the session's (e.g. the built-in fallback)."""
-    from core.data.datasets import is_available
-
     return src_dataset if is_available(src_dataset) else current_dataset()
 
 

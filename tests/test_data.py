@@ -7,7 +7,7 @@ import struct
 import pytest
 import torch
 
-from core.data.datasets import datasets as data
+from core.data import datasets as data
 from core.data.datasets import DEBIAN_FASHION, DataUnavailableError, is_available, load_splits, resolve_dataset
 from tests.conftest import in_ci
 

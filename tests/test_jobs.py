@@ -6,6 +6,7 @@ import time
 import pytest
 
 from core.errors import DigitLabError
+from core.training.experiment import create_run, execute_run
 from core.training.jobs import JobManager
 
 
@@ -104,3 +105,13 @@ def test_a_new_manager_marks_orphaned_runs_interrupted(store, tiny_cfg):
     store.update(orphan.id, status="running", owner_pid=2**22 + 777)
     JobManager(store)
     assert store.get(orphan.id).status == "interrupted"
+
+
+def test_live_images_per_second_agree_with_the_recorded_figure(store, tiny_cfg):
+    events = []
+    record = execute_run(store, create_run(store, tiny_cfg.replace(epochs=1, limit_batches=20)).id, on_event=events.append)
+    live = [e["images_per_second"] for e in events if e["type"] == "step"][-1]
+    recorded = record.timings["images_per_second"]
+    assert live == pytest.approx(recorded, rel=0.25)  # both: images over the loop's wall time
+    kinds = [e["type"] for e in events]
+    assert kinds.index("testing") == len(kinds) - 2 and kinds[-1] == "finished"  # the test phase is announced

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from core.errors import ConfigError
 from core.training.config import RunPlan, TrainConfig, plan
 from core.data.datasets import Splits, augment_batch, to_float
 from core.inference.metrics import evaluate, predict_probs
@@ -55,8 +56,6 @@ class TrainOutcome:
 
 def pick_device(requested: str = "auto") -> torch.device:
     """auto -> cuda, then mps, then cpu; an explicit device that is absent is an error."""
-    from core.errors import ConfigError
-
     has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if requested == "auto":
         return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))

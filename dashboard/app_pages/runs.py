@@ -56,14 +56,15 @@ if len(chosen) == 1:
                 st.rerun()
             except ValueError as error:
                 widgets.error_box(error)
+    weights_file = f"{run.id}.safetensors"  # the name the download gets and the model card states
+    card = model_card(run, store.read_metrics(run.id), weights_file)
     with c2:
         if run.weights_sha256:
             st.download_button("Download weights (.safetensors)", store.weights_path(run.id).read_bytes(),
-                               file_name=f"{run.id}.safetensors", mime="application/octet-stream",
+                               file_name=weights_file, mime="application/octet-stream",
                                key="runs_download_weights", on_click="ignore")
-        st.download_button("Download model card (.md)", model_card(run, store.read_metrics(run.id)),
-                           file_name=f"{run.id}-model-card.md", mime="text/markdown", key="runs_download_card",
-                           on_click="ignore")
+        st.download_button("Download model card (.md)", card, file_name=f"{run.id}-model-card.md",
+                           mime="text/markdown", key="runs_download_card", on_click="ignore")
         if run.status in RESUMABLE and st.button("Resume training", key="runs_resume"):
             try:
                 jobs.resume(run.id)
@@ -82,7 +83,7 @@ if len(chosen) == 1:
             except ValueError as error:
                 widgets.error_box(error)
     with st.expander("Model card"):
-        st.markdown(model_card(run, store.read_metrics(run.id)))
+        st.markdown(card)
 
 # -- several runs: compare ---------------------------------------------------------------------------
 if len(chosen) >= 2:
