@@ -1,10 +1,18 @@
-"""Synthetic hand-drawn digits: canvas format, reproducibility, coverage, and that they read as digits."""
+"""Synthetic hand-drawn digits: canvas format, reproducibility, coverage, and that they read as digits.
+
+Two kinds: template drawings (draw_digit) and real MNIST handwriting re-stroked on the canvas
+(restroke_digit), which the shipped starter must read as well as strangers' drawings.
+"""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from core.data.drawings import TEMPLATES, draw_digit, drawing_set
+from core.data.drawings import TEMPLATES, draw_digit, drawing_set, restroke_digit, restroked_inputs, skeleton_edges
+from core.inference.predict import Predictor
+from core.inference.weights import ASSETS, STARTER_CARD
 from core.data.preprocess import to_model_inputs
 from tests.test_preprocess import assert_mnist_like
 
@@ -88,3 +96,99 @@ def test_drawings_are_recognisable_by_a_plain_mnist_template_matcher(mnist_sampl
 def test_a_digit_outside_0_to_9_is_refused(digit):
     with pytest.raises(ValueError, match="0 to 9"):
         draw_digit(digit, np.random.default_rng(0))
+
+
+# -- real handwriting, re-stroked ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_28(mnist) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed sample of MNIST test digits (uint8 28×28) and labels: held out from the starter's training."""
+    return mnist.test_x[:200].numpy(), mnist.test_y[:200].numpy()
+
+
+@pytest.fixture(scope="module")
+def starter() -> Predictor:
+    return Predictor.starter()
+
+
+def test_a_restroked_digit_is_an_rgba_canvas_with_opaque_strokes_on_transparency(digits_28):
+    image = restroke_digit(digits_28[0][0], np.random.default_rng(0))
+    assert image.shape == (280, 280, 4) and image.dtype == np.uint8
+    alpha = image[..., 3]
+    assert alpha[0, 0] == 0 and (alpha == 255).sum() > 500
+    assert set(np.unique(alpha)) <= {0, 255}
+    assert len({tuple(px) for px in image[alpha == 255][:, :3]}) == 1  # one pen colour
+    assert restroke_digit(digits_28[0][0], np.random.default_rng(0), size=100).shape == (100, 100, 4)
+
+
+def test_restroking_is_reproducible_for_a_seed_and_differs_across_seeds(digits_28):
+    digit = digits_28[0][3]
+    first = restroke_digit(digit, np.random.default_rng([4, 2]))
+    assert np.array_equal(first, restroke_digit(digit, np.random.default_rng([4, 2])))
+    assert not np.array_equal(first, restroke_digit(digit, np.random.default_rng([5, 2])))
+
+
+def test_restroked_inputs_drawn_in_chunks_equal_one_batch(digits_28):
+    images = digits_28[0][:6]
+    whole = restroked_inputs(images, seed=9)
+    parts = np.concatenate([restroked_inputs(images[:4], seed=9), restroked_inputs(images[4:], seed=9, start=4)])
+    assert whole.shape == (6, 28, 28) and whole.dtype == np.float32
+    assert np.array_equal(whole, parts)
+    for x in whole:
+        assert_mnist_like(x)
+
+
+def test_a_wider_pen_inks_more_of_the_canvas(digits_28):
+    ratios = []
+    for seed in range(8):
+        digit = digits_28[0][seed]
+        thin = (restroke_digit(digit, np.random.default_rng(seed), pen=(10, 10))[..., 3] > 0).sum()
+        wide = (restroke_digit(digit, np.random.default_rng(seed), pen=(25, 25))[..., 3] > 0).sum()
+        assert wide > thin  # same pose and size (same seed): only the pen differs
+        ratios.append(wide / thin)
+    assert np.median(ratios) > 1.5
+
+
+def test_restroked_drawings_stay_on_the_canvas_and_vary_in_size_and_place(digits_28):
+    heights, centres = [], []
+    for i, digit in enumerate(digits_28[0][:30]):
+        for size in (280, 100):
+            alpha = restroke_digit(digit, np.random.default_rng([1, i]), size=size)[..., 3]
+            assert (alpha > 0).sum() > 20
+            assert alpha[0].max() == alpha[-1].max() == alpha[:, 0].max() == alpha[:, -1].max() == 0
+        rows = np.flatnonzero(alpha.any(axis=1))  # the 100 px one
+        heights.append((rows[-1] - rows[0]) / 100)
+        centres.append((rows[0] + rows[-1]) / 2)
+    assert min(heights) < 0.4 and max(heights) > 0.7 and np.std(centres) > 5
+
+
+def test_the_skeleton_is_a_thin_centre_line_inside_the_digit(digits_28):
+    digit = digits_28[0][1]
+    points, pairs = skeleton_edges(digit)
+    assert points.min() >= 0 and points.max() <= 28
+    assert 0 < len(points) < (digit > 100).sum() * 4  # far fewer than the ink's pixels at 4× scale
+    assert pairs.min() >= 0 and pairs.max() < len(points)
+    assert np.abs(points[pairs[:, 0]] - points[pairs[:, 1]]).max() <= 0.25 + 1e-9  # neighbours only
+    with pytest.raises(ValueError, match="ink"):
+        skeleton_edges(np.zeros((28, 28), np.uint8))
+
+
+def test_the_starter_reads_restroked_test_digits_as_their_labels(digits_28, starter):
+    images, labels = digits_28[0][100:110], digits_28[1][100:110]
+    guess = starter.probabilities(restroked_inputs(images, seed=3)).argmax(axis=1)
+    assert (guess == labels).sum() >= 9
+
+
+def test_the_starter_reads_at_least_95_percent_of_held_out_restroked_handwriting(digits_28, starter):
+    images, labels = digits_28
+    guess = starter.probabilities(restroked_inputs(images, seed=0)).argmax(axis=1)
+    assert (guess == labels).mean() >= 0.95
+
+
+def test_the_starter_card_states_what_it_learned_from():
+    info = json.loads(STARTER_CARD.read_text())
+    data = info["training_data"]
+    assert data["mnist_train"] == 55_000 and data["restroked_mnist_train"] > 0
+    assert data["total"] == data["mnist_train"] + data["restroked_mnist_train"]
+    assert {"test_accuracy", "drawings_accuracy", "handwriting_accuracy"} <= set(info["metrics"])
+    card = (ASSETS / "STARTER_MODEL_CARD.md").read_text()
+    assert f"{data['restroked_mnist_train']:,}" in card and "MNIST training split" in card

@@ -1,12 +1,20 @@
 """Synthetic digits "drawn as a person would" on a canvas, to measure how well models read real drawings.
 
 `draw_digit(7, numpy.random.default_rng(0))` gives one RGBA canvas like streamlit-drawable-canvas's;
-`drawing_set(n_per_digit, seed)` gives a reproducible labelled set (feed it through core.data.preprocess).
+`drawing_set(n_per_digit, seed)` gives a reproducible labelled set (feed it through core.data.preprocess);
+`restroke_digit(mnist_28x28, rng)` re-draws a real handwritten digit on the canvas, and
+`restroked_inputs(images, seed)` gives many of those already preprocessed, as the app would see them;
+`reading_report(labels, guesses)` sums up how a model read a set (per digit, commonest misreads).
 
 Each digit has several stroke templates (a 1 with and without flag and foot, an open and a closed 4,
 ...) in a unit box (x right, y down, height 1). A drawing picks one, resamples its strokes to a random
 number of points, adds hand tremor, slants, stretches and rotates it, scales it to 20–90% of the
 canvas, puts it off-centre and renders it with a round brush 8–30 px wide (at 280 px) in one colour.
+
+Templates are too kind (every 7 is one of three 7s), so real handwriting is re-drawn too: a 28×28
+digit is upscaled, thinned to a one-pixel skeleton, and the skeleton is re-stroked on the canvas with
+a round pen of random width, at random size, position, slant, rotation and bend, like the drawings of
+strangers (fonts and handwriting, thinned and re-stroked) the product is judged on.
 """
 from __future__ import annotations
 
@@ -14,6 +22,10 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+from core.data.preprocess import to_model_input
 
 Stroke = np.ndarray  # (k, 2) points, x right and y down, in the template's unit box
 Template = Callable[[], list[Stroke]]
@@ -164,12 +176,8 @@ def draw_digit(digit: int, rng: np.random.Generator, size: int = 280) -> np.ndar
     low, high = points.min(axis=0), points.max(axis=0)
     extent = np.maximum(high - low, 1e-6)
     height = rng.uniform(0.2, 0.9) * size
-    # A brush far too fat for a small digit makes a blob no person would call a digit: cap it.
-    width = min(rng.uniform(8, 30) * size / 280, 0.22 * height)
-    room = size - width - 4  # the whole stroke, with its round caps, stays on the canvas
-    scale = min(height / extent[1], room / extent[0], room / extent[1])
-    span = extent * scale
-    origin = width / 2 + 2 + rng.uniform(0, 1, 2) * (room - span)  # off-centre, anywhere that fits
+    width = _pen_width(rng, size, height)
+    scale, origin = _placement(extent, height, width, size, rng)
     colour = _colour(rng)
 
     canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
@@ -182,6 +190,22 @@ def draw_digit(digit: int, rng: np.random.Generator, size: int = 280) -> np.ndar
         for x, y in (xy[0], xy[-1]):  # round caps, as a canvas brush draws them
             pen.ellipse((x - r, y - r, x + r, y + r), fill=colour)
     return np.asarray(canvas).copy()
+
+
+def _pen_width(rng: np.random.Generator, size: int, height: float, low: float = 8, high: float = 30) -> float:
+    """A round brush `low`–`high` px wide at 280 px, capped so a small digit does not become a blob."""
+    # A brush far too fat for a small digit makes a blob no person would call a digit: cap it.
+    return min(rng.uniform(low, high) * size / 280, 0.22 * height)
+
+
+def _placement(extent: np.ndarray, height: float, width: float, size: int,
+               rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """Scale and top-left origin that make the digit `height` px tall, off-centre, wholly on the canvas."""
+    room = size - width - 4  # the whole stroke, with its round caps, stays on the canvas
+    scale = min(height / extent[1], room / extent[0], room / extent[1])
+    span = extent * scale
+    origin = width / 2 + 2 + rng.uniform(0, 1, 2) * (room - span)  # off-centre, anywhere that fits
+    return scale, origin
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -207,3 +231,116 @@ def drawing_set(n_per_digit: int = 100, seed: int = 0, size: int = 280) -> tuple
     labels = np.tile(np.arange(10, dtype=np.int64), n_per_digit)
     canvases = [draw_digit(int(d), np.random.default_rng([seed, i]), size) for i, d in enumerate(labels)]
     return canvases, labels
+
+
+# -- real handwriting, re-stroked ----------------------------------------------------------------
+UPSCALE = 4  # skeletons are taken at 112×112, so re-stroked curves are smooth rather than 28-px stairs
+INK_LEVELS = (0.25, 0.55)  # of the digit's brightest pixel: what counts as ink before thinning (varies
+#                            where loops close and how long stroke ends are, as different scanners would)
+NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))  # each 8-neighbour pair once: right, and the row below
+WARP = 0.06  # largest smooth displacement of the centre line, in units of the digit's height
+WARP_KNOTS = 4  # the displacement field is a bicubic surface through 4×4 random knots
+
+
+def skeleton_edges(image: np.ndarray, ink_level: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """A 28×28 digit's centre lines: (k, 2) points (x right, y down, in 28-px units) and (m, 2) index pairs.
+
+    Pairs join 8-connected skeleton pixels, so drawing every pair as a line re-traces the strokes.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2 or img.max() <= 0:
+        raise ValueError(f"Expected one grayscale digit with some ink, got shape {img.shape}.")
+    big = np.asarray(Image.fromarray(img / img.max(), "F").resize(
+        (img.shape[1] * UPSCALE, img.shape[0] * UPSCALE), Image.Resampling.BICUBIC))
+    mask = ndimage.binary_closing(big > ink_level, structure=np.ones((3, 3), bool))  # fill pinholes
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count > 1:  # stray specks would become stray dots: keep parts with >= 5% of the largest's ink
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = (sizes >= 0.05 * sizes.max())[labels]
+    skel = skeletonize(mask)
+    ys, xs = np.nonzero(skel)
+    if len(ys) == 0:  # a very faint digit: fall back to its brightest pixel as a dot
+        ys, xs = np.unravel_index([int(big.argmax())], big.shape)
+    index = np.full(skel.shape, -1, dtype=np.int64)
+    index[ys, xs] = np.arange(len(ys))
+    padded = np.pad(index, 1, constant_values=-1)
+    pairs = []
+    for dy, dx in NEIGHBOURS:
+        other = padded[1 + ys + dy, 1 + xs + dx]
+        keep = other >= 0
+        pairs.append(np.stack([index[ys, xs][keep], other[keep]], axis=1))
+    points = (np.stack([xs, ys], axis=1).astype(np.float64) + 0.5) / UPSCALE
+    return points, np.concatenate(pairs)
+
+
+def _warp(points: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Bend the digit with a smooth random displacement field (a different hand, not a copy)."""
+    low, span = points.min(axis=0), np.maximum(np.ptp(points, axis=0), 1.0)
+    at = (points - low) / span * (WARP_KNOTS - 1)  # knot coordinates, x then y
+    knots = rng.normal(0.0, amount * span[1] / 2, (2, WARP_KNOTS, WARP_KNOTS))
+    shift = [ndimage.map_coordinates(k, [at[:, 1], at[:, 0]], order=3, mode="nearest") for k in knots]
+    return points + np.stack(shift, axis=1)
+
+
+def restroke_digit(image: np.ndarray, rng: np.random.Generator, size: int = 280,
+                   pen: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
+    """A real handwritten 28×28 digit re-drawn with a round pen on a transparent RGBA (size, size, 4) canvas.
+
+    Pen width is drawn from `pen` (px at 280 px, capped for small digits), height from 20–90% of the canvas.
+    """
+    if size < 28:
+        raise ValueError(f"The canvas must be at least 28 px wide to draw on, not {size}.")
+    points, pairs = skeleton_edges(image, rng.uniform(*INK_LEVELS))
+    points = _warp(points, rng, rng.uniform(0, WARP))
+    # Stretch, slant and rotate about the middle (writers differ: narrow, wide, upright, italic).
+    aspect = rng.uniform(0.65, 1.35)
+    slant = rng.uniform(-0.3, 0.3)
+    angle = np.radians(rng.uniform(-15, 15))
+    c, s = np.cos(angle), np.sin(angle)
+    m = np.array([[c, -s], [s, c]]) @ np.array([[aspect, -slant], [0.0, 1.0]])
+    points = (points - points.mean(axis=0)) @ m.T
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = np.maximum(high - low, 1.0)  # a one-pixel 1 is still as tall as a pixel
+    height = rng.uniform(0.2, 0.9) * size
+    width = _pen_width(rng, size, height, *pen)
+    scale, origin = _placement(extent, height, width, size, rng)
+    xy = (points - low) * scale + origin
+    colour = _colour(rng)
+
+    canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    r, w = width / 2, max(1, round(width))
+    for a, b in pairs:
+        draw.line((*xy[a], *xy[b]), fill=colour, width=w)
+    for x, y in xy:  # a round pen: every skeleton point is a disc, so joints and ends are round
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    return np.asarray(canvas).copy()
+
+
+def restroked_inputs(images: np.ndarray, seed: int = 0, start: int = 0, size: int = 280,
+                     pen: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
+    """Re-stroke each 28×28 digit and preprocess it as the app does: float32 (N, 28, 28) model inputs.
+
+    Drawing i uses the generator (seed, start + i), so a set drawn in chunks equals one drawn at once.
+    """
+    images = np.asarray(images)
+    out = np.empty((len(images), 28, 28), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = to_model_input(restroke_digit(image, np.random.default_rng([seed, start + i]), size, pen))
+    return out
+
+
+def reading_report(labels: np.ndarray, guesses: np.ndarray, top: int = 8) -> dict[str, object]:
+    """How well a model read a drawing set: accuracy, accuracy per digit, and the commonest misreads.
+
+    Misreads are "true->read: count" strings, most frequent first (ties in digit order).
+    """
+    labels, guesses = np.asarray(labels), np.asarray(guesses)
+    right = guesses == labels
+    pairs, counts = np.unique(np.stack([labels[~right], guesses[~right]], 1).reshape(-1, 2), axis=0,
+                              return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return {"images": int(len(labels)), "accuracy": float(right.mean()) if len(labels) else 0.0,
+            "per_digit": {str(d): float(right[labels == d].mean()) for d in range(10) if (labels == d).any()},
+            "misreads": [f"{a}->{b}: {c}" for (a, b), c in zip(pairs[order].tolist(), counts[order].tolist())]}

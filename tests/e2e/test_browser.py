@@ -90,11 +90,17 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
     progress = page.get_by_text(re.compile(r"running · epoch \d+/\d+ · step (\d+)/"))
     expect(progress).to_be_visible(timeout=60_000)
     assert _on_screen(progress)  # the progress appears where the click was
-    first = int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
-    page.wait_for_timeout(2500)
-    later = int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
-    assert later > first  # the fragment keeps polling: the bar moved while we watched
+
+    def step() -> int:
+        return int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
+
+    first = step()
+    for _ in range(40):  # the fragment keeps polling: the bar moves while we watch, without a click
+        page.wait_for_timeout(500)
+        if step() > first:
+            break
+    assert step() > first
     second_tab = page.context.new_page()  # another session attaches to the same server-wide job
     open_page(second_tab, f"{server}/train")
     expect(second_tab.get_by_text(re.compile(r"running · epoch \d+/\d+ · step"))).to_be_visible(timeout=30_000)
