@@ -4,10 +4,13 @@
 Writes starter.safetensors, its sidecar starter.json (sha256, metrics) and STARTER_MODEL_CARD.md.
 One torch thread: on 2 cores shared with other work, two threads trained 3× slower (measured 130 vs 431 img/s).
 
-The starter learns from MNIST's training split (55,000 images) plus RESTROKED of those same training
-digits re-drawn on the canvas (core.data.drawings.restroke_digit) and preprocessed as the app does, so it
-reads real handwriting drawn with any pen, not only MNIST's scans. Validation and test splits are
-MNIST's, untouched; re-stroked MNIST *test* digits and the template drawings are measured, never trained on.
+The starter learns from MNIST's training split (55,000 images) plus generated drawings of those same
+training digits: RESTROKED re-drawn on the canvas (core.data.drawings.restroke_digit) and LOW_RES first
+coarsened as a low-resolution scanner would (core.data.drawings.low_resolution) and then re-drawn, all
+preprocessed as the app does, so it reads handwriting drawn with any pen, not only MNIST's scans.
+Validation and test splits are MNIST's, untouched. Measured, never trained on: re-stroked MNIST *test*
+digits (fine and coarse), the template drawings, and scikit-learn's 1,797 digits (UCI, 43 other writers)
+re-stroked with 10-20 px pens: handwriting from outside MNIST, the nearest stand-in for strangers' scrawls.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from core.inference.weights import save_model  # noqa: E402
 from core.insight.compare import model_card  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
 from core.data.datasets import Splits, load_splits  # noqa: E402
-from core.data.drawings import drawing_set, reading_report, restroked_inputs  # noqa: E402
+from core.data.drawings import drawing_set, low_resolution, reading_report, restroked_inputs  # noqa: E402
 from core.training.experiment import create_run  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
@@ -38,24 +41,27 @@ from core.storage import atomic_write_bytes, atomic_write_json, sha256_file  # n
 from core.training.train import pick_device, train  # noqa: E402
 
 DRAWINGS_PER_DIGIT = 100  # the template "drawn by a person" set: 1,000 canvases, seed 0 (measured only)
-RESTROKED = 15_000  # the first 15,000 MNIST training digits, re-stroked once each, join the training data
+RESTROKED = 12_000  # the first 12,000 MNIST training digits, re-stroked once each, join the training data
 RESTROKED_SEED = 1  # for the training drawings; the held-out handwriting set uses seed 0 on test digits
+LOW_RES = 12_000  # the next 12,000 training digits, coarsened to 8×8 and re-stroked, join it too
+LOW_RES_SEED = 2
+OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
 CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inputs 1.6 MB
 
 
-def restroke_parallel(images: np.ndarray, seed: int, workers: int) -> np.ndarray:
+def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
     """restroked_inputs over `workers` processes; the same result as one process (drawing i uses (seed, i))."""
     starts = range(0, len(images), CHUNK)
     with ProcessPoolExecutor(workers) as pool:
-        parts = pool.map(_restroke_chunk, [(images[s:s + CHUNK], seed, s) for s in starts])
+        parts = pool.map(_restroke_chunk, [(images[s:s + CHUNK], seed, s, pen) for s in starts])
         return np.concatenate(list(parts)) if len(images) else np.empty((0, 28, 28), np.float32)
 
 
-def _restroke_chunk(job: tuple[np.ndarray, int, int]) -> np.ndarray:
-    images, seed, start = job
-    return restroked_inputs(images, seed, start)
+def _restroke_chunk(job: tuple[np.ndarray, int, int, tuple[float, float]]) -> np.ndarray:
+    images, seed, start, pen = job
+    return restroked_inputs(images, seed, start, pen=pen)
 
 
 def to_uint8(inputs: np.ndarray) -> torch.Tensor:
@@ -70,10 +76,12 @@ def main() -> int:
     mnist = load_splits(cfg.dataset, "cpu")
     workers = max(1, min(4, os.cpu_count() or 1))
     drawn = restroke_parallel(mnist.train_x[:RESTROKED].numpy(), RESTROKED_SEED, workers)
+    coarse_ids = slice(RESTROKED, RESTROKED + LOW_RES)
+    coarse = restroke_parallel(low_resolution(mnist.train_x[coarse_ids].numpy()), LOW_RES_SEED, workers)
     generate_seconds = time.perf_counter() - started
-    print(f"re-stroked {len(drawn):,} training digits in {generate_seconds:.0f} s", flush=True)
-    splits = Splits(mnist.info, torch.cat([mnist.train_x, to_uint8(drawn)]),
-                    torch.cat([mnist.train_y, mnist.train_y[:RESTROKED]]),
+    print(f"re-stroked {len(drawn) + len(coarse):,} training digits in {generate_seconds:.0f} s", flush=True)
+    splits = Splits(mnist.info, torch.cat([mnist.train_x, to_uint8(drawn), to_uint8(coarse)]),
+                    torch.cat([mnist.train_y, mnist.train_y[:RESTROKED], mnist.train_y[coarse_ids]]),
                     mnist.val_x, mnist.val_y, mnist.test_x, mnist.test_y).to(device)
 
     with tempfile.TemporaryDirectory() as home:
@@ -100,12 +108,23 @@ def main() -> int:
         predictor = Predictor.load(weights)  # exactly what will ship, read back as the app reads it
         canvases, labels = drawing_set(DRAWINGS_PER_DIGIT, seed=0)
         templates = float(np.mean([p.label == y for p, y in zip(predictor.predict_batch(canvases), labels)]))
-        held_x = mnist.test_x[:HANDWRITING].numpy()
+        held_x, held_y = mnist.test_x[:HANDWRITING].numpy(), mnist.test_y[:HANDWRITING].numpy()
         held_guess = predictor.probabilities(restroke_parallel(held_x, HANDWRITING_SEED, workers)).argmax(axis=1)
-        handwriting = {**reading_report(mnist.test_y[:HANDWRITING].numpy(), held_guess), "seed": HANDWRITING_SEED}
+        handwriting = {**reading_report(held_y, held_guess), "seed": HANDWRITING_SEED}
+        coarse_guess = predictor.probabilities(
+            restroke_parallel(low_resolution(held_x), HANDWRITING_SEED, workers)).argmax(axis=1)
+        coarse_report = reading_report(held_y, coarse_guess)
+        outside = load_splits("digits", "cpu")  # scikit-learn's digits: other writers, never trained on
+        outside_x = torch.cat([outside.train_x, outside.val_x, outside.test_x]).numpy()
+        outside_y = torch.cat([outside.train_y, outside.val_y, outside.test_y]).numpy()
+        outside_guess = predictor.probabilities(
+            restroke_parallel(outside_x, HANDWRITING_SEED, workers, OUTSIDE_PEN)).argmax(axis=1)
+        outside_report = reading_report(outside_y, outside_guess)
         metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss, "val_accuracy": last["val_accuracy"],
                    "val_loss": last["val_loss"], "drawings_accuracy": templates,
-                   "handwriting_accuracy": handwriting["accuracy"]}
+                   "handwriting_accuracy": handwriting["accuracy"],
+                   "coarse_handwriting_accuracy": coarse_report["accuracy"],
+                   "outside_handwriting_accuracy": outside_report["accuracy"]}
         timings = {"device": str(device), "train_seconds": round(state.train_seconds, 3),
                    "images_per_second": round(state.images / state.train_seconds, 1),
                    "epochs_completed": state.epoch, "steps": state.step,
@@ -113,14 +132,16 @@ def main() -> int:
                    "total_seconds": round(time.perf_counter() - started, 1)}
         record = store.update(record.id, status="completed", metrics=metrics, timings=timings, weights_sha256=sha)
         training_data = {
-            "description": (f"MNIST training split ({len(mnist.train_y):,} images) plus {RESTROKED:,} of those "
-                            f"same training digits (the first {RESTROKED:,}) re-drawn once each by "
-                            f"core.data.drawings.restroke_digit (thinned, re-stroked with a round 8-30 px pen on a "
-                            f"280 px canvas, random size, position, slant, rotation and bend; seed "
-                            f"{RESTROKED_SEED}) and preprocessed by core.data.preprocess.to_model_input. Nothing else: "
-                            "no MNIST validation or test images, no template drawings."),
+            "description": (f"MNIST training split ({len(mnist.train_y):,} images) plus {RESTROKED + LOW_RES:,} "
+                            f"of those same training digits re-drawn once each by core.data.drawings.restroke_digit "
+                            f"(thinned, re-stroked with a round 8-30 px pen on a 280 px canvas, random size, "
+                            f"position, slant, rotation and bend): the first {RESTROKED:,} as they are (seed "
+                            f"{RESTROKED_SEED}), the next {LOW_RES:,} first coarsened to 8×8 by "
+                            f"core.data.drawings.low_resolution (seed {LOW_RES_SEED}); all preprocessed by "
+                            "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "
+                            "no template drawings, no other dataset."),
             "mnist_train": len(mnist.train_y), "restroked_mnist_train": RESTROKED, "restroked_seed": RESTROKED_SEED,
-            "total": len(splits.train_y)}
+            "low_res_restroked_mnist_train": LOW_RES, "low_res_seed": LOW_RES_SEED, "total": len(splits.train_y)}
         ASSETS.mkdir(exist_ok=True)
         shutil.copyfile(weights, STARTER_WEIGHTS)
         atomic_write_json(STARTER_CARD, {
@@ -129,12 +150,17 @@ def main() -> int:
             "drawings": {"images": len(labels), "seed": 0, "accuracy": templates},
             "handwriting": {**handwriting, "source": f"the first {HANDWRITING:,} MNIST test digits, re-stroked "
                                                      "by core.data.drawings.restroke_digit (never trained on)"},
+            "coarse_handwriting": {**coarse_report, "source": f"the same {HANDWRITING:,} MNIST test digits coarsened "
+                                                             "to 8×8, then re-stroked (never trained on)"},
+            "outside_handwriting": {**outside_report, "source": "scikit-learn's 1,797 digits (UCI; 43 writers, not "
+                                                               "MNIST) re-stroked with 10-20 px pens (never trained on)"},
             "versions": record.versions,
         })
         card = model_card(record, store.read_metrics(record.id), STARTER_WEIGHTS.name)
-        atomic_write_bytes(ASSETS / "STARTER_MODEL_CARD.md", with_data_section(card, training_data, handwriting).encode())
+        atomic_write_bytes(ASSETS / "STARTER_MODEL_CARD.md",
+                           with_data_section(card, training_data, handwriting, coarse_report, outside_report).encode())
         print(json.dumps({**metrics, **timings, "handwriting_per_digit": handwriting["per_digit"],
-                          "misreads": handwriting["misreads"]}))
+                          "misreads": handwriting["misreads"], "outside_misreads": outside_report["misreads"]}))
     return 0
 
 
@@ -146,20 +172,29 @@ def sha_check(sha: str) -> str:
     return sha
 
 
-def with_data_section(card: str, training_data: dict, handwriting: dict) -> str:
+def with_data_section(card: str, training_data: dict, handwriting: dict, coarse: dict, outside: dict) -> str:
     """The generated card plus what exactly the starter learned from and how it reads held-out handwriting."""
     per_digit = ", ".join(f"{d}: {a:.1%}" for d, a in handwriting["per_digit"].items())
+    outside_digits = ", ".join(f"{d}: {a:.1%}" for d, a in outside["per_digit"].items())
     section = "\n".join([
         "## Training data", "",
         training_data["description"], "",
         f"- MNIST training split: {training_data['mnist_train']:,} images",
         f"- Re-stroked MNIST training digits (generated): {training_data['restroked_mnist_train']:,} images",
+        f"- Coarsened, then re-stroked MNIST training digits (generated): "
+        f"{training_data['low_res_restroked_mnist_train']:,} images",
         f"- Total: {training_data['total']:,} images; validation (5,000) and test (10,000) are MNIST's own.", "",
         "## Held-out handwriting drawings", "",
         f"The first {handwriting['images']:,} MNIST test digits, re-stroked with seed {handwriting['seed']} and "
         f"preprocessed as the app does: {handwriting['accuracy']:.2%} right.", "",
         f"- Per digit: {per_digit}",
-        f"- Most common misreads (true->read: count): {', '.join(handwriting['misreads']) or 'none'}", "", ""])
+        f"- Most common misreads (true->read: count): {', '.join(handwriting['misreads']) or 'none'}",
+        f"- The same digits coarsened to 8×8 first: {coarse['accuracy']:.2%} right.", "",
+        "## Handwriting from outside MNIST", "",
+        f"scikit-learn's {outside['images']:,} digits (UCI: 43 writers, never trained on), re-stroked with 10-20 px "
+        f"pens: {outside['accuracy']:.2%} right.", "",
+        f"- Per digit: {outside_digits}",
+        f"- Most common misreads: {', '.join(outside['misreads']) or 'none'}", "", ""])
     return card.replace("## Training settings", section + "## Training settings", 1)
 
 

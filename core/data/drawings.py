@@ -21,6 +21,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from scipy import ndimage
 from skimage.morphology import skeletonize
@@ -329,6 +331,19 @@ def restroked_inputs(images: np.ndarray, seed: int = 0, start: int = 0, size: in
     for i, image in enumerate(images):
         out[i] = to_model_input(restroke_digit(image, np.random.default_rng([seed, start + i]), size, pen))
     return out
+
+
+def low_resolution(images_u8: np.ndarray, side: int = 8) -> np.ndarray:
+    """Digits as a coarse scanner saw them: the 20×20 box area-averaged to side×side at 17 grey levels, then
+    blown back up to 20×20 in 28×28 (how scikit-learn's 8×8 digits reach 28×28 in core.data.datasets).
+
+    Re-stroked, such digits lose the fine shape MNIST keeps (a flag, a gap, a loop), as strangers' scrawls do.
+    """
+    x = torch.from_numpy(np.asarray(images_u8)).float().div(255.0).unsqueeze(1)[:, :, 4:24, 4:24]
+    small = F.adaptive_avg_pool2d(x, side)
+    small = (small / small.amax((2, 3), keepdim=True).clamp_min(1e-6) * 16).round() / 16
+    big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
+    return (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def reading_report(labels: np.ndarray, guesses: np.ndarray, top: int = 8) -> dict[str, object]:
