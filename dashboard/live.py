@@ -48,7 +48,7 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     jobs = state.job_manager()
     status = snap["status"]
     head, button = st.columns([4, 1], vertical_alignment="center")
-    head.markdown(f"**{record.name}** · {record.model} on {record.dataset}")
+    head.markdown(f"**{record.name}**" + _what(record))
     if status == "queued":
         st.info(f"Queued — position {jobs.queue_position(record.id) or 1} behind the run on {snap['device']}.")
     total = max(snap["total_steps"], 1)
@@ -91,7 +91,7 @@ def _stored_run(record: RunRecord) -> None:
     """A run this server is not training (finished earlier, or before a restart): what the store knows."""
     head, button = st.columns([4, 1], vertical_alignment="center")
     accuracy = record.metrics.get("test_accuracy")
-    head.markdown(f"**{record.name}** · {record.model} on {record.dataset} — latest run, **{record.status}**"
+    head.markdown(f"**{record.name}**{_what(record)} — latest run, **{record.status}**"
                   + (f", test accuracy **{accuracy:.2%}**" if accuracy is not None else "") + ".")
     if record.message:
         (st.error if record.status in ("failed", "diverged") else st.info)(record.message)
@@ -100,6 +100,12 @@ def _stored_run(record: RunRecord) -> None:
     history = state.run_store().read_metrics(record.id)
     if history:
         _curves([], history, record)
+
+
+def _what(record: RunRecord) -> str:
+    """The " · model on dataset" after a run's name, unless the name already says just that."""
+    what = f"{record.model} on {record.dataset}"
+    return "" if record.name == what else f" · {what}"
 
 
 def _resume_button(run_id: str, where) -> None:

@@ -421,6 +421,8 @@ def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
     assert any(f"**{newest.name}**" in m.value and "latest run" in m.value and "completed" in m.value
                for m in app.markdown)
     assert not any("No training yet" in i.value for i in app.info)
+    titles = [c.proto.spec for c in app.get("plotly_chart")]
+    assert sum("Learning-rate schedule" in t for t in titles) == 1  # one LR chart on the page, not two
 
 
 def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path):

@@ -114,6 +114,19 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
     expect(page.get_by_text(re.compile(r"1 run: 1 cancelled"))).to_be_visible(timeout=30_000)
 
 
+def test_the_run_settings_stay_open_while_they_are_edited(server, page):
+    open_page(page, f"{server}/train")
+    page.get_by_text("Run settings (precision, device, seed, limits)").click()
+    seed = page.get_by_label("Seed")
+    expect(seed).to_be_visible(timeout=10_000)
+    seed.fill("7")
+    seed.press("Tab")  # commits the edit: the script reruns
+    page.wait_for_timeout(1500)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=30_000)
+    expect(page.get_by_label("Seed")).to_be_visible()
+    expect(page.get_by_label("Seed")).to_have_value("7")
+
+
 def test_clicking_a_confusion_matrix_cell_shows_its_images(server, page):
     open_page(page, f"{server}/evaluate")
     chart = page.locator("[data-testid='stPlotlyChart']").first

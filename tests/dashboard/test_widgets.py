@@ -1,0 +1,34 @@
+"""The shared figures look right on a laptop screen: no stray legends, no clipped labels, sane axes."""
+from __future__ import annotations
+
+import numpy as np
+
+from dashboard import explain_plots, widgets
+
+
+def test_a_single_epoch_does_not_stretch_the_accuracy_axis():
+    fig = widgets.accuracy_figure([{"epoch": 1, "train_accuracy": 0.91, "val_accuracy": 0.95}])
+    low, high = fig.layout.yaxis.range
+    assert 0.85 < low < 0.91 and 0.95 < high <= 1.0  # not 0-150%
+
+
+def test_probability_labels_are_not_clipped_at_100_percent():
+    fig = widgets.probability_bars([1.0] + [0.0] * 9, [str(i) for i in range(10)], 0)
+    assert fig.data[0].cliponaxis is False and fig.layout.yaxis.range[1] > 1.1
+
+
+def test_attribution_grid_has_no_legend():
+    maps = np.random.default_rng(0).normal(size=(10, 28, 28))
+    fig = explain_plots.attribution_grid(maps, np.zeros((28, 28)), [str(i) for i in range(10)], {3: "← predicted"}, "t")
+    assert fig.layout.showlegend is False
+
+
+def test_verdicts_read_as_english():
+    assert [widgets.article(c) for c in ("8", "7", "Ankle boot", "T-shirt/top", "1")] == ["an", "a", "an", "a", "a"]
+
+
+def test_the_live_loss_chart_carries_the_learning_rate_the_run_reported():
+    steps = [(1, 2.3, 1e-4), (2, 2.1, 2e-4), (3, 1.9, 3e-4)]
+    fig = widgets.loss_figure(steps, [])
+    lr = next(trace for trace in fig.data if trace.name == "learning rate")
+    assert list(lr.y) == [1e-4, 2e-4, 3e-4] and lr.yaxis == "y2"
