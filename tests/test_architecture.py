@@ -18,8 +18,7 @@ def test_core_never_imports_streamlit():
             f"for name in {modules!r}: importlib.import_module(name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'streamlit', 'streamlit_drawable_canvas'})\n"
             "assert not bad, bad\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    _runs_cleanly(code)
     for path in CORE.rglob("*.py"):
         text = path.read_text()
         assert "import streamlit" not in text and "from streamlit" not in text, path
@@ -31,13 +30,17 @@ def test_inference_stands_in_its_own_room():
             "bad = sorted(m for m in sys.modules if m.startswith(('core.training', 'core.insight'))\n"
             "             or m.split('.')[0] in {'shap', 'lime', 'captum'})\n"
             "assert not bad, bad\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    _runs_cleanly(code)
 
 
 def test_data_and_models_stand_on_nothing_above_them():
     code = ("import sys, core.data.datasets, core.data.preprocess, core.data.drawings, core.models.zoo\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('core.training', 'core.inference', 'core.insight')))\n"
             "assert not bad, bad\n")
+    _runs_cleanly(code)
+
+
+def _runs_cleanly(code: str) -> None:
+    """Run `code` in a fresh interpreter (so earlier imports cannot hide a dependency) and expect success."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

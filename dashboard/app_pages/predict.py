@@ -36,14 +36,14 @@ def show_result(prediction: Prediction, origin: str, true_label: int | None = No
     top.markdown("Top 3:  \n" + "  \n".join(f"**{prediction.classes[i]}** {p:.1%}" for i, p in prediction.top(3)))
     if len(chosen) > 1:
         top.caption(f"Ensemble of {len(chosen)} models: probabilities averaged.")
-    st.plotly_chart(widgets.probability_bars(prediction.probs, prediction.classes, prediction.label, height=220),
-                    key=f"predict_probs_{origin}")
     request = state.ExplainRequest(origin, prediction.model_input, chosen[0], true_label)
     state.offer_to_explain(request)
-    if st.button("Explain this prediction", icon=":material/lightbulb:", key=f"predict_explain_{origin}",
-                 help="Opens Explain on this image with " + (names[chosen[0]] if len(chosen) == 1 else
-                                                             f"the first model of the ensemble, {names[chosen[0]]}")):
+    if top.button("Explain this prediction", icon=":material/lightbulb:", key=f"predict_explain_{origin}",
+                  help="Opens Explain on this image with " + (names[chosen[0]] if len(chosen) == 1 else
+                                                              f"the first model of the ensemble, {names[chosen[0]]}")):
         state.send_to_explain(request)
+    st.plotly_chart(widgets.probability_bars(prediction.probs, prediction.classes, prediction.label, height=220),
+                    key=f"predict_probs_{origin}")
 
 
 st.title("Draw & predict")
