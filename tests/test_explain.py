@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from core.errors import DigitLabError
-from core.insight.explain import ExplanationError, Explainer
+from core.errors import ExplanationError
+from core.insight.explain import Explainer
 from core.models.zoo import build_model
 
 BOX = np.zeros((28, 28), dtype=bool)

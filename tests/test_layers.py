@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.data.datasets import to_float
-from core.insight.explain import ExplanationError
+from core.errors import ExplanationError
 from core.insight.layers import activations, input_filters, vit_tokens
 from core.models.zoo import ZOO, build_model
 

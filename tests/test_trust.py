@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.insight.explain import ExplanationError, Explainer
+from core.errors import ExplanationError
+from core.insight.explain import Explainer
 from core.insight.trust import additivity, deletion_curve, ink_order, randomisation_check
 from tests.test_explain import box_explainer, noise, trained_cnn
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.insight.explain import ExplanationError, as_image, readonly
+from core.errors import ExplanationError
+from core.insight.explain import as_image, readonly
 
 SKIPPED = (nn.Dropout, nn.Identity, nn.Flatten)  # they show nothing their neighbour does not
 

@@ -14,7 +14,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from core.insight.explain import Attribution, ExplanationError, Explainer, as_image, readonly
+from core.errors import ExplanationError
+from core.insight.explain import Attribution, Explainer, as_image, readonly
 from core.models.zoo import ResidualBlock
 
 
