@@ -31,6 +31,7 @@ PAGES = {
     "Understand": [
         st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
         st.Page("app_pages/explain.py", title="Explain", icon=":material/lightbulb:", url_path="explain"),
+        st.Page("app_pages/robustness.py", title="Robustness & privacy", icon=":material/shield:", url_path="robustness"),
         st.Page("app_pages/under_the_hood.py", title="Under the hood", icon=":material/functions:", url_path="under-the-hood"),
     ],
 }

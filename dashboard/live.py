@@ -63,6 +63,10 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     m3.metric("ETA", f"{snap['eta_seconds']:.0f} s" if snap["eta_seconds"] is not None else "–")
     last_val = snap["history"][-1]["val_accuracy"] if snap["history"] else None
     m4.metric("Val accuracy", f"{last_val:.2%}" if last_val is not None else "–")
+    if record.config.get("dp"):  # DP-SGD: the privacy spent so far, after each epoch
+        spent = snap["history"][-1].get("epsilon") if snap["history"] else None
+        st.metric("Privacy spent ε", f"{spent:.2f} of {record.config.get('target_epsilon', 0):g}"
+                  if spent is not None else "–", help="(ε, δ)-differential privacy accounted by Opacus after each epoch")
 
     if status in ("queued", "running"):
         if button.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):

@@ -19,6 +19,7 @@ from core.errors import DigitLabError
 from core.inference.evaluation import split_predictions
 from core.training.jobs import JobManager
 from core.runs import RunRecord, RunStore
+from core.tasks import TaskRunner
 from core.inference.weights import STARTER, model_source
 
 
@@ -27,6 +28,12 @@ from core.inference.weights import STARTER, model_source
 def job_manager() -> JobManager:
     """One job manager (and run store) for the whole server, shared by every session."""
     return JobManager.shared(RunStore())
+
+
+@st.cache_resource(show_spinner=False)
+def task_runner() -> TaskRunner:
+    """One background runner for long computations (robustness curves, corruptions), shared by sessions."""
+    return TaskRunner()
 
 
 def run_store() -> RunStore:

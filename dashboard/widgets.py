@@ -117,6 +117,56 @@ def digit_image(image: Any, scale: int = 4) -> np.ndarray:
     return np.kron(arr, np.ones((scale, scale), dtype=np.float32)).clip(0, 1)
 
 
+def signed_image(delta: np.ndarray, scale: int = 4) -> np.ndarray:
+    """A signed 28×28 map as an RGB picture: red where pixels went up, blue where they went down, white = 0."""
+    bound = float(np.abs(delta).max()) or 1.0
+    t = np.kron(np.asarray(delta, np.float32) / bound, np.ones((scale, scale), np.float32))
+    up, down = np.clip(t, 0, 1), np.clip(-t, 0, 1)
+    return np.stack([1 - down, 1 - up - down, 1 - up], axis=-1).clip(0, 1)
+
+
+def robustness_figure(curves: dict[str, Any]) -> go.Figure:
+    """Accuracy against the attack's ε, one line per model (`curves`: name -> RobustnessCurve)."""
+    fig = go.Figure()
+    for i, (name, curve) in enumerate(curves.items()):
+        fig.add_scatter(x=list(curve.eps), y=list(curve.accuracy), mode="lines+markers", name=name,
+                        line=dict(color=PALETTE[i % len(PALETTE)]),
+                        hovertemplate="ε %{x}<br>accuracy %{y:.1%}<extra></extra>")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    first = next(iter(curves.values()), None)
+    attack = f"{first.attack.upper()}{f' ({first.steps} steps)' if first and first.attack == 'pgd' else ''}" if first else ""
+    return layout(fig, f"Accuracy under {attack} attack", "ε (largest change of any pixel, 0..1)", "accuracy", height=360)
+
+
+def privacy_figure(points: Sequence[dict[str, Any]], baseline: dict[str, Any] | None) -> go.Figure:
+    """Test accuracy against the privacy budget ε of private runs, beside the best non-private run."""
+    fig = go.Figure()
+    fig.add_scatter(x=[p["epsilon"] for p in points], y=[p["accuracy"] for p in points], mode="markers+text",
+                    text=[p["name"] for p in points], textposition="top center", name="private runs",
+                    marker=dict(size=11, color=PALETTE[0]), hovertemplate="%{text}<br>ε %{x:.2f}<br>%{y:.2%}<extra></extra>")
+    if baseline is not None:
+        fig.add_hline(y=baseline["accuracy"], line_dash="dash", line_color=PALETTE[1],
+                      annotation_text=f"not private: {baseline['name']} {baseline['accuracy']:.2%}")
+    fig.update_yaxes(tickformat=".1%")
+    fig.update_xaxes(rangemode="tozero")
+    return layout(fig, "What privacy costs: accuracy against ε", "ε (lower = more private)", "test accuracy", height=360)
+
+
+def clean_vs_robust_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """Clean test accuracy against accuracy under PGD attack; marker size grows with training time."""
+    seconds = np.asarray([r["seconds"] for r in rows], dtype=float)
+    sizes = 10 + 30 * np.sqrt(seconds / max(seconds.max(), 1e-9))
+    fig = go.Figure(go.Scatter(
+        x=[r["robust"] for r in rows], y=[r["clean"] for r in rows], mode="markers+text", text=[r["name"] for r in rows],
+        textposition="top center", marker=dict(size=sizes, color=PALETTE[0]), customdata=[[r["eps"], r["seconds"]] for r in rows],
+        hovertemplate="%{text}<br>robust %{x:.1%} (PGD ε %{customdata[0]})<br>clean %{y:.2%}<br>"
+                      "%{customdata[1]:.0f} s training<extra></extra>"))
+    fig.update_xaxes(tickformat=".0%")
+    fig.update_yaxes(tickformat=".1%")
+    return layout(fig, "Clean against robust accuracy (bigger = longer training)", "accuracy under PGD attack",
+                  "clean test accuracy", height=340)
+
+
 def article(label: str) -> str:
     """'a' or 'an' before a class name read aloud: an 8, an Ankle boot, a 7."""
     return "an" if label[:1].lower() in set("8aeiou") else "a"

@@ -6,7 +6,8 @@ One torch thread: on 2 cores shared with other work, two threads trained 3× slo
 
 The starter learns from MNIST's training split (55,000 images) plus generated drawings of those same
 training digits: RESTROKED re-drawn on the canvas (core.data.drawings.restroke_digit) and LOW_RES first
-coarsened as a low-resolution scanner would (core.data.drawings.low_resolution) and then re-drawn, all
+coarsened as a low-resolution scanner would (core.data.drawings.low_resolution, half of them stretched to
+fill their box as UCI's scans were) and then re-drawn, all
 preprocessed as the app does, so it reads handwriting drawn with any pen, not only MNIST's scans.
 Validation and test splits are MNIST's, untouched. Measured, never trained on: re-stroked MNIST *test*
 digits (fine and coarse), the template drawings, and scikit-learn's 1,797 digits (UCI, 43 other writers)
@@ -77,7 +78,10 @@ def main() -> int:
     workers = max(1, min(4, os.cpu_count() or 1))
     drawn = restroke_parallel(mnist.train_x[:RESTROKED].numpy(), RESTROKED_SEED, workers)
     coarse_ids = slice(RESTROKED, RESTROKED + LOW_RES)
-    coarse = restroke_parallel(low_resolution(mnist.train_x[coarse_ids].numpy()), LOW_RES_SEED, workers)
+    coarse_x = mnist.train_x[coarse_ids].numpy()
+    half = len(coarse_x) // 2  # half as they are, half stretched to fill the box first (as UCI's scans were)
+    coarse = restroke_parallel(np.concatenate([low_resolution(coarse_x[:half]), low_resolution(coarse_x[half:], fill=True)]),
+                               LOW_RES_SEED, workers)
     generate_seconds = time.perf_counter() - started
     print(f"re-stroked {len(drawn) + len(coarse):,} training digits in {generate_seconds:.0f} s", flush=True)
     splits = Splits(mnist.info, torch.cat([mnist.train_x, to_uint8(drawn), to_uint8(coarse)]),
@@ -137,7 +141,8 @@ def main() -> int:
                             f"(thinned, re-stroked with a round 8-30 px pen on a 280 px canvas, random size, "
                             f"position, slant, rotation and bend): the first {RESTROKED:,} as they are (seed "
                             f"{RESTROKED_SEED}), the next {LOW_RES:,} first coarsened to 8×8 by "
-                            f"core.data.drawings.low_resolution (seed {LOW_RES_SEED}); all preprocessed by "
+                            f"core.data.drawings.low_resolution, half of them stretched to fill their box first "
+                            f"(seed {LOW_RES_SEED}); all preprocessed by "
                             "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "
                             "no template drawings, no other dataset."),
             "mnist_train": len(mnist.train_y), "restroked_mnist_train": RESTROKED, "restroked_seed": RESTROKED_SEED,

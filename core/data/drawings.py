@@ -333,17 +333,30 @@ def restroked_inputs(images: np.ndarray, seed: int = 0, start: int = 0, size: in
     return out
 
 
-def low_resolution(images_u8: np.ndarray, side: int = 8) -> np.ndarray:
+def low_resolution(images_u8: np.ndarray, side: int = 8, fill: bool = False) -> np.ndarray:
     """Digits as a coarse scanner saw them: the 20×20 box area-averaged to side×side at 17 grey levels, then
     blown back up to 20×20 in 28×28 (how scikit-learn's 8×8 digits reach 28×28 in core.data.datasets).
 
-    Re-stroked, such digits lose the fine shape MNIST keeps (a flag, a gap, a loop), as strangers' scrawls do.
+    With `fill`, each digit's ink box is first stretched to fill the square, as UCI's digit scans were
+    normalised (a 1 becomes a wide bar). Re-stroked, such digits lose the fine shape MNIST keeps (a flag, a
+    gap, a loop), as strangers' scrawls do.
     """
-    x = torch.from_numpy(np.asarray(images_u8)).float().div(255.0).unsqueeze(1)[:, :, 4:24, 4:24]
-    small = F.adaptive_avg_pool2d(x, side)
+    x = torch.from_numpy(np.asarray(images_u8)).float().div(255.0).unsqueeze(1)
+    if fill:
+        x = torch.stack([_fill_box(im) for im in x])
+    small = F.adaptive_avg_pool2d(x[:, :, 4:24, 4:24], side)
     small = (small / small.amax((2, 3), keepdim=True).clamp_min(1e-6) * 16).round() / 16
     big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
     return (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def _fill_box(image: torch.Tensor) -> torch.Tensor:
+    """One (1, 28, 28) digit with its ink box stretched to the 20×20 square in the middle."""
+    rows, cols = torch.nonzero(image[0] > 0.12, as_tuple=True)
+    if len(rows) == 0:
+        return image
+    crop = image[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return F.pad(F.interpolate(crop[None], size=(20, 20), mode="bilinear", align_corners=False)[0], (4, 4, 4, 4))
 
 
 def reading_report(labels: np.ndarray, guesses: np.ndarray, top: int = 8) -> dict[str, object]:

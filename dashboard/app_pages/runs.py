@@ -115,6 +115,12 @@ else:
     cost = st.radio("Cost", list(labels), horizontal=True, key="runs_cost", format_func=labels.get)
     st.plotly_chart(widgets.cost_benefit_figure(rows, cost, labels[cost], log_x=cost != "train_images"),
                     key="runs_cost_chart")
+    robust = [r for r in pool if r.metrics.get("robust_accuracy") is not None and r.test_accuracy is not None]
+    if robust:
+        st.plotly_chart(widgets.clean_vs_robust_figure([
+            {"name": r.name, "clean": r.test_accuracy, "robust": r.metrics["robust_accuracy"],
+             "eps": r.metrics.get("robust_eps"), "seconds": r.timings.get("train_seconds") or 0} for r in robust]),
+            key="runs_robust_chart")
     verdict = versus_cheapest(rows, cost)
     if verdict is not None:
         st.markdown(f"**{verdict['best']['name']}** beats the cheapest run **{verdict['base']['name']}** by "

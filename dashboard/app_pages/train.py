@@ -74,6 +74,17 @@ with st.expander("Augmentation (rotation, zoom, shift, pen width, erasing — ne
                 st.session_state["train_aug_seed"] = st.session_state.get("train_aug_seed", 0) + 1
                 st.rerun()
 
+with st.expander("Robustness & privacy (adversarial training, differential privacy)", key="train_robust_open",
+                 on_change="rerun"):
+    left, right = st.columns(2)
+    for name in ("adversarial", "adv_eps", "adv_steps"):
+        form.draw(name, left)
+    for name in ("dp", "target_epsilon", "delta", "max_grad_norm"):
+        form.draw(name, right)
+    st.caption("Adversarial training learns from attacked images (FGSM with a random start is the cheap recipe); "
+               "DP-SGD clips each image's gradient and adds noise so the model reveals little about any one image. "
+               "Both cost accuracy and time: the Robustness & privacy page measures what they buy.")
+
 with st.expander("Run settings (precision, device, seed, limits)", key="train_run_open", on_change="rerun"):
     r1, r2, r3 = st.columns(3)
     form.draw("precision", r1)
