@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--presets", nargs="*", default=["fast", "robust", "private"],
                         help="presets to train (fast is the reference; default fast robust private)")
     parser.add_argument("--skip-starter", action="store_true", help="do not attack the starter")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to merge results into")
     parser.add_argument("--home", default=os.environ.get("DIGIT_LAB_HOME", ".digit-lab/bench"))
     args = parser.parse_args()
     store = RunStore(args.home)
@@ -46,8 +47,8 @@ def main() -> int:
                                  "torch": torch.__version__, "n": args.n, "pgd_steps": args.steps}}
 
     def save() -> None:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        args.results.parent.mkdir(exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=2) + "\n")
 
     def attack_all(model, name: str, eps_values, attacks=("fgsm", "pgd")) -> dict:
         out = {}
@@ -61,8 +62,8 @@ def main() -> int:
                       f"{time.perf_counter() - start:.0f} s)", flush=True)
         return out
 
-    if RESULTS.is_file():  # keep earlier measurements of what this run does not redo
-        results = {**json.loads(RESULTS.read_text()), "machine": results["machine"]}
+    if args.results.is_file():  # keep earlier measurements of what this run does not redo
+        results = {**json.loads(args.results.read_text()), "machine": results["machine"]}
     results.setdefault("presets", {})
     if not args.skip_starter:
         starter = load_source(model_source(store, "starter"))

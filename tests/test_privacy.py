@@ -79,13 +79,19 @@ def test_dp_refuses_what_its_accounting_cannot_cover(change, field):
     assert caught.value.field == field
 
 
-def test_dp_run_stores_epsilon_and_refuses_to_resume(store):
+def test_dp_run_prints_and_stores_epsilon_and_refuses_to_resume(store, capsys):
+    import json
+
+    from core.cli import main
     from core.training.experiment import create_run, execute_run
 
     cfg = TrainConfig(**{**DP, "epochs": 2})
-    record = execute_run(store, create_run(store, cfg).id)
+    assert main(["train", "--dataset", "digits", "--model", "seed-mlp", "--epochs", "2", "--batch-size", "64", "--dp",
+                 "--optimizer", "sgd", "--lr", "0.5", "--seed", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    record = store.get(summary["run_id"])
     assert record.status == "completed" and 0 < record.metrics["epsilon"] <= 3.0 * 1.02
-    assert [r["epsilon"] for r in store.read_metrics(record.id)][-1] == record.metrics["epsilon"]
+    assert summary["epsilon"] == record.metrics["epsilon"] == store.read_metrics(record.id)[-1]["epsilon"]
 
     run = create_run(store, cfg)
     checks = []
