@@ -100,3 +100,15 @@ def test_dp_run_prints_and_stores_epsilon_and_refuses_to_resume(store, capsys):
     with pytest.raises(DigitLabError, match="cannot resume"):
         execute_run(store, run.id, resume=True)
     assert store.get(run.id).status == "cancelled"  # refused before anything changed
+
+
+def test_empty_poisson_batches_still_take_a_private_step(digits, monkeypatch):
+    from core.training import privacy
+
+    sizes, sample = [], privacy.PrivateSession.sample
+    monkeypatch.setattr(privacy.PrivateSession, "sample",
+                        lambda self, n, gen: sizes.append(len(idx := sample(self, n, gen))) or idx)
+    cfg = TrainConfig(**{**DP, "train_size": 100, "batch_size": 1, "epochs": 1, "limit_batches": 12})
+    outcome = train(cfg, digits)
+    assert outcome.status == "completed" and 0 in sizes  # q = 1/100: some batches are empty
+    assert outcome.state.step == 12 and math.isfinite(outcome.state.history[-1]["epsilon"])
