@@ -1,6 +1,7 @@
 """The `digit-lab` command line: train, resume, list and evaluate runs without the dashboard.
 
-`digit-lab train --preset seed-cnn --epochs 1 --json`; `digit-lab runs`; `digit-lab eval RUN`.
+`digit-lab train --preset seed-cnn --epochs 1 --json`; `digit-lab runs`; `digit-lab eval RUN`;
+`digit-lab robustness starter --attack pgd --eps 0.1`.
 Exit codes: 0 completed, 1 the run failed or diverged, 2 bad input, 130 stopped with Ctrl-C.
 """
 from __future__ import annotations
@@ -87,6 +88,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from core.data.datasets import load_splits
+    from core.insight.attacks import AttackSettings, adversarial_accuracy
+    from core.inference.weights import load_source, model_source
+
+    settings = AttackSettings(args.attack, args.eps, args.steps)  # bad values raise a sentence (exit 2)
+    if args.n < 1:
+        raise DigitLabError(f"--n must be at least 1 test image (got {args.n}).")
+    src = model_source(_store(), args.run)
+    splits = load_splits(src.dataset)
+    n = min(args.n, len(splits.test_y))
+    result = adversarial_accuracy(load_source(src), splits.test_x[:n], splits.test_y[:n], settings)
+    summary = {"run_id": src.key, "attack": result.attack, "eps": result.eps, "steps": result.steps, "n": result.n,
+               "clean_accuracy": result.clean_accuracy, "adversarial_accuracy": result.adversarial_accuracy}
+    print(json.dumps(summary) if args.json else
+          f"{src.name} ({src.key}) on {n} test images: clean accuracy {result.clean_accuracy:.2%}, under "
+          f"{result.attack.upper()}{f'-{result.steps}' if result.attack == 'pgd' else ''} at ε = {result.eps:g}: "
+          f"{result.adversarial_accuracy:.2%}")
+    return EXIT_OK
+
+
 # -- running with a progress bar and Ctrl-C as a cooperative stop ------------------------------
 def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> int:
     from tqdm import tqdm
@@ -107,7 +129,8 @@ def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> i
             bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}", refresh=False)
         elif kind == "epoch" and not args.json:
             bar.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
-                      f"val loss {event['val_loss']:.4f}, val accuracy {event['val_accuracy']:.2%}")
+                      f"val loss {event['val_loss']:.4f}, val accuracy {event['val_accuracy']:.2%}"
+                      + (f", privacy ε so far {event['epsilon']:.2f}" if "epsilon" in event else ""))
 
     try:
         record = execute_run(store, run_id, on_event=on_event, should_stop=stop.is_set, resume=resume)
@@ -117,13 +140,21 @@ def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> i
     summary = {"run_id": record.id, "status": record.status, "test_accuracy": record.metrics.get("test_accuracy"),
                "train_seconds": record.timings.get("train_seconds"),
                "images_per_second": record.timings.get("images_per_second"), "message": record.message}
+    for key in ("epsilon", "robust_accuracy", "robust_eps"):  # DP and adversarial runs
+        if key in record.metrics:
+            summary[key] = record.metrics[key]
     if args.json:
         print(json.dumps(summary))
     else:
         acc = summary["test_accuracy"]
         print(f"run {record.id}: {record.status}" + (f", test accuracy {acc:.2%}" if acc is not None else "")
               + (f", {summary['train_seconds']:.1f} s training at {summary['images_per_second']:.0f} images/s"
-                 if summary["train_seconds"] else "") + (f"\n{record.message}" if record.message else ""))
+                 if summary["train_seconds"] else "")
+              + (f", privacy ε = {summary['epsilon']:.2f} (δ = {record.metrics.get('delta', 0):g})"
+                 if "epsilon" in summary else "")
+              + (f", PGD accuracy at ε = {summary['robust_eps']:g}: {summary['robust_accuracy']:.2%}"
+                 if "robust_accuracy" in summary else "")
+              + (f"\n{record.message}" if record.message else ""))
     return {"completed": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(record.status, EXIT_RUN_FAILED)
 
 
@@ -194,6 +225,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(handler=cmd_eval)
+
+    rob = sub.add_parser("robustness", help="accuracy of a run's model under an adversarial attack")
+    rob.add_argument("run", help="run id, unique id prefix, name, 'starter', or a .safetensors file")
+    rob.add_argument("--attack", choices=["fgsm", "pgd"], default="pgd")
+    rob.add_argument("--eps", type=float, default=0.1, help="L∞ radius in pixel units of [0, 1] (default 0.1)")
+    rob.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
+    rob.add_argument("--n", type=int, default=1000, help="test images to attack (default 1000)")
+    rob.add_argument("--json", action="store_true")
+    rob.set_defaults(handler=cmd_robustness)
     return parser
 
 

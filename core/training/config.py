@@ -18,6 +18,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+ADVERSARIAL = ("none", "fgsm", "pgd")  # adversarial training: fgsm = FGSM with random start (Wong et al.)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Setting:
     """How one TrainConfig field is shown and checked: the form, the CLI help and validation all read this."""
 
     label: str  # what a person sees, in the form and in error messages
-    group: str  # model, optimisation, regularisation, augmentation, run
+    group: str  # model, optimisation, regularisation, augmentation, robustness & privacy, run, fine-tuning
     kind: str = "number"  # number, integer, choice, flag, text
     low: float | None = None
     high: float | None = None
@@ -93,6 +94,19 @@ SETTINGS: dict[str, Setting] = {
     "stroke": Setting("Pen width ±", "augmentation", low=0.0, high=1.0, widget="slider",
                       help="Thicken or thin strokes, as different pens do"),
     "erase_prob": Setting("Erasing probability", "augmentation", low=0.0, high=1.0, widget="slider"),
+    "adversarial": Setting("Adversarial training", "robustness & privacy", "choice", options=ADVERSARIAL,
+                           help="Train on attacked images: fgsm = one step from a random start (fast), pgd = several"),
+    "adv_eps": Setting("Attack radius ε (pixels, 0..1)", "robustness & privacy", low=0.0, high=1.0, low_open=True, step=0.01,
+                       help="How far each pixel may move; 0.3 is the usual MNIST benchmark"),
+    "adv_steps": Setting("PGD steps", "robustness & privacy", "integer", 1, 100, shown_if=("adversarial", "pgd")),
+    "dp": Setting("Differential privacy (DP-SGD)", "robustness & privacy", "flag",
+                  help="Clip each image's gradient and add noise, so the model reveals little about any one image"),
+    "target_epsilon": Setting("Privacy budget ε", "robustness & privacy", low=0.05, high=100.0, step=0.5,
+                              shown_if=("dp", True), help="Lower is more private; about 1 to 8 is usual"),
+    "delta": Setting("Privacy δ", "robustness & privacy", low=0.0, high=0.01, low_open=True, step=1e-6,
+                     shown_if=("dp", True), help="Well below 1 / training images; 1e-5 for MNIST"),
+    "max_grad_norm": Setting("Per-image gradient clip", "robustness & privacy", low=0.0, high=100.0, low_open=True,
+                             step=0.1, shown_if=("dp", True)),
     "precision": Setting("Precision", "run", "choice", options=PRECISIONS),
     "device": Setting("Device", "run", "choice", options=DEVICES),
     "seed": Setting("Seed", "run", "integer", 0, 2**31 - 1),
@@ -138,6 +152,13 @@ class TrainConfig:
     train_on_val: bool = False  # also train on the validation images (all 60,000, as the article's Keras code)
     init_from: str | None = None  # start from this run's weights ("starter" = the shipped model): fine-tuning
     focus_errors: float = 0.0  # over-sample images the starting model finds hard: weight 1 + k·(1 − p(true))
+    adversarial: str = "none"  # none, fgsm (FGSM with random start, step 1.25·ε), pgd (adv_steps steps)
+    adv_eps: float = 0.1  # adversarial training: L∞ radius in pixel units of [0, 1]
+    adv_steps: int = 7  # adversarial training with pgd: steps of 2.5·ε/steps each
+    dp: bool = False  # DP-SGD (Opacus): per-image clipping, Gaussian noise, Poisson-sampled batches
+    target_epsilon: float = 3.0  # DP: privacy budget ε reached at the end of the run
+    delta: float = 1e-5  # DP: δ of (ε, δ)-differential privacy
+    max_grad_norm: float = 1.0  # DP: per-image gradient L2 clip
     max_steps: int | None = None  # stop after this many optimiser steps in total (smoke runs)
     limit_batches: int | None = None  # at most this many batches per epoch (smoke runs)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes, e.g. preset name
@@ -157,6 +178,10 @@ class TrainConfig:
         if self.train_on_val and self.patience:
             raise ConfigError("Early stopping needs held-out validation images; turn off 'also train on the "
                               "validation images'.", field="patience")
+        if self.dp:
+            from core.training.privacy import check_private_config
+
+            check_private_config(self)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -223,6 +248,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "config": dict(model="resnet", optimizer="adamw", lr=4e-3, schedule="onecycle", batch_size=128, epochs=5,
                        weight_decay=5e-4, label_smoothing=0.1, dropout=0.1, augment=True, rotate_deg=15.0,
                        scale=0.15, translate_px=2.5, stroke=0.8),
+    },
+    "robust": {
+        "floor": 0.98,  # clean test accuracy the preset must reach; its PGD accuracy is recorded as robust_accuracy
+        "summary": "Adversarially trained seed CNN: every batch attacked with FGSM from a random start (Wong et al., "
+                   "'Fast is better than free'), ε = 0.1, one-cycle Adam, 2 epochs over all 60,000 images (as `fast`).",
+        "config": dict(model="seed-cnn", optimizer="adam", lr=3e-3, schedule="onecycle", batch_size=128, epochs=2,
+                       train_on_val=True, adversarial="fgsm", adv_eps=0.1),
+    },
+    "private": {
+        "floor": 0.97,  # test accuracy the preset must reach at ε = 3, δ = 1e-5
+        "summary": "Differentially private seed CNN (DP-SGD with Opacus): (ε = 3, δ = 1e-5) over all 60,000 images, "
+                   "Poisson batches of 512 on average, per-image clip 0.1, SGD with momentum, 10 epochs.",
+        "config": dict(model="seed-cnn", optimizer="sgd", lr=1.0, momentum=0.9, schedule="cosine", batch_size=512,
+                       epochs=10, train_on_val=True, dp=True, target_epsilon=3.0, delta=1e-5, max_grad_norm=0.1),
     },
 }
 

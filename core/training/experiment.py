@@ -22,6 +22,8 @@ from core.training.train import Event, TrainOutcome, pick_device, train, trainin
 from core.inference.weights import load_source, model_source, save_model
 
 log = logging.getLogger(__name__)
+ROBUST_IMAGES = 1_000  # test images an adversarially trained run is attacked on (PGD-40 at its ε) when it ends
+ROBUST_STEPS = 40
 
 
 def create_run(store: RunStore, cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> RunRecord:
@@ -41,6 +43,9 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
         raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
     folder = store.folder(run_id)
     cfg = TrainConfig.from_dict(record.config)
+    if resume and cfg.dp:  # checked before the run is touched, so it stays as it was
+        raise DigitLabError(f"Run {run_id} trained with differential privacy and cannot resume: the privacy spent "
+                            "so far is not in its checkpoint, so ε would be reported wrong. Start it again.")
     store.update(run_id, status="running", owner_pid=os.getpid(), message="")
     try:
         device = pick_device(cfg.device)
@@ -90,6 +95,15 @@ def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcom
     if state.history:  # with early stopping the weights are the best epoch's, so its figures are reported
         row = min(state.history, key=lambda r: r["val_loss"]) if cfg.patience else state.history[-1]
         metrics.update(val_accuracy=row["val_accuracy"], val_loss=row["val_loss"])
+        if "epsilon" in state.history[-1]:  # DP: the privacy spent by the whole run
+            metrics.update(epsilon=state.history[-1]["epsilon"], delta=cfg.delta)
+    if cfg.adversarial != "none":  # Runs & compare plots clean against robust accuracy
+        from core.insight.attacks import AttackSettings, adversarial_accuracy
+
+        on_event({"type": "robustness", "images": ROBUST_IMAGES, "eps": cfg.adv_eps, "attack": "pgd"})
+        robust = adversarial_accuracy(state.model, splits.test_x[:ROBUST_IMAGES], splits.test_y[:ROBUST_IMAGES],
+                                      AttackSettings("pgd", cfg.adv_eps, ROBUST_STEPS), seed=cfg.seed)
+        metrics.update(robust_accuracy=robust.adversarial_accuracy, robust_eps=cfg.adv_eps)
     sha = save_model(store.weights_path(run_id), state.model, cfg.model, {"run_id": run_id, "dataset": cfg.dataset})
     return store.update(run_id, status=outcome.status, message=outcome.message, metrics=metrics, timings=timings,
                         weights_sha256=sha, owner_pid=None)

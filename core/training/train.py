@@ -6,6 +6,7 @@ resume from there. Nothing of the UI reaches this file.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -19,6 +20,7 @@ from core.errors import ConfigError
 from core.training.config import RunPlan, TrainConfig, plan
 from core.data.datasets import Splits, augment_batch, to_float
 from core.inference.metrics import evaluate, predict_probs
+from core.insight.attacks import AttackSettings, perturb
 from core.models.zoo import Classifier, build_model
 
 PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
@@ -128,6 +130,14 @@ def _cos_between(start: float, end: float, t: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def adversarial_settings(cfg: TrainConfig) -> AttackSettings:
+    """The attack that builds each training batch: FGSM from a random start with step 1.25·ε (Wong et al.,
+    "Fast is better than free"), or PGD with `adv_steps` steps of 2.5·ε/steps."""
+    if cfg.adversarial == "fgsm":
+        return AttackSettings("fgsm", cfg.adv_eps, 1, step=1.25 * cfg.adv_eps, random_start=True)
+    return AttackSettings("pgd", cfg.adv_eps, cfg.adv_steps)
+
+
 def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = None,
           on_event: Callable[[Event], None] = lambda e: None,
           should_stop: Callable[[], bool] = lambda: False,
@@ -136,8 +146,17 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     """Train `cfg.model` on `splits.train_*`, validating on `splits.val_*` after every epoch.
 
     `init_weights` starts from a trained model (fine-tuning); with `cfg.focus_errors` the images that
-    model finds hard are over-sampled.
+    model finds hard are over-sampled. With `cfg.dp` it trains with DP-SGD and every epoch row carries `epsilon`.
     """
+    with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave
+        return _train(cfg, splits, cleanup, device=device, on_event=on_event, should_stop=should_stop,
+                      save_state=save_state, resume=resume, init_weights=init_weights)
+
+
+def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, device: torch.device | None,
+           on_event: Callable[[Event], None], should_stop: Callable[[], bool],
+           save_state: Callable[[TrainState], None], resume: TrainState | None,
+           init_weights: dict[str, torch.Tensor] | None) -> TrainOutcome:
     device = device or pick_device(cfg.device)
     run = plan(cfg, splits.sizes())
     splits = training_splits(cfg, splits)
@@ -154,9 +173,21 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     model, optimizer = state.model, state.optimizer
     n_train, per_epoch, total_steps = run.train_images, run.steps_per_epoch, run.total_steps
     use_bf16 = cfg.precision == "bf16"
+    attack = adversarial_settings(cfg) if cfg.adversarial != "none" else None
+    private, forward = None, model
+    if cfg.dp:
+        from core.errors import ConfigError
+        from core.training.privacy import private_training
+
+        if resume is not None:  # the accountant's history is not in the checkpoint: refuse rather than misreport ε
+            raise ConfigError("A differentially private run cannot resume: the privacy spent so far is not in its "
+                              "checkpoint, so ε would be reported wrong. Start it again.", field="dp")
+        private = cleanup.enter_context(private_training(cfg, model, optimizer, n_train, total_steps, device))
+        forward, optimizer = private.module, private.optimizer  # Poisson batches of q·N images on average
     on_event({"type": "started", "epoch": state.epoch, "step": state.step, "total_steps": total_steps,
               "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "device": str(device),
-              "train_size": n_train, "resumed": resume is not None})
+              "train_size": n_train, "resumed": resume is not None,
+              **({"noise_multiplier": private.noise_multiplier, "sample_rate": private.sample_rate} if private else {})})
 
     for epoch in range(state.epoch, cfg.epochs):
         # Per-epoch generator: shuffling and augmentation depend only on (seed, epoch), so a run
@@ -172,17 +203,20 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
             if should_stop():
                 state.train_seconds += time.perf_counter() - epoch_start
                 return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
-            idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            idx = private.sample(n_train, gen) if private else order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
             x, y = to_float(splits.train_x[idx]), splits.train_y[idx]
             if cfg.augment:
                 x = augment_batch(x, gen, rotate_deg=cfg.rotate_deg, scale=cfg.scale,
                                   translate_px=cfg.translate_px, erase_prob=cfg.erase_prob, stroke=cfg.stroke)
+            if attack is not None:  # the model learns on the attacked batch (attacked in train mode, as Wong et al.)
+                x = perturb(model, x, y, attack, generator=gen, eval_mode=False)
             lr = lr_at(cfg, state.step, total_steps, per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                logits = forward(x)
+                loss = (F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing) if len(y)
+                        else logits.sum() * 0.0)  # an empty Poisson batch still takes a (noise-only) DP step
             if cfg.l1:
                 loss = loss + cfg.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
             loss_value = loss.item()  # a device sync; needed every step for divergence detection
@@ -211,6 +245,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
                "train_accuracy": epoch_correct / max(epoch_seen, 1), "val_loss": val.loss,
                "val_accuracy": val.accuracy, "lr": lr_at(cfg, max(state.step - 1, 0), total_steps, per_epoch),
                "seconds": state.train_seconds}
+        if private:  # the privacy spent so far, for the live chart and the run's record
+            row["epsilon"] = private.epsilon()
         state.history.append(row)
         state.epoch = epoch + 1
         improved = val.loss < state.best_val_loss
