@@ -166,7 +166,8 @@ if corrupt_tab.open is not False:
 
 if privacy_tab.open is not False:
     with privacy_tab:
-        runs = [r for r in state.run_store().list(status="completed") if r.dataset == src.dataset]
+        shown = state.current_dataset()  # the sidebar's dataset: private and ordinary runs trained on it
+        runs = [r for r in state.run_store().list(status="completed") if r.dataset == shown]
         private = [r for r in runs if "epsilon" in r.metrics]
         public = [r for r in runs if "epsilon" not in r.metrics and r.test_accuracy is not None]
         st.markdown("**What ε means.** A model trained with (ε, δ)-differential privacy behaves almost the same "
@@ -175,7 +176,7 @@ if privacy_tab.open is not False:
                     "is strong protection, ε = 3 is common in practice, ε ≥ 10 promises little. The price is "
                     "accuracy: each image's gradient is clipped and noise is added to every step.")
         if not private:
-            st.info("No private run yet: train the **private** preset (or switch on differential privacy in the Train "
+            st.info(f"No private run on {state.dataset_title(shown)} yet: train the **private** preset (or switch on differential privacy in the Train "
                     "page's settings) to see accuracy against ε here.")
         else:
             best_public = max(public, key=lambda r: r.test_accuracy, default=None)

@@ -13,7 +13,7 @@ from tests.dashboard.conftest import assert_clean, canvas_payload, goto, open_ta
 
 # Draw & predict's tab labels (dashboard/app_pages/predict.py SOURCES; the page cannot be imported outside a run)
 SOURCES = [":material/draw: Draw", ":material/upload: Upload", ":material/casino: Test image"]
-PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "under_the_hood"]
+PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "robustness", "under_the_hood"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -435,3 +435,63 @@ def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path
     assert not any("stopped early" in option for option in app.selectbox(key="app_run").options)
     app.toggle(key="app_include_unfinished").set_value(True).run()
     assert any("stopped early (cancelled)" in option for option in app.selectbox(key="app_run").options)
+
+
+def test_robustness_page_attacks_an_image_and_hands_it_to_explain(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=2)
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[1]).run()
+    goto(app, "robustness")
+    assert_clean(app)
+    app.radio(key="robust_attack").set_value("pgd").run()
+    app.slider(key="robust_eps").set_value(0.3).run()
+    verdict = next(m.value for m in app.markdown if m.value.startswith(("**The attack worked:**", "**The model held:**")))
+    assert "at most 0.30" in verdict
+    assert verdict.startswith("**The attack worked:**")  # PGD at 0.3 fools a model trained for 10 steps
+    app.button(key="robust_explain").click().run()
+    assert_clean(app)
+    assert app.title[0].value == "Explain"
+    assert app.radio(key="explain_source").value == "The image from Robustness & privacy"
+
+
+def test_robustness_curves_run_in_the_background_and_show_when_done(app, tmp_path):
+    from dashboard.state import task_runner
+
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(ids[0]).run()
+    goto(app, "robustness")
+    open_tab(app, "robust_tab", "Robustness curves")
+    app.select_slider(key="robust_curve_n").set_value(100).run()
+    app.button(key="robust_curve_run").click().run()
+    assert_clean(app)
+    task = task_runner().wait(app.session_state["robust_curve"]["task"], timeout=120)
+    assert task.status == "done"
+    curve = next(iter(task.result.values()))
+    assert curve.accuracy[0] >= curve.accuracy[-1]  # accuracy falls as ε grows
+    app.run()
+    assert any("Accuracy under PGD" in str(c.proto.spec) for c in app.get("plotly_chart"))
+    open_tab(app, "robust_tab", "Corruptions")
+    app.button(key="robust_corrupt_run").click().run()
+    table = task_runner().wait(app.session_state["robust_corrupt"]["task"], timeout=120)
+    assert table.status == "done"
+    app.run()
+    assert_clean(app)
+    table = next(d.value for d in app.dataframe if "noise" in d.value.index)  # rendered inside the polling fragment
+    assert list(table.index)[:2] == ["noise", "blur"] and list(table.columns) == [1, 2, 3, 4, 5]
+
+
+def test_privacy_tab_shows_what_privacy_cost(app, tmp_path):
+    store, ids = _finished_runs(tmp_path / "home", n=1)
+    cfg = TrainConfig(model="seed-cnn", dataset="digits", epochs=2, batch_size=64, dp=True, target_epsilon=8.0,
+                      optimizer="sgd", lr=0.5)
+    private = execute_run(store, create_run(store, cfg, name="private run").id)
+    assert private.status == "completed" and private.metrics["epsilon"] <= 8.0 + 1e-6
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    goto(app, "robustness")
+    open_tab(app, "robust_tab", "Privacy")
+    assert_clean(app)
+    assert any("privacy costs" in m.value and "private run" in m.value for m in app.markdown)

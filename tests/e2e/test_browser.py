@@ -12,7 +12,7 @@ from tests.e2e.conftest import VIEWPORT, open_page
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 VERDICT = re.compile(r"^It's an? |^Not sure")
 PAGES = {"home": "", "train": "train", "runs": "runs", "predict": "predict", "evaluate": "evaluate",
-         "explain": "explain", "under-the-hood": "under-the-hood"}
+         "explain": "explain", "robustness": "robustness", "under-the-hood": "under-the-hood"}
 SHOTS = REPO / "test-artifacts" / "pages"
 
 # Everything a person could see cut off or spilling out: sideways scrolling, an element wider than its
@@ -125,6 +125,17 @@ def test_the_run_settings_stay_open_while_they_are_edited(server, page):
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=30_000)
     expect(page.get_by_label("Seed")).to_be_visible()
     expect(page.get_by_label("Seed")).to_have_value("7")
+
+
+def test_an_attack_on_one_image_is_shown_with_both_answers(server, page):
+    open_page(page, f"{server}/robustness")
+    page.get_by_text("PGD (40 steps)").click()
+    verdict = page.get_by_text(re.compile(r"^The (attack worked|model held):"))
+    expect(verdict).to_be_visible(timeout=60_000)
+    expect(verdict).to_contain_text("every pixel moved by at most 0.10")
+    for caption in ("original", "adversarial"):
+        expect(page.get_by_text(caption, exact=True)).to_be_visible()
+    expect(page.get_by_text("Before the attack")).to_be_visible()
 
 
 def test_clicking_a_confusion_matrix_cell_shows_its_images(server, page):
