@@ -75,7 +75,8 @@ def main() -> int:
         record = execute_run(store, create_run(store, cfg, name=f"benchmark {preset}").id)
         row = {"run_id": record.id, "status": record.status, "message": record.message,
                "test_accuracy": record.metrics.get("test_accuracy"), "floor": PRESETS[preset]["floor"],
-               "train_seconds": record.timings.get("train_seconds"), "wall_seconds": round(time.perf_counter() - start, 1),
+               "train_seconds": record.timings.get("train_seconds"),
+               "wall_seconds": round(time.perf_counter() - start, 1),
                "epsilon": record.metrics.get("epsilon"), "delta": record.metrics.get("delta"),
                "robust_accuracy": record.metrics.get("robust_accuracy"), "robust_eps": record.metrics.get("robust_eps")}
         print(f"{preset}: {row}", flush=True)
@@ -93,10 +94,12 @@ def print_tables(results: dict) -> None:
     n, steps = results["machine"]["n"], results["machine"]["pgd_steps"]
     s = results.get("starter") or {}
     if s:
-        print(f"\nStarter under attack ({n:,} MNIST test images; PGD {steps} steps, step 2.5·ε/{steps}, random start)\n")
+        print(f"\nStarter under attack ({n:,} MNIST test images; PGD {steps} steps, step 2.5·ε/{steps}, "
+              "random start)\n")
         print("| attack | clean | " + " | ".join(f"ε = {e:g}" for e in EPS) + " |\n|---|---|" + "---|" * len(EPS))
     for attack in ("fgsm", "pgd") if s else ():
-        print(f"| {attack.upper()} | {s['clean']:.2%} | " + " | ".join(f"{s[f'{attack}@{e:g}']:.2%}" for e in EPS) + " |")
+        cells = " | ".join(f"{s[f'{attack}@{e:g}']:.2%}" for e in EPS)
+        print(f"| {attack.upper()} | {s['clean']:.2%} | {cells} |")
     rows = results.get("presets") or {}
     if not rows:
         return

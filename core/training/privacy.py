@@ -117,7 +117,8 @@ def private_training(cfg, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     module = GradSampleModule(model, loss_reduction="mean")
     noise = torch.Generator(device=device).manual_seed(cfg.seed * 7_919 + 1)
     dp_optimizer = DPOptimizer(optimizer, noise_multiplier=sigma, max_grad_norm=cfg.max_grad_norm,
-                               expected_batch_size=cfg.batch_size, loss_reduction="mean", generator=noise)
+                               expected_batch_size=max(1, round(sample_rate * n_train)),  # q·N: the mean's divisor
+                               loss_reduction="mean", generator=noise)
     accountant = RDPAccountant()
     dp_optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     try:
