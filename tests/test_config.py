@@ -78,3 +78,12 @@ def test_plan_counts_images_and_steps_after_every_limit():
     assert (capped.steps_per_epoch, capped.total_steps, capped.images) == (10, 25, 2_500)
     both = plan(TrainConfig(train_size=1_000, train_on_val=True), sizes)  # the limit applies before validation joins
     assert both.train_images == 6_000
+
+
+def test_a_privacy_delta_too_large_for_the_data_is_warned_about():
+    from core.training.config import advice
+
+    sizes = {"train": 1_000, "val": 100, "test": 100}
+    cfg = TrainConfig(model="seed-cnn", dp=True, delta=1e-2, optimizer="sgd")
+    assert any("δ" in note for note in advice(cfg, plan(cfg, sizes)))
+    assert not any("δ" in note for note in advice(cfg.replace(delta=1e-5), plan(cfg, sizes)))

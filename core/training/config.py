@@ -38,7 +38,7 @@ class Setting:
     step: float | None = None  # the form's increment
     form_high: float | None = None  # a slider's upper end when the useful range is narrower than the valid one
     help: str = ""
-    shown_if: tuple[str, str] | None = None  # only relevant when another field has this value
+    shown_if: tuple[str, Any] | None = None  # only relevant when another field has this value
 
     def check(self, name: str, value: Any) -> None:
         if value is None and self.optional:
@@ -314,6 +314,9 @@ def advice(cfg: TrainConfig, run: RunPlan) -> list[str]:
         notes.append(f"An L1 penalty of {cfg.l1:g} summed over all weights dominates the loss; try 1e-5 to 1e-4.")
     if cfg.dropout and cfg.model == "seed-mlp" and cfg.dropout > 0.5:
         notes.append("Dropout above 0.5 on a 128-unit layer leaves little capacity.")
+    if cfg.dp and cfg.delta >= 1 / run.train_images:
+        notes.append(f"A privacy δ of {cfg.delta:g} is not small against {run.train_images:,} training images: "
+                     f"δ should stay well below 1/N = {1 / run.train_images:.1e}, or one image may leak outright.")
     if cfg.precision == "bf16" and cfg.model == "vit-tiny":
         notes.append("bf16 on this CPU is slower than fp32 for the tiny ViT (measured); keep fp32 unless on a GPU.")
     return notes
