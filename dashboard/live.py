@@ -95,8 +95,11 @@ def _stored_run(record: RunRecord) -> None:
     """A run this server is not training (finished earlier, or before a restart): what the store knows."""
     head, button = st.columns([4, 1], vertical_alignment="center")
     accuracy = record.metrics.get("test_accuracy")
+    epsilon = record.metrics.get("epsilon")
     head.markdown(f"**{record.name}**{_what(record)} — latest run, **{record.status}**"
-                  + (f", test accuracy **{accuracy:.2%}**" if accuracy is not None else "") + ".")
+                  + (f", test accuracy **{accuracy:.2%}**" if accuracy is not None else "")
+                  + (f", privacy spent ε = **{epsilon:.2f}** (δ = {record.metrics.get('delta', 0):g})"
+                     if epsilon is not None else "") + ".")
     if record.message:
         (st.error if record.status in ("failed", "diverged") else st.info)(record.message)
     if record.status in RESUMABLE:

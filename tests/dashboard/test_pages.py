@@ -495,3 +495,5 @@ def test_privacy_tab_shows_what_privacy_cost(app, tmp_path):
     open_tab(app, "robust_tab", "Privacy")
     assert_clean(app)
     assert any("privacy costs" in m.value and "private run" in m.value for m in app.markdown)
+    goto(app, "train")  # the latest run is the private one: the ε it spent is on the Train page
+    assert any(f"privacy spent ε = **{private.metrics['epsilon']:.2f}**" in m.value for m in app.markdown)
