@@ -176,8 +176,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
     attack = adversarial_settings(cfg) if cfg.adversarial != "none" else None
     private, forward = None, model
     if cfg.dp:
-        from core.errors import ConfigError
-        from core.training.privacy import private_training
+        from core.training.privacy import private_training  # Opacus loads only for private runs
 
         if resume is not None:  # the accountant's history is not in the checkpoint: refuse rather than misreport ε
             raise ConfigError("A differentially private run cannot resume: the privacy spent so far is not in its "
