@@ -187,8 +187,9 @@ def test_the_starter_reads_at_least_95_percent_of_held_out_restroked_handwriting
 def test_the_starter_card_states_what_it_learned_from():
     info = json.loads(STARTER_CARD.read_text())
     data = info["training_data"]
-    assert data["mnist_train"] == 55_000 and data["restroked_mnist_train"] > 0
-    assert data["total"] == data["mnist_train"] + data["restroked_mnist_train"]
-    assert {"test_accuracy", "drawings_accuracy", "handwriting_accuracy"} <= set(info["metrics"])
+    assert data["mnist_train"] == 55_000 and data["restroked_mnist_train"] > 0 and data["low_res_restroked_mnist_train"] > 0
+    assert data["total"] == data["mnist_train"] + data["restroked_mnist_train"] + data["low_res_restroked_mnist_train"]
+    assert {"test_accuracy", "drawings_accuracy", "handwriting_accuracy", "outside_handwriting_accuracy"} <= set(info["metrics"])
     card = (ASSETS / "STARTER_MODEL_CARD.md").read_text()
-    assert f"{data['restroked_mnist_train']:,}" in card and "MNIST training split" in card
+    assert f"{data['restroked_mnist_train']:,}" in card and f"{data['low_res_restroked_mnist_train']:,}" in card
+    assert "MNIST training split" in card and "outside MNIST" in card
