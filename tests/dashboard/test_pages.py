@@ -1,4 +1,4 @@
-"""AppTest for every page: renders cleanly; Train starts a real run that then shows on Runs."""
+"""AppTest for every page: renders cleanly; Train, Runs, Evaluate, Explain and Under the hood at work."""
 from __future__ import annotations
 
 import time
@@ -9,15 +9,18 @@ import pytest
 from core.training.config import TrainConfig
 from core.training.experiment import create_run, execute_run
 from core.runs import RunStore
-from tests.dashboard.conftest import assert_clean, canvas_payload, goto, open_tab
+from tests.dashboard.conftest import assert_clean, goto, open_tab
+from tests.dashboard.pages_helpers import evaluate_page, finished_runs
 
-# Draw & predict's tab labels (dashboard/app_pages/predict.py SOURCES; the page cannot be imported outside a run)
-SOURCES = [":material/draw: Draw", ":material/upload: Upload", ":material/casino: Test image"]
 PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "robustness", "under_the_hood"]
 
 
 @pytest.mark.parametrize("page", PAGES)
+
+
 @pytest.mark.parametrize("dataset", ["digits", "mnist"])
+
+
 def test_every_page_renders_without_error(app, page, dataset, request):
     if dataset == "mnist":
         request.getfixturevalue("mnist")  # skipped locally without MNIST, a failure in CI
@@ -84,17 +87,8 @@ def test_preset_fills_the_form(app):
     assert app.number_input(key="train_batch_size").value == 100
 
 
-def _finished_runs(home, n=2):
-    store = RunStore(home)
-    ids = []
-    for i, model in enumerate(["seed-mlp", "seed-cnn"][:n]):
-        cfg = TrainConfig(model=model, dataset="digits", epochs=2, limit_batches=5, seed=i)
-        ids.append(execute_run(store, create_run(store, cfg, name=f"run {model}").id).id)
-    return store, ids
-
-
 def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home")
+    store, ids = finished_runs(tmp_path / "home")
     app.run()
     goto(app, "runs")
     assert_clean(app)
@@ -120,7 +114,7 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
 
 
 def test_runs_page_deletes_only_after_confirmation(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
+    store, ids = finished_runs(tmp_path / "home", n=1)
     app.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     goto(app, "runs")
@@ -129,54 +123,6 @@ def test_runs_page_deletes_only_after_confirmation(app, tmp_path):
     app.checkbox(key=f"runs_delete_sure_{ids[0]}").check().run()
     app.button(key="runs_delete").click().run()
     assert store.list() == []
-
-
-def test_predict_page_reads_an_injected_drawing(app):
-    from core.data.drawings import draw_digit
-
-    canvas = draw_digit(7, np.random.default_rng(3))
-    app.run()
-    goto(app, "predict")
-    app.session_state["predict_canvas_0"] = canvas_payload(canvas)
-    app.run()
-    assert_clean(app)
-    verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
-    assert verdicts and "**7**" in verdicts[0]
-
-
-def test_predict_page_says_draw_something_for_an_empty_canvas(app):
-    from core.data.drawings import draw_digit
-
-    app.run()
-    goto(app, "predict")
-    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(2, np.random.default_rng(1)))
-    app.run()
-    assert any(m.value.startswith("### ") for m in app.markdown)  # the canvas is read: a verdict
-    app.session_state["predict_canvas_0"] = canvas_payload(np.zeros((280, 280, 4), np.uint8))
-    app.run()
-    assert_clean(app)
-    assert any("Draw a digit" in i.value for i in app.info)
-    assert not any(m.value.startswith("### ") for m in app.markdown)  # and the old verdict is gone
-
-
-def test_each_source_keeps_its_own_answer(app):
-    from core.data.drawings import draw_digit
-
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    goto(app, "predict")
-    open_tab(app, "predict_source", SOURCES[2])
-    app.button(key="predict_random").click().run()  # a test image first ...
-    sampled = [m.value for m in app.markdown if m.value.startswith("### ")]
-    assert len(sampled) == 1
-    open_tab(app, "predict_source", SOURCES[0])
-    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(1, np.random.default_rng(0)))
-    app.run()  # ... then a drawing of a 1
-    assert_clean(app)
-    drawn = [m.value for m in app.markdown if m.value.startswith("### ")]
-    assert len(drawn) == 1 and "**1**" in drawn[0]  # only the open tab's answer is on screen
-    open_tab(app, "predict_source", SOURCES[2])
-    assert [m.value for m in app.markdown if m.value.startswith("### ")] == sampled  # the test image kept its own
 
 
 def test_under_the_hood_steps_the_numpy_mlp(app):
@@ -190,18 +136,8 @@ def test_under_the_hood_steps_the_numpy_mlp(app):
     assert steps.value == "10"
 
 
-def _evaluate(app, tmp_path, n=2):
-    store, ids = _finished_runs(tmp_path / "home", n=n)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[0]).run()
-    goto(app, "evaluate")
-    assert_clean(app)
-    return store, ids
-
-
 def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app, tmp_path):
-    store, ids = _evaluate(app, tmp_path)
+    store, ids = evaluate_page(app, tmp_path)
     accuracy = next(m for m in app.metric if m.label == "Accuracy").value
     assert accuracy == f"{store.get(ids[0]).metrics['test_accuracy']:.2%}"
     app.selectbox(key="eval_compare").set_value(ids[1]).run()
@@ -210,7 +146,7 @@ def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app,
 
 
 def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
-    store, ids = _evaluate(app, tmp_path, n=2)
+    store, ids = evaluate_page(app, tmp_path, n=2)
     app.selectbox(key="app_run").set_value(ids[1]).run()  # not the newest default: the hand-off must keep it
     text = next(m.value for m in app.markdown if "were read as" in m.value)  # the most frequent confusion
     count = int(text.split("**")[1])
@@ -231,7 +167,7 @@ def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
 
 
 def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
-    store, ids = _evaluate(app, tmp_path, n=1)
+    store, ids = evaluate_page(app, tmp_path, n=1)
     app.number_input(key="eval_retrain_epochs").set_value(1).run()
     app.button(key="eval_retrain").click().run()
     assert_clean(app)
@@ -245,7 +181,7 @@ def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
 
 
 def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=2)
+    store, ids = finished_runs(tmp_path / "home", n=2)
     app.run()
     app.selectbox(key="app_dataset").set_value("digits").run()
     app.selectbox(key="app_run").set_value(ids[1]).run()  # the CNN: SHAP deep applies too
@@ -274,42 +210,6 @@ def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
     assert any("over 100 images" in c.value for c in app.caption)
 
 
-def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app, tmp_path):
-    from core.data.drawings import draw_digit
-
-    store, ids = _finished_runs(tmp_path / "home", n=2)
-    app.run()
-    goto(app, "predict")
-    app.multiselect(key="predict_models").set_value([ids[0]]).run()  # not the sidebar's starter
-    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(6, np.random.default_rng(2)))
-    app.run()
-    app.button(key="predict_explain_Draw & predict").click().run()
-    assert_clean(app)
-    assert app.title[0].value == "Explain"
-    assert app.radio(key="explain_source").value == "The image from Draw & predict"
-    assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{store.get(ids[0]).name}**")
-
-
-def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
-    import io
-
-    from PIL import Image
-
-    from core.data.drawings import draw_digit
-
-    alpha = draw_digit(4, np.random.default_rng(5))[..., 3]
-    paper = Image.fromarray((255 - alpha * 0.8).astype(np.uint8), "L")  # dark ink on white paper
-    buffer = io.BytesIO()
-    paper.save(buffer, format="JPEG")
-    app.run()
-    goto(app, "predict")
-    open_tab(app, "predict_source", SOURCES[1])
-    app.file_uploader(key="predict_upload").upload("four.jpg", buffer.getvalue(), "image/jpeg").run()
-    assert_clean(app)
-    verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
-    assert verdicts and "**4**" in verdicts[0]
-
-
 def test_first_render_does_not_load_the_explanation_libraries():
     import subprocess
     import sys
@@ -326,7 +226,7 @@ def test_first_render_does_not_load_the_explanation_libraries():
 
 
 def test_explain_random_button_picks_another_test_image(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
+    store, ids = finished_runs(tmp_path / "home", n=1)
     app.run()
     app.selectbox(key="app_dataset").set_value("digits").run()
     app.selectbox(key="app_run").set_value(ids[0]).run()
@@ -345,7 +245,7 @@ def test_explain_random_button_picks_another_test_image(app, tmp_path):
 
 
 def test_train_page_survives_its_run_being_deleted(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
+    store, ids = finished_runs(tmp_path / "home", n=1)
     app.session_state["handoff_watched_job"] = ids[0]  # dashboard.state.watch_job's key
     store.delete(ids[0])
     app.run()
@@ -379,7 +279,7 @@ def test_comparing_runs_with_the_same_name(app, tmp_path):
 
 
 def test_evaluate_reports_damaged_weights_instead_of_crashing(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
+    store, ids = finished_runs(tmp_path / "home", n=1)
     path = store.weights_path(ids[0])
     path.write_bytes(path.read_bytes()[:-8] + b"tampered")
     app.run()
@@ -413,7 +313,7 @@ def test_a_click_on_a_confusion_cell_selects_that_cell():
 
 
 def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=2)
+    store, ids = finished_runs(tmp_path / "home", n=2)
     app.run()
     goto(app, "train")
     assert_clean(app)
@@ -426,7 +326,7 @@ def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
 
 
 def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
+    store, ids = finished_runs(tmp_path / "home", n=1)
     cfg = TrainConfig(model="seed-cnn", dataset="digits", epochs=2, limit_batches=5)
     steps = iter(range(100))
     stopped = execute_run(store, create_run(store, cfg, name="stopped early").id, should_stop=lambda: next(steps) >= 2)
@@ -435,65 +335,3 @@ def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path
     assert not any("stopped early" in option for option in app.selectbox(key="app_run").options)
     app.toggle(key="app_include_unfinished").set_value(True).run()
     assert any("stopped early (cancelled)" in option for option in app.selectbox(key="app_run").options)
-
-
-def test_robustness_page_attacks_an_image_and_hands_it_to_explain(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=2)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[1]).run()
-    goto(app, "robustness")
-    assert_clean(app)
-    app.radio(key="robust_attack").set_value("pgd").run()
-    app.slider(key="robust_eps").set_value(0.3).run()
-    verdict = next(m.value for m in app.markdown if m.value.startswith(("**The attack worked:**", "**The model held:**")))
-    assert "at most 0.30" in verdict
-    assert verdict.startswith("**The attack worked:**")  # PGD at 0.3 fools a model trained for 10 steps
-    app.button(key="robust_explain").click().run()
-    assert_clean(app)
-    assert app.title[0].value == "Explain"
-    assert app.radio(key="explain_source").value == "The image from Robustness & privacy"
-
-
-def test_robustness_curves_run_in_the_background_and_show_when_done(app, tmp_path):
-    from dashboard.state import task_runner
-
-    store, ids = _finished_runs(tmp_path / "home", n=1)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[0]).run()
-    goto(app, "robustness")
-    open_tab(app, "robust_tab", "Robustness curves")
-    app.select_slider(key="robust_curve_n").set_value(100).run()
-    app.button(key="robust_curve_run").click().run()
-    assert_clean(app)
-    task = task_runner().wait(app.session_state["robust_curve"]["task"], timeout=120)
-    assert task.status == "done"
-    curve = next(iter(task.result.values()))
-    assert curve.accuracy[0] >= curve.accuracy[-1]  # accuracy falls as ε grows
-    app.run()
-    assert any("Accuracy under PGD" in str(c.proto.spec) for c in app.get("plotly_chart"))
-    open_tab(app, "robust_tab", "Corruptions")
-    app.button(key="robust_corrupt_run").click().run()
-    table = task_runner().wait(app.session_state["robust_corrupt"]["task"], timeout=120)
-    assert table.status == "done"
-    app.run()
-    assert_clean(app)
-    table = next(d.value for d in app.dataframe if "noise" in d.value.index)  # rendered inside the polling fragment
-    assert list(table.index)[:2] == ["noise", "blur"] and list(table.columns) == [1, 2, 3, 4, 5]
-
-
-def test_privacy_tab_shows_what_privacy_cost(app, tmp_path):
-    store, ids = _finished_runs(tmp_path / "home", n=1)
-    cfg = TrainConfig(model="seed-cnn", dataset="digits", epochs=2, batch_size=64, dp=True, target_epsilon=8.0,
-                      optimizer="sgd", lr=0.5)
-    private = execute_run(store, create_run(store, cfg, name="private run").id)
-    assert private.status == "completed" and private.metrics["epsilon"] <= 8.0 + 1e-6
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    goto(app, "robustness")
-    open_tab(app, "robust_tab", "Privacy")
-    assert_clean(app)
-    assert any("privacy costs" in m.value and "private run" in m.value for m in app.markdown)
-    goto(app, "train")  # the latest run is the private one: the ε it spent is on the Train page
-    assert any(f"privacy spent ε = **{private.metrics['epsilon']:.2f}**" in m.value for m in app.markdown)

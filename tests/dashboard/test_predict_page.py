@@ -1,0 +1,94 @@
+"""Draw & predict in AppTest: each source keeps its own answer, bad input, the hand-off to Explain."""
+from __future__ import annotations
+
+import numpy as np
+
+from tests.dashboard.conftest import assert_clean, canvas_payload, goto, open_tab
+from tests.dashboard.pages_helpers import finished_runs
+
+# The page's tab labels (dashboard/app_pages/predict.py SOURCES; the page cannot be imported outside a run)
+SOURCES = [":material/draw: Draw", ":material/upload: Upload", ":material/casino: Test image"]
+
+
+def test_predict_page_reads_an_injected_drawing(app):
+    from core.data.drawings import draw_digit
+
+    canvas = draw_digit(7, np.random.default_rng(3))
+    app.run()
+    goto(app, "predict")
+    app.session_state["predict_canvas_0"] = canvas_payload(canvas)
+    app.run()
+    assert_clean(app)
+    verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert verdicts and "**7**" in verdicts[0]
+
+
+def test_predict_page_says_draw_something_for_an_empty_canvas(app):
+    from core.data.drawings import draw_digit
+
+    app.run()
+    goto(app, "predict")
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(2, np.random.default_rng(1)))
+    app.run()
+    assert any(m.value.startswith("### ") for m in app.markdown)  # the canvas is read: a verdict
+    app.session_state["predict_canvas_0"] = canvas_payload(np.zeros((280, 280, 4), np.uint8))
+    app.run()
+    assert_clean(app)
+    assert any("Draw a digit" in i.value for i in app.info)
+    assert not any(m.value.startswith("### ") for m in app.markdown)  # and the old verdict is gone
+
+
+def test_each_source_keeps_its_own_answer(app):
+    from core.data.drawings import draw_digit
+
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    goto(app, "predict")
+    open_tab(app, "predict_source", SOURCES[2])
+    app.button(key="predict_random").click().run()  # a test image first ...
+    sampled = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert len(sampled) == 1
+    open_tab(app, "predict_source", SOURCES[0])
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(1, np.random.default_rng(0)))
+    app.run()  # ... then a drawing of a 1
+    assert_clean(app)
+    drawn = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert len(drawn) == 1 and "**1**" in drawn[0]  # only the open tab's answer is on screen
+    open_tab(app, "predict_source", SOURCES[2])
+    assert [m.value for m in app.markdown if m.value.startswith("### ")] == sampled  # the test image kept its own
+
+
+def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app, tmp_path):
+    from core.data.drawings import draw_digit
+
+    store, ids = finished_runs(tmp_path / "home", n=2)
+    app.run()
+    goto(app, "predict")
+    app.multiselect(key="predict_models").set_value([ids[0]]).run()  # not the sidebar's starter
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(6, np.random.default_rng(2)))
+    app.run()
+    app.button(key="predict_explain_Draw & predict").click().run()
+    assert_clean(app)
+    assert app.title[0].value == "Explain"
+    assert app.radio(key="explain_source").value == "The image from Draw & predict"
+    assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{store.get(ids[0]).name}**")
+
+
+def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
+    import io
+
+    from PIL import Image
+
+    from core.data.drawings import draw_digit
+
+    alpha = draw_digit(4, np.random.default_rng(5))[..., 3]
+    paper = Image.fromarray((255 - alpha * 0.8).astype(np.uint8), "L")  # dark ink on white paper
+    buffer = io.BytesIO()
+    paper.save(buffer, format="JPEG")
+    app.run()
+    goto(app, "predict")
+    open_tab(app, "predict_source", SOURCES[1])
+    app.file_uploader(key="predict_upload").upload("four.jpg", buffer.getvalue(), "image/jpeg").run()
+    assert_clean(app)
+    verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert verdicts and "**4**" in verdicts[0]
