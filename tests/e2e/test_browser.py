@@ -49,6 +49,13 @@ def _stroke(page, box, points, steps=12):
     page.mouse.up()
 
 
+def _wait_until_idle(page) -> None:
+    """The script has finished its rerun and the components it drew have settled."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=60_000)
+    page.wait_for_timeout(1000)
+
+
 def _on_screen(locator) -> bool:
     box = locator.bounding_box()
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"]
@@ -75,6 +82,7 @@ def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
     page.get_by_role("tab", name=re.compile("Draw")).click()
     canvas = page.locator(CANVAS)
     expect(canvas).to_be_visible(timeout=30_000)
+    _wait_until_idle(page)  # switching tabs reruns the page: draw on the canvas it ends with, not one being replaced
     _stroke(page, canvas.bounding_box(), [(0.5, 0.12), (0.5, 0.88)])  # a 1: one vertical stroke
     verdict = page.get_by_text(VERDICT)
     expect(verdict).to_have_count(1, timeout=30_000)  # only the drawing's answer is on screen
@@ -108,7 +116,7 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
     page.get_by_role("button", name=re.compile("^Stop")).click()
     expect(page.get_by_text(re.compile("Stopped. Resume continues"))).to_be_visible(timeout=30_000)
     page.reload()  # a reload still shows the run, not "No training yet"
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=90_000)
+    _wait_until_idle(page)
     expect(page.get_by_text(re.compile(r"latest run, cancelled|Stopped. Resume continues"))).to_be_visible(timeout=30_000)
     page.locator("a[data-testid='stSidebarNavLink']", has_text="Runs & compare").click()
     expect(page.get_by_text(re.compile(r"1 run: 1 cancelled"))).to_be_visible(timeout=30_000)
@@ -121,8 +129,7 @@ def test_the_run_settings_stay_open_while_they_are_edited(server, page):
     expect(seed).to_be_visible(timeout=10_000)
     seed.fill("7")
     seed.press("Tab")  # commits the edit: the script reruns
-    page.wait_for_timeout(1500)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=30_000)
+    _wait_until_idle(page)
     expect(page.get_by_label("Seed")).to_be_visible()
     expect(page.get_by_label("Seed")).to_have_value("7")
 
