@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,3 +148,19 @@ def test_robustness_command_prints_clean_and_adversarial_accuracy(store, capsys)
 def test_robustness_command_bad_input_exits_2_with_a_sentence(argv, message, store, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_one_image_attack_stays_in_the_ball_and_reports_both_answers():
+    from core.insight.attacks import attack_image
+    from core.models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("seed-mlp").eval()
+    image = np.zeros((28, 28), np.float32)
+    image[6:22, 13:15] = 1.0  # a 1
+    result = attack_image(model, image, None, AttackSettings("pgd", 0.2, 10))
+    assert np.abs(result.perturbation).max() <= 0.2 + 1e-6
+    assert result.adversarial.min() >= 0 and result.adversarial.max() <= 1
+    assert result.probs.shape == result.adversarial_probs.shape == (10,)
+    target = int(result.probs.argmax())  # attacked against its own answer: that answer must lose probability
+    assert result.adversarial_probs[target] < result.probs[target]

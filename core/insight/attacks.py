@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -158,6 +159,33 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
 
 
 # -- accuracy under attack ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OneAttack:
+    """One image before and after an attack, with the model's probabilities for both."""
+
+    image: np.ndarray  # (28, 28) float32 in [0, 1]
+    adversarial: np.ndarray  # (28, 28) float32 in [0, 1], within ε of `image`
+    probs: np.ndarray  # (10,) before
+    adversarial_probs: np.ndarray  # (10,) after
+
+    @property
+    def perturbation(self) -> np.ndarray:
+        return self.adversarial - self.image
+
+
+def attack_image(model: torch.nn.Module, image: np.ndarray, label: int | None, settings: AttackSettings,
+                 seed: int = 0) -> OneAttack:
+    """Attack one 28×28 image (floats in [0, 1]) against `label`, or against the model's own answer when None."""
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32)).reshape(1, 1, 28, 28)
+    with torch.no_grad():
+        before = torch.softmax(model(x.to(_device_of(model))).float(), 1)[0].cpu()
+    target = int(before.argmax()) if label is None else int(label)
+    adversarial = perturb(model, x, torch.tensor([target]), settings, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        after = torch.softmax(model(adversarial.to(_device_of(model))).float(), 1)[0].cpu()
+    return OneAttack(x[0, 0].numpy(), adversarial[0, 0].cpu().numpy(), before.numpy(), after.numpy())
+
+
 def adversarial_accuracy(model: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor,
                          settings: AttackSettings, *, batch_size: int = 500, seed: int = 0,
                          progress: Progress | None = None) -> AttackResult:

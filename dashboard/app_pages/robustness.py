@@ -4,11 +4,11 @@ differential privacy costs in accuracy. Long computations run in the background 
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from core.data.datasets import unit
 from core.errors import DigitLabError
-from core.insight.attacks import CORRUPTIONS, SEVERITY_PARAMS, AttackSettings, corruption_table, perturb, robustness_curve
+from core.insight.attacks import (CORRUPTIONS, SEVERITY_PARAMS, AttackSettings, attack_image, corruption_table,
+                                  robustness_curve)
 from core.inference.weights import load_source, model_source
 from dashboard import state, widgets
 
@@ -78,15 +78,8 @@ if one_tab.open is not False:
         else:
             offer = offers[source.removeprefix("The image from ")]
             image, label = offer.image, offer.label
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32))[None, None]
-        with torch.no_grad():
-            clean_probs = torch.softmax(model(x), 1)[0].numpy()
-        target = label if label is not None else int(clean_probs.argmax())  # attack the true label, else the answer
-        adversarial = perturb(model, x, torch.tensor([target]), AttackSettings(attack, eps, 40 if attack == "pgd" else 1),
-                              generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            adv_probs = torch.softmax(model(adversarial), 1)[0].numpy()
-        delta = (adversarial - x)[0, 0].numpy()
+        result = attack_image(model, image, label, AttackSettings(attack, eps, 40 if attack == "pgd" else 1))
+        clean_probs, adv_probs, delta = result.probs, result.adversarial_probs, result.perturbation
         before, after = int(clean_probs.argmax()), int(adv_probs.argmax())
         verdict = ("**The attack worked:** " if before != after else "**The model held:** ")
         st.markdown(verdict + f"{src.name} read **{classes[before]}** ({clean_probs[before]:.0%}) and now reads "
@@ -94,14 +87,14 @@ if one_tab.open is not False:
         a, b, c = st.columns(3)
         a.image(widgets.digit_image(image, 5), width=140, clamp=True, caption="original")
         b.image(widgets.signed_image(delta, 5), width=140, caption=f"perturbation (amplified; max |Δ| {np.abs(delta).max():.2f})")
-        c.image(widgets.digit_image(adversarial[0, 0].numpy(), 5), width=140, clamp=True, caption="adversarial")
+        c.image(widgets.digit_image(result.adversarial, 5), width=140, clamp=True, caption="adversarial")
         left, right = st.columns(2)
         left.plotly_chart(widgets.probability_bars(clean_probs, classes, before, height=220).update_layout(
             title_text="Before the attack"), key="robust_probs_before")
         right.plotly_chart(widgets.probability_bars(adv_probs, classes, after, height=220).update_layout(
             title_text="After the attack"), key="robust_probs_after")
         if st.button("Explain the adversarial image", icon=":material/lightbulb:", key="robust_explain"):
-            state.send_to_explain(state.ExplainRequest("Robustness & privacy", adversarial[0, 0].numpy(), src.key, label))
+            state.send_to_explain(state.ExplainRequest("Robustness & privacy", result.adversarial, src.key, label))
 
 if curve_tab.open is not False:
     with curve_tab:
