@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from core.training.config import SETTINGS, TrainConfig
+from core.data.datasets import DATASETS
 from core.models.zoo import ZOO
 
 VALUES = "train_values"  # the form's values; widget state is dropped when a widget is hidden, these are not
@@ -45,7 +46,7 @@ def draw(name: str, where: Any = st) -> None:
     st.session_state.setdefault(key, st.session_state[VALUES][name])
     if setting.kind == "choice":
         where.selectbox(setting.label, list(setting.options), key=key, help=setting.help or None,
-                        format_func=_model_title if name == "model" else str)
+                        format_func=TITLES.get(name, str))
     elif setting.kind == "flag":
         where.toggle(setting.label, key=key, help=setting.help or None)
     elif setting.kind == "integer":
@@ -74,5 +75,7 @@ def config_values() -> dict[str, Any]:
 
 
 def _model_title(name: str) -> str:
-    spec = ZOO[name]
-    return f"{spec.title} — {spec.params:,} params, {spec.flops / 1e6:.1f} MFLOPs"
+    return f"{ZOO[name].title} · {ZOO[name].params / 1000:.0f}k params"  # short: it must fit a third of the page
+
+
+TITLES = {"model": _model_title, "dataset": lambda name: DATASETS[name].title}  # how some choices read

@@ -39,7 +39,8 @@ model_col, opt_col, reg_col = st.columns(3)
 with model_col:
     st.markdown("**Model & data**")
     form.draw("model")
-    st.caption(ZOO[st.session_state[form.VALUES]["model"]].description)
+    spec = ZOO[st.session_state[form.VALUES]["model"]]
+    st.caption(f"{spec.description} {spec.params:,} parameters, {spec.flops / 1e6:.1f} MFLOPs per image.")
     form.draw("dataset")
     form.draw("train_size")
 with opt_col:
