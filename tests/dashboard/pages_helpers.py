@@ -20,9 +20,14 @@ def finished_runs(home, n=2):
 def evaluate_page(app, tmp_path, n=2):
     """Finished runs, the digits dataset and the first run chosen in the sidebar; Evaluate opened."""
     store, ids = finished_runs(tmp_path / "home", n=n)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[0]).run()
-    goto(app, "evaluate")
+    open_with_model(app, "evaluate", ids[0])
     assert_clean(app)
     return store, ids
+
+
+def open_with_model(app, page: str, run_id: str) -> None:
+    """Start the app on the built-in digits with `run_id` as the sidebar's model, then open `page`."""
+    app.run()
+    app.selectbox(key="app_dataset").set_value("digits").run()
+    app.selectbox(key="app_run").set_value(run_id).run()
+    goto(app, page)

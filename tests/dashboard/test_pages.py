@@ -10,7 +10,7 @@ from core.training.config import TrainConfig
 from core.training.experiment import create_run, execute_run
 from core.runs import RunStore
 from tests.dashboard.conftest import assert_clean, goto, open_tab
-from tests.dashboard.pages_helpers import evaluate_page, finished_runs
+from tests.dashboard.pages_helpers import evaluate_page, finished_runs, open_with_model
 
 PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "robustness", "under_the_hood"]
 
@@ -227,10 +227,7 @@ def test_first_render_does_not_load_the_explanation_libraries():
 
 def test_explain_random_button_picks_another_test_image(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home", n=1)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[0]).run()
-    goto(app, "explain")
+    open_with_model(app, "explain", ids[0])
     from core.data.datasets import load_splits
 
     labels = load_splits("digits").test_y

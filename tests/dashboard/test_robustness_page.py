@@ -4,15 +4,12 @@ from __future__ import annotations
 from core.training.config import TrainConfig
 from core.training.experiment import create_run, execute_run
 from tests.dashboard.conftest import assert_clean, goto, open_tab
-from tests.dashboard.pages_helpers import finished_runs
+from tests.dashboard.pages_helpers import finished_runs, open_with_model
 
 
 def test_robustness_page_attacks_an_image_and_hands_it_to_explain(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home", n=2)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[1]).run()
-    goto(app, "robustness")
+    open_with_model(app, "robustness", ids[1])
     assert_clean(app)
     app.radio(key="robust_attack").set_value("pgd").run()
     app.slider(key="robust_eps").set_value(0.3).run()
@@ -29,10 +26,7 @@ def test_robustness_curves_run_in_the_background_and_show_when_done(app, tmp_pat
     from dashboard.state import task_runner
 
     store, ids = finished_runs(tmp_path / "home", n=1)
-    app.run()
-    app.selectbox(key="app_dataset").set_value("digits").run()
-    app.selectbox(key="app_run").set_value(ids[0]).run()
-    goto(app, "robustness")
+    open_with_model(app, "robustness", ids[0])
     open_tab(app, "robust_tab", "Robustness curves")
     app.select_slider(key="robust_curve_n").set_value(100).run()
     app.button(key="robust_curve_run").click().run()
