@@ -1,7 +1,8 @@
 """The `digit-lab` command line: train, resume, list and evaluate runs without the dashboard.
 
 `digit-lab train --preset seed-cnn --epochs 1 --json`; `digit-lab runs`; `digit-lab eval RUN`;
-`digit-lab robustness starter --attack pgd --eps 0.1`.
+`digit-lab robustness starter --attack pgd --eps 0.1`;
+`digit-lab transfer --source mnist --target fashion-mnist --k 1,10,100 --seeds 3 --json`.
 Exit codes: 0 completed, 1 the run failed or diverged, 2 bad input, 130 stopped with Ctrl-C.
 """
 from __future__ import annotations
@@ -107,6 +108,55 @@ def cmd_robustness(args: argparse.Namespace) -> int:
           f"{result.attack.upper()}{f'-{result.steps}' if result.attack == 'pgd' else ''} at ε = {result.eps:g}: "
           f"{result.adversarial_accuracy:.2%}")
     return EXIT_OK
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from core.insight.invest import summarise, verdict
+    from core.training.transfer import (TransferSpec, create_experiment, experiment_points, get_experiment, k_label,
+                                        parse_ks, pretrain_summary, run_experiment)
+
+    store = _store()
+    if args.resume:
+        exp = get_experiment(store, args.resume)
+    else:
+        spec = TransferSpec(source=args.source, target=args.target, model=args.model, ks=parse_ks(args.k),
+                            seeds=args.seeds, backbone=args.backbone, pretrain_epochs=args.pretrain_epochs,
+                            pretrain_steps=args.pretrain_steps, epochs=args.epochs, max_steps=args.max_steps)
+        for dataset in (spec.source, spec.target):
+            _check_data(dataset)
+        exp = create_experiment(store, spec, name=args.name)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "run" and not (args.json or args.quiet):
+            print(f"[{event['index'] + 1}/{event['runs']}] {event['name']}", file=sys.stderr, flush=True)
+
+    try:
+        run_experiment(store, exp.id, on_event=on_event, should_stop=stop.is_set)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    points = experiment_points(store, exp)
+    if args.json:
+        print(json.dumps([{key: p[key] for key in ("strategy", "k", "seed", "test_accuracy", "train_seconds", "flops",
+                                                   "params", "status", "run_id")} for p in points]))
+    else:
+        print(f"experiment {exp.id}: {exp.name}")
+        print(f"{'strategy':9} {'k':>5} {'seed':>4} {'status':10} {'test acc':>8} {'seconds':>8} {'GFLOP':>9}")
+        for p in points:
+            acc = f"{p['test_accuracy']:.2%}" if p["test_accuracy"] is not None else "-"
+            secs = f"{p['train_seconds']:.1f}" if p["train_seconds"] is not None else "-"
+            flops = f"{p['flops'] / 1e9:,.1f}" if p["flops"] is not None else "-"
+            print(f"{p['strategy']:9} {k_label(p['k']):>5} {p['seed']:>4} {p['status']:10} {acc:>8} {secs:>8} {flops:>9}")
+        summary, pretrain = summarise(points), pretrain_summary(store, exp)
+        for k in exp.settings.ks:
+            print(verdict(summary, pretrain, k).text)
+    unfinished = [p for p in points if p["status"] != "completed"]
+    if stop.is_set():
+        print(f"Stopped; continue with: digit-lab transfer --resume {exp.id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_RUN_FAILED if unfinished else EXIT_OK
 
 
 # -- running with a progress bar and Ctrl-C as a cooperative stop ------------------------------
@@ -234,6 +284,26 @@ def _parser() -> argparse.ArgumentParser:
     rob.add_argument("--n", type=int, default=1000, help="test images to attack (default 1000)")
     rob.add_argument("--json", action="store_true")
     rob.set_defaults(handler=cmd_robustness)
+
+    tr = sub.add_parser("transfer", help="is pre-training worth it? linear probe, fine-tuning and scratch at k labels",
+                        description="Pre-train a backbone on SOURCE (or reuse --backbone RUN), then adapt it to TARGET "
+                                    "with k labelled images per class three ways (linear probe, fine-tuning, from "
+                                    "scratch), several seeds each. Every run lands in the run store.")
+    tr.add_argument("--source", default="mnist", help="pre-training dataset (default mnist)")
+    tr.add_argument("--target", default="fashion-mnist", help="downstream dataset (default fashion-mnist)")
+    tr.add_argument("--model", default="seed-cnn", help="backbone from the zoo (default seed-cnn)")
+    tr.add_argument("--k", default="1,5,10,50,100,all", help="labelled images per class, comma-separated; 'all' for "
+                                                             "every image (default 1,5,10,50,100,all)")
+    tr.add_argument("--seeds", type=int, default=3, help="runs per point (default 3)")
+    tr.add_argument("--backbone", help="a completed run on SOURCE to use as the pre-trained model")
+    tr.add_argument("--pretrain-epochs", type=int, default=2)
+    tr.add_argument("--pretrain-steps", type=int, help="stop pre-training after this many steps")
+    tr.add_argument("--epochs", type=int, default=4, help="downstream epochs per run (default 4)")
+    tr.add_argument("--max-steps", type=int, default=600, help="downstream steps per run at most (default 600)")
+    tr.add_argument("--name", help="a name for the experiment")
+    tr.add_argument("--resume", metavar="EXPERIMENT", help="continue a stopped experiment by its id")
+    _add_output_flags(tr)
+    tr.set_defaults(handler=cmd_transfer)
     return parser
 
 

@@ -26,6 +26,7 @@ PAGES = {
     "Train": [
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
         st.Page("app_pages/runs.py", title="Runs & compare", icon=":material/leaderboard:", url_path="runs"),
+        st.Page("app_pages/invest.py", title="Invest", icon=":material/savings:", url_path="invest"),
     ],
     "Use": [st.Page("app_pages/predict.py", title="Draw & predict", icon=":material/draw:", url_path="predict")],
     "Understand": [

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.errors import DataUnavailableError
+from core.errors import ConfigError, DataUnavailableError
 
 VAL_SIZE = 5_000  # the last 5,000 training images are the fixed validation split
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -71,6 +71,32 @@ class Splits:
             return self
         return Splits(self.info, self.train_x[:n], self.train_y[:n], self.val_x, self.val_y,
                       self.test_x, self.test_y)
+
+    def per_class(self, k: int, seed: int) -> "Splits":
+        """A class-balanced training split: `k` images of every class, drawn with `seed` (the others unchanged).
+
+        The same (k, seed) always draws the same images, and a larger k for the same seed keeps the smaller
+        k's images, so few-label runs differ only in how many labels they see.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        labels = self.train_y.cpu()
+        picked = []
+        for cls in range(len(self.info.classes)):
+            idx = torch.nonzero(labels == cls).flatten()
+            if len(idx) < k:
+                raise ConfigError(f"The training split has only {len(idx):,} images of class "
+                                  f"{self.info.classes[cls]!r}; choose at most that many per class.", field="per_class")
+            picked.append(idx[torch.randperm(len(idx), generator=gen)[:k]])
+        keep = torch.stack(picked, 1).flatten().to(self.train_y.device)  # interleaved: class 0, 1, ..., 9, 0, ...
+        return Splits(self.info, self.train_x[keep], self.train_y[keep], self.val_x, self.val_y,
+                      self.test_x, self.test_y)
+
+    def repeated(self, times: int) -> "Splits":
+        """The training split `times` over (few labelled images make an epoch of several passes)."""
+        if times <= 1:
+            return self
+        return Splits(self.info, self.train_x.repeat(times, 1, 1), self.train_y.repeat(times), self.val_x,
+                      self.val_y, self.test_x, self.test_y)
 
     def with_val_in_train(self) -> "Splits":
         """Train on train + validation (as the article did); validation figures are then not held out."""

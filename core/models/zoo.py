@@ -141,6 +141,11 @@ class ModelSpec:
         """Forward FLOPs for one 28×28 image (multiply-add = 2 FLOPs)."""
         return _measure(self.name)[1]
 
+    @property
+    def head_flops(self) -> int:
+        """Forward FLOPs of the output layer alone, for one image."""
+        return _measure(self.name)[2]
+
 
 ZOO: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("seed-mlp", "Seed MLP (article)", "784-128-10 fully connected, sigmoid hidden layer.",
@@ -170,8 +175,35 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def head_name(model: nn.Module) -> str:
+    """The qualified name of the output layer (the network's last Linear), e.g. "net.9" or "net.head".
+
+    Transfer learning replaces this layer for a new task and, for a linear probe, trains only it.
+    """
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)
+             and module.out_features == 10]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no 10-way output layer.")
+    return names[-1]
+
+
+def train_flops(name: str, images: int, *, head_only: bool = False, attack_steps: int = 0) -> int:
+    """Estimated FLOPs to train zoo model `name` on `images` images (validation and testing excluded).
+
+    The usual estimate: a backward pass costs twice the forward, so a training step is 3× the forward FLOPs.
+    A linear probe (`head_only`) runs the whole forward but back-propagates through the output layer only;
+    an adversarial attack adds a forward and backward pass per attack step.
+    """
+    forward = ZOO[name].flops
+    if head_only:
+        per_image = forward + 2 * ZOO[name].head_flops
+    else:
+        per_image = 3 * forward * (1 + attack_steps)
+    return int(images * per_image)
+
+
 @functools.lru_cache(maxsize=None)
-def _measure(name: str) -> tuple[int, int]:
+def _measure(name: str) -> tuple[int, int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.random.fork_rng():
@@ -179,4 +211,5 @@ def _measure(name: str) -> tuple[int, int]:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(torch.zeros(1, 1, 28, 28))
-    return count_params(net), int(counter.get_total_flops())
+    head = net.get_submodule(head_name(net))
+    return count_params(net), int(counter.get_total_flops()), 2 * head.in_features * head.out_features

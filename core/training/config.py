@@ -18,6 +18,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TRANSFERS = ("none", "finetune", "probe")  # how a starting model is adapted: as is, new head + all layers, new head only
 ADVERSARIAL = ("none", "fgsm", "pgd")  # adversarial training: fgsm = FGSM with random start (Wong et al.)
 
 
@@ -69,6 +70,8 @@ SETTINGS: dict[str, Setting] = {
     "dataset": Setting("Dataset", "model", "choice", options=tuple(DATASETS)),
     "train_size": Setting("Training images to use (0 = all)", "model", "integer", 1, 10**9, optional=True, step=1000,
                           help="Fewer images answer 'how much data does this model need?'"),
+    "per_class": Setting("Labelled images per class (0 = all)", "model", "integer", 1, 10**6, optional=True,
+                         help="A class-balanced sample of this many training images per class, drawn with the seed"),
     "optimizer": Setting("Optimiser", "optimisation", "choice", options=OPTIMIZERS),
     "lr": Setting("Learning rate (peak)", "optimisation", low=0.0, high=10.0, low_open=True, step=1e-4),
     "momentum": Setting("Momentum", "optimisation", low=0.0, high=1.0, high_open=True, widget="slider", form_high=0.99,
@@ -112,10 +115,15 @@ SETTINGS: dict[str, Setting] = {
     "seed": Setting("Seed", "run", "integer", 0, 2**31 - 1),
     "max_steps": Setting("Stop after steps (0 = no limit)", "run", "integer", 1, 10**9, optional=True),
     "limit_batches": Setting("Batches per epoch (0 = all)", "run", "integer", 1, 10**9, optional=True),
+    "repeat": Setting("Passes over the training images per epoch", "run", "integer", 1, 100_000,
+                      help="Few labelled images: repeat them so an epoch (and its validation) is not a single step"),
     "train_on_val": Setting("Also train on the 5,000 validation images (as the article trained on all 60,000)",
                             "run", "flag", help="Validation curves then show images the model trained on."),
     "init_from": Setting("Start from model", "fine-tuning", "text", optional=True),
     "focus_errors": Setting("Focus on hard images (k)", "fine-tuning", low=0.0, high=100.0),
+    "transfer": Setting("Adapting the starting model", "fine-tuning", "choice", options=TRANSFERS,
+                        help="none: continue training it as it is (same task); finetune: a new output layer, every "
+                             "layer trains; probe: a new output layer on frozen features (a linear probe)"),
 }
 
 
@@ -149,8 +157,11 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 or bf16 autocast
     patience: int = 0  # early stopping: epochs without val-loss improvement; 0 = off
     train_size: int | None = None  # use only the first N training images (data-needed studies)
+    per_class: int | None = None  # a class-balanced sample of this many training images per class (seeded)
+    repeat: int = 1  # passes over the (few) training images per epoch
     train_on_val: bool = False  # also train on the validation images (all 60,000, as the article's Keras code)
     init_from: str | None = None  # start from this run's weights ("starter" = the shipped model): fine-tuning
+    transfer: str = "none"  # with init_from: none (as is), finetune (new head, all layers), probe (new head only)
     focus_errors: float = 0.0  # over-sample images the starting model finds hard: weight 1 + k·(1 − p(true))
     adversarial: str = "none"  # none, fgsm (FGSM with random start, step 1.25·ε), pgd (adv_steps steps)
     adv_eps: float = 0.1  # adversarial training: L∞ radius in pixel units of [0, 1]
@@ -172,6 +183,15 @@ class TrainConfig:
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
             raise ConfigError(f"The model to start from must be a run id or 'starter' (got {self.init_from!r}).",
                               field="init_from")
+        if self.transfer != "none" and not self.init_from:
+            raise ConfigError(f"Transfer by {self.transfer} needs a pre-trained model to start from (init_from).",
+                              field="transfer")
+        if self.per_class and self.train_on_val:
+            raise ConfigError("A class-balanced sample of labelled images is drawn from the training split only; "
+                              "turn off 'also train on the validation images'.", field="per_class")
+        if self.per_class and self.train_size:
+            raise ConfigError("Choose either training images to use or labelled images per class, not both.",
+                              field="per_class")
         if self.optimizer != "sgd" and self.momentum:
             raise ConfigError(f"Momentum applies to the sgd optimiser only (got optimiser {self.optimizer!r}).",
                               field="momentum")
@@ -287,7 +307,9 @@ class RunPlan:
 def plan(cfg: TrainConfig, sizes: dict[str, int]) -> RunPlan:
     """How many images, steps per epoch and steps in all `cfg` trains for, given `Splits.sizes()`."""
     used = min(sizes["train"], cfg.train_size or sizes["train"])
-    images = used + (sizes["val"] if cfg.train_on_val else 0)
+    if cfg.per_class:
+        used = min(used, cfg.per_class * 10)  # every dataset here has 10 classes
+    images = (used + (sizes["val"] if cfg.train_on_val else 0)) * cfg.repeat
     per_epoch = math.ceil(images / cfg.batch_size)
     if cfg.limit_batches:
         per_epoch = min(per_epoch, cfg.limit_batches)

@@ -16,9 +16,9 @@ from core.training.config import TrainConfig
 from core.data.datasets import load_splits
 from core.errors import DigitLabError
 from core.inference.metrics import evaluate
-from core.models.zoo import ZOO
+from core.models.zoo import ZOO, train_flops
 from core.runs import RESUMABLE, RunRecord, RunStore
-from core.training.train import Event, TrainOutcome, pick_device, train, training_splits
+from core.training.train import Event, TrainOutcome, adversarial_settings, pick_device, train, training_splits
 from core.inference.weights import load_source, model_source, save_model
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcom
     state = outcome.state
     timings = {**store.get(run_id).timings, "train_seconds": round(state.train_seconds, 3),
                "images_per_second": round(state.images / state.train_seconds, 1) if state.train_seconds else 0.0,
-               "epochs_completed": state.epoch, "steps": state.step}
+               "epochs_completed": state.epoch, "steps": state.step, "images": state.images,
+               "train_flops": train_flops(cfg.model, state.images, head_only=cfg.transfer == "probe",
+                                          attack_steps=adversarial_settings(cfg).steps if cfg.adversarial != "none" else 0)}
     if outcome.status == "diverged":
         return store.update(run_id, status="diverged", message=outcome.message, timings=timings, owner_pid=None)
     on_event({"type": "testing", "images": len(splits.test_y)})  # can take seconds: say so

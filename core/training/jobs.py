@@ -128,6 +128,18 @@ class JobManager:
         record = create_run(self.store, cfg, name=name, parent=parent)
         return self._enqueue(Job(id=record.id, device=device, epochs=cfg.epochs))
 
+    def run(self, run_id: str) -> Job:
+        """Schedule a run created beforehand and still queued (e.g. one point of a transfer experiment)."""
+        with self._lock:
+            current = self._jobs.get(run_id)
+            if current is not None and not current.done:
+                return current
+        record = self.store.get(run_id)
+        if record.status != "queued":
+            raise DigitLabError(f"Run {run_id} is {record.status}; only a queued run can be started.")
+        cfg = TrainConfig.from_dict(record.config)
+        return self._enqueue(Job(id=run_id, device=pick_device(cfg.device).type, epochs=cfg.epochs))
+
     def resume(self, run_id: str) -> Job:
         """Continue a stopped or interrupted run from its last completed epoch."""
         with self._lock:

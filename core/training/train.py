@@ -21,7 +21,7 @@ from core.training.config import RunPlan, TrainConfig, plan
 from core.data.datasets import Splits, augment_batch, to_float
 from core.inference.metrics import evaluate, predict_probs
 from core.insight.attacks import AttackSettings, perturb
-from core.models.zoo import Classifier, build_model
+from core.models.zoo import Classifier, build_model, head_name
 
 PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
@@ -72,6 +72,9 @@ def new_state(cfg: TrainConfig, splits: Splits, device: torch.device,
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, dropout=cfg.dropout, mean=splits.info.mean, std=splits.info.std)
     if init_weights is not None:
+        if cfg.transfer != "none":  # a new task: every weight but the output layer's, which keeps its fresh init
+            head = head_name(model) + "."
+            init_weights = {k: (model.state_dict()[k] if k.startswith(head) else v) for k, v in init_weights.items()}
         model.load_state_dict(init_weights)
     model = model.to(device)
     return TrainState(model=model, optimizer=make_optimizer(cfg, model))
@@ -85,12 +88,34 @@ def hard_example_weights(model: torch.nn.Module, images_u8: torch.Tensor, labels
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    """The run's optimiser over the weights it trains (for a linear probe, the output layer's alone)."""
+    params = trainable_parameters(cfg, model)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def trainable_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights `cfg` trains; a linear probe (transfer="probe") freezes all but the output layer's."""
+    if cfg.transfer != "probe":
+        return list(model.parameters())
+    head = model.get_submodule(head_name(model))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    return list(head.parameters())
+
+
+def set_train_mode(cfg: TrainConfig, model: torch.nn.Module) -> None:
+    """Training mode; a linear probe keeps its frozen features in eval mode (BatchNorm statistics stay put)."""
+    if cfg.transfer == "probe":
+        model.eval()
+        model.get_submodule(head_name(model)).train()
+    else:
+        model.train()
 
 
 # Ours, not torch's schedulers: a pure function of the step means a resumed run gets exactly the same
@@ -121,9 +146,13 @@ def lr_curve(cfg: TrainConfig, run: RunPlan, points: int = 200) -> tuple[list[in
 
 
 def training_splits(cfg: TrainConfig, splits: Splits) -> Splits:
-    """The images `cfg` trains on: the first `train_size`, plus the validation split with `train_on_val`."""
+    """The images `cfg` trains on: the first `train_size` (or `per_class` of each class), plus the validation
+    split with `train_on_val`, `repeat` times over."""
     splits = splits.limit_train(cfg.train_size)
-    return splits.with_val_in_train() if cfg.train_on_val else splits
+    if cfg.per_class:
+        splits = splits.per_class(cfg.per_class, cfg.seed)
+    splits = splits.with_val_in_train() if cfg.train_on_val else splits
+    return splits.repeated(cfg.repeat)
 
 
 def _cos_between(start: float, end: float, t: float) -> float:
@@ -194,7 +223,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
         order = (torch.multinomial(weights, n_train, replacement=True, generator=gen) if weights is not None
                  else torch.randperm(n_train, device=device, generator=gen))
-        model.train()
+        set_train_mode(cfg, model)
         epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
         for batch in range(per_epoch):
             if state.step >= total_steps:

@@ -12,7 +12,7 @@ from tests.e2e.conftest import VIEWPORT, open_page
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 VERDICT = re.compile(r"^It's an? |^Not sure")
 PAGES = {"home": "", "train": "train", "runs": "runs", "predict": "predict", "evaluate": "evaluate",
-         "explain": "explain", "robustness": "robustness", "under-the-hood": "under-the-hood"}
+         "explain": "explain", "robustness": "robustness", "under-the-hood": "under-the-hood", "invest": "invest"}
 SHOTS = REPO / "test-artifacts" / "pages"
 
 # Everything a person could see cut off or spilling out: sideways scrolling, an element wider than its
@@ -154,6 +154,25 @@ def test_clicking_a_confusion_matrix_cell_shows_its_images(server, page):
     row, col = 9, 4  # true 9, predicted 4
     page.mouse.click(area["x"] + (col + 0.5) * area["width"] / 10, area["y"] + (row + 0.5) * area["height"] / 10)
     expect(page.get_by_text(re.compile(r"test images are 9 and were read as 4"))).to_be_visible(timeout=30_000)
+
+
+def test_a_tiny_transfer_experiment_launched_in_the_browser_shows_its_first_point(server, page):
+    open_page(page, f"{server}/invest")
+    page.get_by_text("Budget (the same rule for all three strategies)").click()
+    for label, value in (("Seeds per point", "1"), ("Stop pre-training after steps (0 = no limit)", "20"),
+                         ("Epochs per run", "1"), ("Steps per run at most", "3"), ("Images per epoch at least", "50")):
+        page.get_by_role("spinbutton", name=label).fill(value)
+        page.get_by_role("spinbutton", name=label).press("Tab")
+        _wait_until_idle(page)
+    expect(page.get_by_text(re.compile(r"^19 runs: one pre-training run"))).to_be_visible()
+    page.get_by_role("button", name=re.compile("Launch experiment")).click()
+    expect(page.get_by_text(re.compile(r"\d+ of 19 runs finished"))).to_be_visible(timeout=60_000)
+    # the first points arrive while the experiment trains on: no click, the page polls
+    expect(page.get_by_text("Accuracy against labelled images per class (band: worst to best seed)")).to_be_visible(
+        timeout=180_000)
+    expect(page.locator(".js-plotly-plot .scatterlayer .point").first).to_be_visible()
+    page.get_by_role("button", name=re.compile("^Stop")).click()  # stopped runs stay resumable
+    expect(page.get_by_role("button", name=re.compile("Continue"))).to_be_visible(timeout=60_000)
 
 
 @pytest.mark.parametrize("name", list(PAGES))

@@ -1,0 +1,197 @@
+"""Is a bigger, pre-trained model worth it? The arithmetic behind the Invest page, from stored results only.
+
+`summarise(points)` turns a transfer experiment's points into mean and spread per (strategy, k);
+`verdict(summary, pretrain, k)` says in words what pre-training bought at k labels per class, with every number
+it used; `break_even_tasks(P, T, S)` is the number of downstream tasks after which pre-training once (P) and
+adapting per task (T) costs less compute than training from scratch per task (S); `fit_power_law(x, acc)` fits
+test error = a·x^b across runs, so "bigger" has a measured slope.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from core.runs import RunRecord
+
+ALL = 0  # k = 0 means every labelled image (as core.training.transfer.ALL)
+TRANSFER_STRATEGIES = ("finetune", "probe")
+DEFAULT_WATTS = {"cpu": 35.0, "cuda": 300.0, "mps": 20.0}  # assumed draw while training; editable on the page
+TITLES = {"probe": "linear probe", "finetune": "fine-tuned", "scratch": "from scratch"}
+
+
+def k_order(k: int) -> float:
+    """Sort key: k = ALL (every label) comes after every number."""
+    return math.inf if k == ALL else k
+
+
+def k_text(k: int) -> str:
+    return "all" if k == ALL else f"{k:,}"
+
+
+def human_flops(flops: float) -> str:
+    """1.2e12 -> '1.2 TFLOP'."""
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if abs(flops) >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
+
+
+def energy_wh(seconds: float, watts: float) -> float:
+    """Energy in watt-hours for `seconds` of training at an assumed `watts` of device power."""
+    return seconds * watts / 3600.0
+
+
+def summarise(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, spread (sample standard deviation, min, max) and mean cost per (strategy, k), over finished seeds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for p in points:
+        if p.get("test_accuracy") is not None:
+            groups.setdefault((p["strategy"], p["k"]), []).append(p)
+    rows = []
+    for (strategy, k), group in sorted(groups.items(), key=lambda item: (item[0][0], k_order(item[0][1]))):
+        accs = [p["test_accuracy"] for p in group]
+        rows.append({"strategy": strategy, "k": k, "n": len(group), "mean": statistics.fmean(accs),
+                     "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "low": min(accs), "high": max(accs),
+                     "train_seconds": statistics.fmean(p["train_seconds"] for p in group),
+                     "flops": statistics.fmean(p["flops"] for p in group),
+                     "labels": group[0].get("labels")})
+    return rows
+
+
+def row_at(summary: Sequence[dict[str, Any]], strategy: str, k: int) -> dict[str, Any] | None:
+    return next((r for r in summary if r["strategy"] == strategy and r["k"] == k), None)
+
+
+def cheapest_reaching(summary: Sequence[dict[str, Any]], strategy: str, accuracy: float,
+                      cost: str = "flops") -> dict[str, Any] | None:
+    """The cheapest of `strategy`'s points whose mean accuracy is at least `accuracy` (None when none is)."""
+    reaching = [r for r in summary if r["strategy"] == strategy and r["mean"] >= accuracy]
+    return min(reaching, key=lambda r: (r[cost], k_order(r["k"]))) if reaching else None
+
+
+def break_even_tasks(pretrain_cost: float, adapt_cost: float, scratch_cost: float) -> float | None:
+    """Tasks N after which P + N·T < N·S: N = P / (S − T). None when adapting costs as much as scratch or more
+    (then pre-training never pays back in compute)."""
+    if scratch_cost <= adapt_cost:
+        return None
+    return pretrain_cost / (scratch_cost - adapt_cost)
+
+
+def amortised(cost: float, pretrain_cost: float, tasks: int) -> float:
+    """A transfer point's cost per task when pre-training is shared by `tasks` downstream tasks."""
+    return cost + pretrain_cost / max(tasks, 1)
+
+
+@dataclass
+class Verdict:
+    text: str  # plain language, built from `numbers` only
+    numbers: dict[str, Any] = field(default_factory=dict)  # every figure the text uses, for "show the numbers"
+
+
+def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int, *, watts: float = 35.0) -> Verdict:
+    """What pre-training bought at `k` labels per class, against training from scratch, in words and numbers."""
+    scratch = row_at(summary, "scratch", k)
+    adapted = [r for s in TRANSFER_STRATEGIES if (r := row_at(summary, s, k)) is not None]
+    if scratch is None or not adapted or pretrain.get("flops") is None:
+        return Verdict(f"Not enough finished points at {k_text(k)} labels per class yet: the verdict needs the "
+                       "pre-trained backbone, one transfer strategy and the from-scratch run there.", {"k": k})
+    best = max(adapted, key=lambda r: r["mean"])
+    p_flops, p_secs = pretrain["flops"], pretrain["train_seconds"]
+    n = {"k": k, "strategy": best["strategy"], "transfer_accuracy": best["mean"], "transfer_seeds": best["n"],
+         "scratch_accuracy": scratch["mean"], "scratch_seeds": scratch["n"],
+         "points_gained": (best["mean"] - scratch["mean"]) * 100, "transfer_flops": best["flops"],
+         "transfer_seconds": best["train_seconds"], "scratch_flops": scratch["flops"],
+         "scratch_seconds": scratch["train_seconds"], "pretrain_run": pretrain["run_id"], "pretrain_flops": p_flops,
+         "pretrain_seconds": p_secs, "pretrain_energy_wh": energy_wh(p_secs, watts), "watts": watts}
+    labels = "every label" if k == ALL else f"{k_text(k)} label{'s' if k > 1 else ''} per class"
+    sign = "+" if n["points_gained"] >= 0 else "−"
+    text = (f"With {labels}, the pre-trained model ({TITLES[best['strategy']]}) reaches {best['mean']:.1%} "
+            f"against {scratch['mean']:.1%} from scratch ({sign}{abs(n['points_gained']):.1f} points, mean of "
+            f"{min(best['n'], scratch['n'])} seed{'s' if min(best['n'], scratch['n']) > 1 else ''}). "
+            f"Pre-training cost {p_secs:.0f} s of training ({human_flops(p_flops)}, about "
+            f"{n['pretrain_energy_wh']:.2f} Wh at {watts:g} W)")
+    if n["points_gained"] <= 0:
+        n["break_even_tasks"] = None
+        return Verdict(text + " and bought nothing here: training from scratch is as good, so it never pays back.", n)
+    match = cheapest_reaching(summary, "scratch", best["mean"])
+    if match is None:
+        n["break_even_tasks"] = None
+        n["scratch_match_k"] = None
+        return Verdict(text + ". From scratch, no amount of labels tried reaches that accuracy: here pre-training "
+                       "buys accuracy that training from scratch does not, and pays back from the first task.", n)
+    n.update(scratch_match_k=match["k"], scratch_match_accuracy=match["mean"], scratch_match_flops=match["flops"],
+             scratch_match_seconds=match["train_seconds"])
+    tasks = break_even_tasks(p_flops, best["flops"], match["flops"])
+    n["break_even_tasks"] = tasks
+    need = (f"{k_text(match['k'])} label{'s' if match['k'] > 1 else ''} per class" if match["k"] != ALL
+            else "every label")
+    if tasks is None:
+        return Verdict(text + f". To match it from scratch takes {need} but no more compute "
+                       f"({human_flops(match['flops'])} against {human_flops(best['flops'])}): pre-training never "
+                       "pays back its compute, only its labels.", n)
+    return Verdict(text + f". To match it from scratch takes {need} and {human_flops(match['flops'])} per task "
+                   f"against {human_flops(best['flops'])} to adapt, so pre-training pays back its compute after "
+                   f"{math.ceil(tasks):,} task{'s' if math.ceil(tasks) > 1 else ''}.", n)
+
+
+# -- the scaling view ------------------------------------------------------------------------------
+@dataclass
+class PowerLaw:
+    """test error ≈ a · x^b over `n` runs (fitted in log-log), with R² in log space."""
+
+    a: float
+    b: float
+    r2: float
+    n: int
+    x_name: str
+
+    def error_at(self, x: float) -> float:
+        return self.a * x ** self.b
+
+    @property
+    def equation(self) -> str:
+        return f"test error ≈ {self.a:.3g} × {self.x_name}^{self.b:.3f}"
+
+    @property
+    def per_tenfold(self) -> str:
+        """The slope in words: what 10× more of x does to the error."""
+        factor = 10 ** self.b
+        return (f"each 10× more {self.x_name} multiplies the test error by {factor:.2f} "
+                f"({'−' if factor < 1 else '+'}{abs(1 - factor):.0%}; R² {self.r2:.2f} over {self.n} runs)")
+
+
+def fit_power_law(xs: Sequence[float], accuracies: Sequence[float], x_name: str = "x") -> PowerLaw | None:
+    """Least squares of log10(1 − accuracy) on log10(x); None with fewer than 3 runs or one distinct x."""
+    import numpy as np
+
+    pairs = [(x, 1 - a) for x, a in zip(xs, accuracies) if x and x > 0 and 0 < 1 - a < 1]
+    if len(pairs) < 3 or len({x for x, _ in pairs}) < 2:
+        return None
+    lx = np.log10([x for x, _ in pairs])
+    ly = np.log10([e for _, e in pairs])
+    b, log_a = np.polyfit(lx, ly, 1)
+    predicted = log_a + b * lx
+    total = float(((ly - ly.mean()) ** 2).sum())
+    r2 = 1 - float(((ly - predicted) ** 2).sum()) / total if total > 0 else 1.0
+    return PowerLaw(float(10 ** log_a), float(b), r2, len(pairs), x_name)
+
+
+def scaling_rows(records: Sequence[RunRecord], dataset: str, *, all_labels_only: bool = True) -> list[dict[str, Any]]:
+    """Completed runs on `dataset` with their accuracy, parameters and training FLOPs (few-label runs on request)."""
+    from core.training.transfer import run_cost
+
+    rows = []
+    for r in records:
+        if r.status != "completed" or r.dataset != dataset or r.test_accuracy is None:
+            continue
+        if all_labels_only and (r.config.get("per_class") or r.config.get("train_size")):
+            continue
+        cost = run_cost(r)
+        if not cost["flops"]:
+            continue
+        rows.append({"id": r.id, "name": r.name, "model": r.model, "test_accuracy": r.test_accuracy,
+                     "params": r.params, "flops": cost["flops"], "train_seconds": cost["train_seconds"],
+                     "kind": r.config.get("extra", {}).get("transfer") or "scratch"})
+    return rows
