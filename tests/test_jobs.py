@@ -115,3 +115,27 @@ def test_live_images_per_second_agree_with_the_recorded_figure(store, tiny_cfg):
     assert live == pytest.approx(recorded, rel=0.25)  # both: images over the loop's wall time
     kinds = [e["type"] for e in events]
     assert kinds.index("testing") == len(kinds) - 2 and kinds[-1] == "finished"  # the test phase is announced
+
+
+def test_two_resume_requests_at_once_queue_the_run_once(store, tiny_cfg):
+    import threading
+
+    record = create_run(store, tiny_cfg.replace(epochs=3))
+    store.update(record.id, status="cancelled")
+    jobs = JobManager(store)
+    blocker = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))  # keeps the worker busy meanwhile
+    results, barrier = [], threading.Barrier(4)
+
+    def click():
+        barrier.wait()
+        results.append(jobs.resume(record.id))
+
+    threads = [threading.Thread(target=click) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(job) for job in results}) == 1  # every click got the one queued job
+    assert jobs.queue_position(record.id) == 1 and len(jobs.active()) == 2
+    jobs.stop(blocker.id)
+    assert jobs.wait(record.id).status == "completed"

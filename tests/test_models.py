@@ -20,6 +20,7 @@ def test_forward_gives_ten_logits_per_image(name):
 README_SIZES = {  # the README's model table: parameters, forward MFLOPs as printed there
     "seed-mlp": (101_770, "0.20"),
     "seed-cnn": (93_322, "5.59"),
+    "dp-cnn": (26_010, "0.84"),
     "resnet": (151_274, "20.5"),
     "vit-tiny": (139_018, "13.2"),
 }

@@ -66,7 +66,7 @@ def test_dp_leaves_no_hooks_and_its_weights_load_as_the_zoo_model(dp_run, tmp_pa
 def test_models_dp_cannot_handle_are_refused_with_a_sentence(model, words):
     with pytest.raises(ConfigError, match=words) as caught:
         TrainConfig(model=model, dp=True)
-    assert caught.value.field == "model" and "seed-cnn or seed-mlp" in str(caught.value)
+    assert caught.value.field == "model" and "dp-cnn, seed-cnn or seed-mlp" in str(caught.value)
 
 
 @pytest.mark.parametrize("change, field", [

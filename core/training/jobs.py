@@ -130,30 +130,31 @@ class JobManager:
 
     def run(self, run_id: str) -> Job:
         """Schedule a run created beforehand and still queued (e.g. one point of a transfer experiment)."""
-        with self._lock:
-            current = self._jobs.get(run_id)
-            if current is not None and not current.done:
-                return current
-        record = self.store.get(run_id)
-        if record.status != "queued":
-            raise DigitLabError(f"Run {run_id} is {record.status}; only a queued run can be started.")
-        cfg = TrainConfig.from_dict(record.config)
-        return self._enqueue(Job(id=run_id, device=pick_device(cfg.device).type, epochs=cfg.epochs))
+        return self._schedule(run_id, resume=False)
 
     def resume(self, run_id: str) -> Job:
         """Continue a stopped or interrupted run from its last completed epoch."""
+        return self._schedule(run_id, resume=True)
+
+    def _schedule(self, run_id: str, *, resume: bool) -> Job:
+        """Queue an existing run; one already queued or training is returned as it is. The check and the enqueue
+        happen under one lock, so two quick clicks queue a run once."""
+        cfg = TrainConfig.from_dict(self.store.get(run_id).config)
+        allowed = RESUMABLE if resume else ("queued",)
         with self._lock:
             current = self._jobs.get(run_id)
             if current is not None and not current.done:
                 return current
-        record = self.store.get(run_id)
-        cfg = TrainConfig.from_dict(record.config)
-        if record.status not in RESUMABLE:
-            raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
-        job = Job(id=run_id, device=pick_device(cfg.device).type, resume=True, epochs=cfg.epochs,
-                  history=self.store.read_metrics(run_id))
-        self.store.update(run_id, status="queued")
-        return self._enqueue(job)
+            record = self.store.get(run_id)
+            if record.status not in allowed:
+                raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(allowed)} runs "
+                                    f"{'resume' if resume else 'can be started'}.")
+            job = Job(id=run_id, device=pick_device(cfg.device).type, resume=resume, epochs=cfg.epochs,
+                      history=self.store.read_metrics(run_id) if resume else [])
+            if resume:
+                self.store.update(run_id, status="queued")
+            self._enqueue_locked(job)
+        return job
 
     def stop(self, job_id: str) -> None:
         """Ask a job to stop: a queued job is cancelled now, a running one within one batch."""
@@ -203,15 +204,19 @@ class JobManager:
     # -- workers -----------------------------------------------------------------------------------
     def _enqueue(self, job: Job) -> Job:
         with self._lock:
-            self._jobs[job.id] = job
-            self._queues.setdefault(job.device, deque()).append(job)
-            worker = self._workers.get(job.device)
-            if worker is None or not worker.is_alive():
-                worker = threading.Thread(target=self._work, args=(job.device,), name=f"digit-lab-{job.device}",
-                                          daemon=True)
-                self._workers[job.device] = worker
-                worker.start()
+            self._enqueue_locked(job)
         return job
+
+    def _enqueue_locked(self, job: Job) -> None:
+        """Add `job` to its device's queue and make sure a worker serves it (the caller holds the lock)."""
+        self._jobs[job.id] = job
+        self._queues.setdefault(job.device, deque()).append(job)
+        worker = self._workers.get(job.device)
+        if worker is None or not worker.is_alive():
+            worker = threading.Thread(target=self._work, args=(job.device,), name=f"digit-lab-{job.device}",
+                                      daemon=True)
+            self._workers[job.device] = worker
+            worker.start()
 
     def _work(self, device: str) -> None:
         while True:

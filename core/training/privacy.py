@@ -34,8 +34,8 @@ def private_model_problem(model_name: str) -> str | None:
     if "BatchNorm" in text:
         return (f"{model_name} uses BatchNorm, which mixes the images of a batch so no single image's influence "
                 "can be bounded; Opacus would swap it for GroupNorm, but then the weights no longer fit the zoo's "
-                f"{model_name}. Use seed-cnn or seed-mlp for private training.")
-    return (f"Opacus cannot train {model_name} privately ({errors[0]}); use seed-cnn or seed-mlp for private "
+                f"{model_name}. Use dp-cnn, seed-cnn or seed-mlp for private training.")
+    return (f"Opacus cannot train {model_name} privately ({errors[0]}); use dp-cnn, seed-cnn or seed-mlp for private "
             "training.")
 
 

@@ -43,6 +43,7 @@ with model_col:
     st.caption(f"{spec.description} {spec.params:,} parameters, {spec.flops / 1e6:.1f} MFLOPs per image.")
     form.draw("dataset")
     form.draw("train_size")
+    form.draw("per_class")
 with opt_col:
     st.markdown("**Optimisation**")
     for name in ("optimizer", "lr", "momentum", "schedule", "step_every", "step_gamma", "warmup_fraction",
@@ -93,6 +94,7 @@ with st.expander("Run settings (precision, device, seed, limits)", key="train_ru
     form.draw("seed", r3)
     form.draw("max_steps", r1)
     form.draw("limit_batches", r2)
+    form.draw("repeat", r3)
     form.draw("train_on_val")
 
 # -- the check, the schedule, and the Start button at the top ---------------------------------------------
