@@ -48,7 +48,7 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     jobs = state.job_manager()
     status = snap["status"]
     head, button = st.columns([4, 1], vertical_alignment="center")
-    head.markdown(f"**{record.name}**" + _what(record))
+    head.markdown(f"**{widgets.plain(record.name)}**" + _what(record))
     if status == "queued":
         st.info(f"Queued — position {jobs.queue_position(record.id) or 1} behind the run on {snap['device']}.")
     total = max(snap["total_steps"], 1)
@@ -96,7 +96,7 @@ def _stored_run(record: RunRecord) -> None:
     head, button = st.columns([4, 1], vertical_alignment="center")
     accuracy = record.metrics.get("test_accuracy")
     epsilon = record.metrics.get("epsilon")
-    head.markdown(f"**{record.name}**{_what(record)} — latest run, **{record.status}**"
+    head.markdown(f"**{widgets.plain(record.name)}**{_what(record)} — latest run, **{record.status}**"
                   + (f", test accuracy **{accuracy:.2%}**" if accuracy is not None else "")
                   + (f", privacy spent ε = **{epsilon:.2f}** (δ = {record.metrics.get('delta', 0):g})"
                      if epsilon is not None else "") + ".")

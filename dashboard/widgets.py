@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.datasets import unit
+from core.insight.compare import escape_markdown
 
 PALETTE = ["#4f46e5", "#e11d48", "#059669", "#d97706", "#0891b2", "#7c3aed", "#65a30d", "#db2777"]
 
@@ -165,6 +166,12 @@ def clean_vs_robust_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     fig.update_yaxes(tickformat=".1%")
     return layout(fig, "Clean against robust accuracy (bigger = longer training)", "accuracy under PGD attack",
                   "clean test accuracy", height=340)
+
+
+def plain(text: str) -> str:
+    """`text` (a run name, anything a visitor typed) as markdown that shows it as written: no link, image, bold,
+    colour, icon or formula from a name ever reaches another viewer's page."""
+    return escape_markdown(text)
 
 
 def article(label: str) -> str:

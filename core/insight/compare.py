@@ -6,11 +6,20 @@ settings that differ; `model_card(record, metrics)` writes the markdown card shi
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Sequence
 
 from core.data.datasets import DATASETS
 from core.models.zoo import ZOO
 from core.runs import RunRecord
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` backslash-escaped so markdown (Streamlit's included) shows it literally, on one line."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 def pareto_front(costs: Sequence[float], gains: Sequence[float]) -> list[bool]:
@@ -73,7 +82,7 @@ def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = (),
     info = DATASETS.get(record.dataset)
     created = dt.datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M")
     lines = [
-        f"# Model card: {record.name}", "",
+        f"# Model card: {escape_markdown(record.name)}", "",
         f"- Run: `{record.id}` ({record.status}), created {created}",
         f"- Model: `{record.model}` — {spec.description if spec else 'unknown'}",
         f"- Parameters: {record.params:,}; forward cost {record.flops / 1e6:.2f} MFLOPs per image",

@@ -22,7 +22,7 @@ except DigitLabError as error:
 probs, labels = result.probs.numpy(), result.labels.numpy()
 preds, conf = probs.argmax(1), probs.max(1)
 report = class_report(labels, preds, len(classes))
-st.caption(f"**{src.name}** ({src.model}) on the {len(labels):,} test images of {splits.info.title}. "
+st.caption(f"**{widgets.plain(src.name)}** ({src.model}) on the {len(labels):,} test images of {splits.info.title}. "
            "Choose another model in the sidebar.")
 if dataset != src.dataset:
     st.warning(f"This model was trained on {src.dataset}, which is not available here: showing {dataset} instead.")
@@ -138,12 +138,12 @@ with compare_tab:
             test = mcnemar(preds == labels, other_preds == labels)
             verdict = ("a real difference (p < 0.05)" if test.significant
                        else "not distinguishable from chance on this test set (p ≥ 0.05)")
-            st.markdown(f"**{src.name}**: {report.accuracy:.2%} · **{other_src.name}**: {other_report.accuracy:.2%}. "
+            st.markdown(f"**{widgets.plain(src.name)}**: {report.accuracy:.2%} · **{widgets.plain(other_src.name)}**: {other_report.accuracy:.2%}. "
                         f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
                         f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
-            st.markdown(f"Right for **{src.name}**, wrong for **{other_src.name}**:")
+            st.markdown(f"Right for **{widgets.plain(src.name)}**, wrong for **{widgets.plain(other_src.name)}**:")
             gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
-            st.markdown(f"Right for **{other_src.name}**, wrong for **{src.name}**:")
+            st.markdown(f"Right for **{widgets.plain(other_src.name)}**, wrong for **{widgets.plain(src.name)}**:")
             gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
 
 with retrain_tab:

@@ -67,7 +67,7 @@ if true_label is not None:
 
 left, right = st.columns([1, 3])
 left.image(widgets.digit_image(image, 5), width=140, clamp=True)
-right.markdown(f"**{src.name}** reads **{classes[predicted]}** ({probs[predicted]:.1%})"
+right.markdown(f"**{widgets.plain(src.name)}** reads **{classes[predicted]}** ({probs[predicted]:.1%})"
                + (f"; the true label is **{classes[true_label]}**" if true_label is not None else "") + ".")
 right.plotly_chart(widgets.probability_bars(probs, classes, predicted).update_layout(height=220), key="explain_probs")
 

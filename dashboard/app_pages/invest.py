@@ -84,7 +84,7 @@ def progress_line(exp) -> None:
     if live:
         job = jobs.get(live[0]).snapshot()
         current = store.get(live[0]).name
-        text += f" · now: {current}" + (f" (step {job['step']:,}/{job['total_steps']:,})" if job["total_steps"] else
+        text += f" · now: {widgets.plain(current)}" + (f" (step {job['step']:,}/{job['total_steps']:,})" if job["total_steps"] else
                                          " (waiting for the training worker)")
     bar_col.progress(progress["done"] / max(progress["total"], 1), text=text)
     if live:

@@ -82,7 +82,7 @@ if one_tab.open is not False:
         clean_probs, adv_probs, delta = result.probs, result.adversarial_probs, result.perturbation
         before, after = int(clean_probs.argmax()), int(adv_probs.argmax())
         verdict = ("**The attack worked:** " if before != after else "**The model held:** ")
-        st.markdown(verdict + f"{src.name} read **{classes[before]}** ({clean_probs[before]:.0%}) and now reads "
+        st.markdown(verdict + f"{widgets.plain(src.name)} read **{classes[before]}** ({clean_probs[before]:.0%}) and now reads "
                     f"**{classes[after]}** ({adv_probs[after]:.0%}) — every pixel moved by at most {eps:.2f}.")
         a, b, c = st.columns(3)
         a.image(widgets.digit_image(image, 5), width=140, clamp=True, caption="original")
@@ -179,9 +179,9 @@ if privacy_tab.open is not False:
                 key="robust_privacy_chart")
             if best_public is not None:
                 best_private = max(private, key=lambda r: r.test_accuracy)
-                st.markdown(f"The best private run, **{best_private.name}**, reaches **{best_private.test_accuracy:.2%}** "
+                st.markdown(f"The best private run, **{widgets.plain(best_private.name)}**, reaches **{best_private.test_accuracy:.2%}** "
                             f"at ε = {best_private.metrics['epsilon']:.2f}; the best non-private run, "
-                            f"**{best_public.name}**, {best_public.test_accuracy:.2%}: privacy costs "
+                            f"**{widgets.plain(best_public.name)}**, {best_public.test_accuracy:.2%}: privacy costs "
                             f"**{(best_public.test_accuracy - best_private.test_accuracy) * 100:.2f} points** here.")
             st.dataframe(pd.DataFrame([{"run": r.name, "ε": r.metrics["epsilon"], "δ": r.metrics.get("delta"),
                                         "test accuracy": r.test_accuracy,

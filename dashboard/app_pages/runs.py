@@ -44,7 +44,7 @@ st.caption("Select one run to manage it, several to compare them.")
 # -- one run: manage ------------------------------------------------------------------------------------
 if len(chosen) == 1:
     run = chosen[0]
-    st.subheader(run.name)
+    st.subheader(widgets.plain(run.name))
     if run.message:
         (st.error if run.status in ("failed", "diverged") else st.info)(run.message)
     c1, c2, c3 = st.columns(3)
@@ -78,7 +78,7 @@ if len(chosen) == 1:
         if st.button("Delete run", type="primary", disabled=not sure, key="runs_delete"):
             try:
                 store.delete(run.id)
-                st.toast(f"Deleted {run.name}")
+                st.toast(f"Deleted {widgets.plain(run.name)}")
                 st.rerun()
             except ValueError as error:
                 widgets.error_box(error)
@@ -123,6 +123,6 @@ else:
             key="runs_robust_chart")
     verdict = versus_cheapest(rows, cost)
     if verdict is not None:
-        st.markdown(f"**{verdict['best']['name']}** beats the cheapest run **{verdict['base']['name']}** by "
+        st.markdown(f"**{widgets.plain(verdict['best']['name'])}** beats the cheapest run **{widgets.plain(verdict['base']['name'])}** by "
                     f"**{verdict['points']:+.2f} points** ({verdict['errors_cut']:.0%} fewer errors) for "
                     f"**{verdict['cost_ratio']:,.1f}×** the {labels[cost]}.")

@@ -332,3 +332,27 @@ def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path
     assert not any("stopped early" in option for option in app.selectbox(key="app_run").options)
     app.toggle(key="app_include_unfinished").set_value(True).run()
     assert any("stopped early (cancelled)" in option for option in app.selectbox(key="app_run").options)
+
+
+HOSTILE = "![x](http://evil.example/x.png) **loud** :red[alarm] <b>bold</b>"
+
+
+def test_a_run_name_is_shown_as_plain_text_on_every_page(app, tmp_path):
+    from dashboard.widgets import plain
+
+    store, ids = finished_runs(tmp_path / "home", n=1)
+    store.rename(ids[0], HOSTILE)
+    shown = plain(HOSTILE)
+    assert "![" not in shown and "**" not in shown and ":red[" not in shown and "<b>" not in shown
+    open_with_model(app, "evaluate", ids[0])
+    assert_clean(app)
+    assert any(shown in c.value for c in app.caption)  # "<name> (model) on the N test images"
+    goto(app, "train")  # the live panel shows the latest run
+    assert any(shown in m.value for m in app.markdown)
+    goto(app, "runs")
+    app.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    assert any(h.value == shown for h in app.subheader)
+    texts = [e.value for kind in ("markdown", "caption", "subheader", "info") for e in getattr(app, kind)]
+    leaks = [t for t in texts if "![x](" in t or "**loud**" in t]
+    assert not leaks, leaks
