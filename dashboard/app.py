@@ -54,6 +54,22 @@ def sidebar() -> None:
                      help="The model Draw & predict, Evaluate and Explain use.")
         st.toggle("Include stopped and failed runs", key="app_include_unfinished",
                   help="Off: only runs that trained to the end are offered as models and compared.")
+        if state.policy().shared:
+            admin_sign_in()
+
+
+def admin_sign_in() -> None:
+    """Shared-server mode: visitors manage their own runs; the admin token unlocks everything."""
+    if state.is_admin():
+        st.caption(":material/admin_panel_settings: Shared server · you are the admin")
+        return
+    st.caption("Shared server: you can stop, rename and delete the runs you start.")
+    token = st.text_input("Admin token", type="password", key="app_admin_token",
+                          help="Given by whoever runs this server (DIGIT_LAB_ADMIN_TOKEN).")
+    if token:
+        if state.sign_in_admin(token):
+            st.rerun()
+        st.error("That is not the admin token.", icon=":material/lock:")
 
 
 page = st.navigation({k: v for k, v in PAGES.items() if v})

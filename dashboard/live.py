@@ -69,8 +69,10 @@ def _live_job(record: RunRecord, snap: dict) -> None:
                   if spent is not None else "–", help="(ε, δ)-differential privacy accounted by Opacus after each epoch")
 
     if status in ("queued", "running"):
-        if button.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
-            jobs.stop(record.id)
+        if not state.may_manage(record):
+            button.caption("Started by another visitor")
+        elif button.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
+            state.stop_training(record)
             st.toast("Stopping at the end of the current batch…")
     elif status == "completed":
         st.success(f"Finished: test accuracy {snap['test_accuracy']:.2%}. See it on the Runs page or draw a digit.")
@@ -79,7 +81,7 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     else:
         st.error(snap["message"] or f"The run ended as {status}.")
     if status in RESUMABLE:
-        _resume_button(record.id, button)
+        _resume_button(record, button)
     _curves(snap["steps"], snap["history"], record)
     preview = snap["preview"]
     if preview:
@@ -103,7 +105,7 @@ def _stored_run(record: RunRecord) -> None:
     if record.message:
         (st.error if record.status in ("failed", "diverged") else st.info)(record.message)
     if record.status in RESUMABLE:
-        _resume_button(record.id, button)
+        _resume_button(record, button)
     history = state.run_store().read_metrics(record.id)
     if history:
         _curves([], history, record)
@@ -115,11 +117,12 @@ def _what(record: RunRecord) -> str:
     return "" if record.name == what else f" · {what}"
 
 
-def _resume_button(run_id: str, where) -> None:
+def _resume_button(record: RunRecord, where) -> None:
+    if not state.may_manage(record):
+        return
     if where.button("Resume", icon=":material/resume:", key="train_resume"):
         try:
-            state.job_manager().resume(run_id)
-            state.watch_job(run_id)
+            state.resume_training(record)
         except DigitLabError as error:
             widgets.error_box(error)
 

@@ -8,6 +8,7 @@ page's session keys.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,9 @@ import torch
 from core.data.datasets import DATASETS, Splits, is_available, load_splits, resolve_dataset
 from core.errors import DigitLabError
 from core.inference.evaluation import split_predictions
-from core.training.jobs import JobManager
+from core.policy import VISITOR_KEY, Policy
+from core.training.config import TrainConfig, plan
+from core.training.jobs import Job, JobManager
 from core.runs import RunRecord, RunStore
 from core.tasks import TaskRunner
 from core.inference.weights import STARTER, model_source
@@ -191,3 +194,72 @@ def watched_job() -> str | None:
 
 def forget_watched_job() -> None:
     st.session_state.pop(_WATCHED_JOB, None)
+
+
+# -- who may do what (shared-server mode, core.policy) ---------------------------------------------------
+_VISITOR = "visitor_id"
+_ADMIN = "visitor_is_admin"
+
+
+@st.cache_resource(show_spinner=False)
+def policy() -> Policy:
+    """The server's policy, read once from the environment (DIGIT_LAB_SHARED and friends)."""
+    return Policy.from_env()
+
+
+def visitor_id() -> str:
+    """This browser session's id: the runs it starts are its own on a shared server."""
+    return st.session_state.setdefault(_VISITOR, secrets.token_hex(8))
+
+
+def is_admin() -> bool:
+    return bool(st.session_state.get(_ADMIN))
+
+
+def sign_in_admin(token: str) -> bool:
+    """Make this session the admin when `token` is the server's admin token."""
+    ok = policy().is_admin_token(token)
+    st.session_state[_ADMIN] = ok or is_admin()
+    return ok
+
+
+def may_manage(record: RunRecord) -> bool:
+    """Whether this session may stop, resume, rename or delete `record`."""
+    return policy().may_manage(record.config, visitor_id(), is_admin())
+
+
+def _queued_by_me() -> int:
+    jobs = job_manager()
+    mine = 0
+    for job in jobs.active():
+        try:
+            extra = jobs.store.get(job.id).config.get("extra") or {}
+        except DigitLabError:
+            continue
+        mine += extra.get(VISITOR_KEY) == visitor_id()
+    return mine
+
+
+def start_training(cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> Job:
+    """Queue a run for `cfg` as this visitor's (the server's caps apply) and watch it on the Train page."""
+    run = plan(cfg, dataset_splits(cfg.dataset).sizes())
+    policy().check_start(cfg.epochs, run.train_images, _queued_by_me(), is_admin())
+    job = job_manager().submit(cfg.replace(extra={**cfg.extra, VISITOR_KEY: visitor_id()}), name=name, parent=parent)
+    watch_job(job.id)
+    return job
+
+
+def resume_training(record: RunRecord) -> Job:
+    """Resume `record` if this visitor may (their own run, or the admin), within the queue cap."""
+    if not may_manage(record):
+        raise DigitLabError("This run was started by another visitor; only they or the admin can resume it.")
+    policy().check_start(0, 0, _queued_by_me(), is_admin())
+    job = job_manager().resume(record.id)
+    watch_job(record.id)
+    return job
+
+
+def stop_training(record: RunRecord) -> None:
+    if not may_manage(record):
+        raise DigitLabError("This run was started by another visitor; only they or the admin can stop it.")
+    job_manager().stop(record.id)

@@ -159,8 +159,7 @@ with retrain_tab:
             cfg = base.replace(init_from=src.key, focus_errors=float(focus), epochs=int(epochs), lr=float(lr),
                                schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
                                extra={"fine_tuned_from": src.key})
-            job = state.job_manager().submit(cfg, name=f"{src.name} · hard cases", parent=src.key)
-            state.watch_job(job.id)
+            state.start_training(cfg, name=f"{src.name} · hard cases", parent=src.key)
             st.success("Fine-tuning started.")
         except DigitLabError as error:
             widgets.error_box(error)

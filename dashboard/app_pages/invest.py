@@ -66,6 +66,7 @@ def new_experiment_form() -> None:
                "training worker after any run already waiting. Every run appears in Runs & compare.")
     if st.button("Launch experiment", type="primary", icon=":material/rocket_launch:", key="invest_launch"):
         try:
+            state.policy().check_experiment(state.is_admin())
             exp = create_experiment(store, spec, name=name or None)
             submit_experiment(jobs, exp.id)
         except DigitLabError as error:
@@ -89,13 +90,23 @@ def progress_line(exp) -> None:
     bar_col.progress(progress["done"] / max(progress["total"], 1), text=text)
     if live:
         if button_col.button("Stop", icon=":material/stop:", key="invest_stop", width="stretch"):
-            stop_experiment(jobs, exp.id)
-            st.rerun()
+            try:
+                state.policy().check_experiment(state.is_admin())
+            except DigitLabError as error:
+                widgets.error_box(error)
+            else:
+                stop_experiment(jobs, exp.id)
+                st.rerun()
     elif progress["done"] < progress["total"]:
         if button_col.button("Continue", icon=":material/play_arrow:", key="invest_continue", width="stretch",
                              help="Resumes stopped runs from their last epoch and queues the rest."):
-            submit_experiment(jobs, exp.id)
-            st.rerun()
+            try:
+                state.policy().check_experiment(state.is_admin())
+            except DigitLabError as error:
+                widgets.error_box(error)
+            else:
+                submit_experiment(jobs, exp.id)
+                st.rerun()
     if progress["problem"]:
         st.warning(progress["problem"], icon=":material/warning:")
 

@@ -11,7 +11,6 @@ from core.models.zoo import ZOO
 from dashboard import state, widgets
 
 store = state.run_store()
-jobs = state.job_manager()
 st.title("Runs & compare")
 
 f1, f2, f3 = st.columns(3)
@@ -47,10 +46,14 @@ if len(chosen) == 1:
     st.subheader(widgets.plain(run.name))
     if run.message:
         (st.error if run.status in ("failed", "diverged") else st.info)(run.message)
+    mine = state.may_manage(run)
+    if not mine:
+        st.caption("Another visitor started this run: on this shared server only they or the admin can rename, "
+                   "resume or delete it.")
     c1, c2, c3 = st.columns(3)
     with c1:
-        new_name = st.text_input("Rename", value=run.name, key=f"runs_rename_{run.id}")
-        if st.button("Save name", key="runs_rename_save") and new_name.strip() != run.name:
+        new_name = st.text_input("Rename", value=run.name, key=f"runs_rename_{run.id}", disabled=not mine)
+        if st.button("Save name", key="runs_rename_save", disabled=not mine) and new_name.strip() != run.name:
             try:
                 store.rename(run.id, new_name)
                 st.rerun()
@@ -65,17 +68,17 @@ if len(chosen) == 1:
                                key="runs_download_weights", on_click="ignore")
         st.download_button("Download model card (.md)", card, file_name=f"{run.id}-model-card.md",
                            mime="text/markdown", key="runs_download_card", on_click="ignore")
-        if run.status in RESUMABLE and st.button("Resume training", key="runs_resume"):
+        if run.status in RESUMABLE and st.button("Resume training", key="runs_resume", disabled=not mine):
             try:
-                jobs.resume(run.id)
+                state.resume_training(run)
             except DigitLabError as error:
                 widgets.error_box(error)
             else:
-                state.watch_job(run.id)
                 st.switch_page("app_pages/train.py")
     with c3:
-        sure = st.checkbox("I want to delete this run and its weights", key=f"runs_delete_sure_{run.id}")
-        if st.button("Delete run", type="primary", disabled=not sure, key="runs_delete"):
+        sure = st.checkbox("I want to delete this run and its weights", key=f"runs_delete_sure_{run.id}",
+                           disabled=not mine)
+        if st.button("Delete run", type="primary", disabled=not (sure and mine), key="runs_delete"):
             try:
                 store.delete(run.id)
                 st.toast(f"Deleted {widgets.plain(run.name)}")

@@ -125,8 +125,7 @@ with header:
         st.warning(note)
     if started:
         try:
-            job = state.job_manager().submit(cfg, name=st.session_state["train_name"].strip() or None)
-            state.watch_job(job.id)
+            state.start_training(cfg, name=st.session_state["train_name"].strip() or None)
         except DigitLabError as error:
             widgets.error_box(error)
 
