@@ -3,11 +3,12 @@
 `digit-lab train --preset seed-cnn --epochs 1 --json`; `digit-lab runs`; `digit-lab eval RUN`;
 `digit-lab robustness starter --attack pgd --eps 0.1`;
 `digit-lab transfer --source mnist --target fashion-mnist --k 1,10,100 --seeds 3 --json`.
-Exit codes: 0 completed, 1 the run failed or diverged, 2 bad input, 130 stopped with Ctrl-C.
+Exit codes: 0 completed, 1 the run failed or diverged, 2 bad input, 130 stopped (Ctrl-C, SIGTERM, SIGHUP).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import signal
@@ -15,7 +16,7 @@ import sys
 import threading
 import types
 import typing
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from core.training.config import PRESETS, SETTINGS, TrainConfig
 from core.errors import DigitLabError
@@ -52,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     store = _store()
     record = store.resolve(args.run)
+    record.check_free()  # queued or training in a live process (a dashboard server): that process's to finish
     return _execute(store, record.id, args, resume=True)
 
 
@@ -125,18 +127,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         for dataset in (spec.source, spec.target):
             _check_data(dataset)
         exp = create_experiment(store, spec, name=args.name)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-
     def on_event(event: dict[str, Any]) -> None:
         if event["type"] == "run" and not (args.json or args.quiet):
             print(f"[{event['index'] + 1}/{event['runs']}] {event['name']}", file=sys.stderr, flush=True)
 
-    try:
+    with _stop_on_signals() as stop:
         run_experiment(store, exp.id, on_event=on_event, should_stop=stop.is_set)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     points = experiment_points(store, exp)
     if args.json:
         print(json.dumps([{key: p[key] for key in ("strategy", "k", "seed", "test_accuracy", "train_seconds", "flops",
@@ -159,17 +155,35 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return EXIT_RUN_FAILED if unfinished else EXIT_OK
 
 
-# -- running with a progress bar and Ctrl-C as a cooperative stop ------------------------------
+# -- running with a progress bar; Ctrl-C, SIGTERM and SIGHUP as a cooperative stop -----------------
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event that Ctrl-C, SIGTERM (kill, a container stopping) or SIGHUP (the terminal closing) sets, so the
+    run in progress ends 'cancelled' (resumable) within a batch; the previous handlers come back afterwards."""
+    stop = threading.Event()
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> int:
     from tqdm import tqdm
 
     from core.training.experiment import execute_run
 
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     bar = tqdm(total=None, unit="step", disable=args.json or args.quiet, file=sys.stderr, dynamic_ncols=True)
 
     def on_event(event: dict[str, Any]) -> None:
+        try:
+            show(event)
+        except OSError:  # the terminal is gone (SIGHUP): the run still ends as it should, only unseen
+            pass
+
+    def show(event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "started":
             bar.reset(total=event["total_steps"])
@@ -177,16 +191,18 @@ def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> i
         elif kind == "step":
             bar.update(1)
             bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}", refresh=False)
+        elif kind == "warning" and not args.json:
+            bar.write(event["message"])
         elif kind == "epoch" and not args.json:
             bar.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
                       f"val loss {event['val_loss']:.4f}, val accuracy {event['val_accuracy']:.2%}"
                       + (f", privacy ε so far {event['epsilon']:.2f}" if "epsilon" in event else ""))
 
     try:
-        record = execute_run(store, run_id, on_event=on_event, should_stop=stop.is_set, resume=resume)
+        with _stop_on_signals() as stop:
+            record = execute_run(store, run_id, on_event=on_event, should_stop=stop.is_set, resume=resume)
     finally:
         bar.close()
-        signal.signal(signal.SIGINT, previous)
     summary = {"run_id": record.id, "status": record.status, "test_accuracy": record.metrics.get("test_accuracy"),
                "train_seconds": record.timings.get("train_seconds"),
                "images_per_second": record.timings.get("images_per_second"), "message": record.message}
@@ -209,9 +225,12 @@ def _execute(store, run_id: str, args: argparse.Namespace, *, resume: bool) -> i
 
 
 def _store():
+    """The run store, with runs whose process died (killed, power lost) marked interrupted before any command acts."""
     from core.runs import RunStore
 
-    return RunStore()
+    store = RunStore()
+    store.recover_interrupted()
+    return store
 
 
 def _check_data(dataset: str) -> None:

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import RunNotFoundError
+from core.errors import DigitLabError, RunNotFoundError
+from core.ownership import Lease, train_lock
 from core.storage import append_line, atomic_write_bytes, atomic_write_json
 
 STATUSES = ("queued", "running", "completed", "cancelled", "diverged", "failed", "interrupted")
@@ -49,7 +50,9 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)  # train_seconds, images_per_second
     weights_sha256: str | None = None
     message: str = ""
-    owner_pid: int | None = None
+    owner_pid: int | None = None  # the owner lease (see core.ownership): the process that queued or trains the run,
+    owner_start: int | None = None  # its start time (clock ticks after boot), so a reused pid is not taken for it,
+    owner_boot: str | None = None  # and the boot it ran in
     parent: str | None = None  # run this one was resumed or fine-tuned from
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -64,6 +67,25 @@ class RunRecord:
     @property
     def test_accuracy(self) -> float | None:
         return self.metrics.get("test_accuracy")
+
+    @property
+    def owner(self) -> Lease | None:
+        """The lease of the process that queued or trains this run; None when nobody holds it."""
+        return Lease(self.owner_pid, self.owner_start, self.owner_boot) if self.owner_pid is not None else None
+
+    def held_elsewhere(self) -> Lease | None:
+        """The lease of another live process that has this run queued or training, if any."""
+        owner = self.owner
+        if self.status in ACTIVE and owner is not None and owner != Lease.mine() and owner.alive():
+            return owner
+        return None
+
+    def check_free(self) -> None:
+        """Refuse, with a sentence, a run that another live process has queued or is training."""
+        owner = self.held_elsewhere()
+        if owner is not None:
+            raise DigitLabError(f"Run {self.id} is {self.status} in another process (pid {owner.pid}); stop it "
+                                "there or wait for it to finish.")
 
 
 class RunStore:
@@ -85,12 +107,12 @@ class RunStore:
     # -- records -------------------------------------------------------------------------------
     def create(self, config: dict[str, Any], *, name: str | None = None, params: int = 0, flops: int = 0,
                parent: str | None = None) -> RunRecord:
-        """A new queued run with its folder and metadata."""
+        """A new queued run with its folder and metadata, owned by this process until it runs or ends."""
         now = time.time()
         run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + secrets.token_hex(3)
         record = RunRecord(id=run_id, name=name or f"{config['model']} on {config['dataset']}",
                            status="queued", config=config, created=now, updated=now, params=params,
-                           flops=flops, parent=parent, versions=_versions())
+                           flops=flops, parent=parent, versions=_versions(), **_owner_fields(Lease.mine()))
         self.folder(run_id).mkdir(parents=True)
         self._write(record)
         return record
@@ -102,7 +124,12 @@ class RunStore:
         return RunRecord(**json.loads(path.read_text()))
 
     def update(self, run_id: str, **changes: Any) -> RunRecord:
-        """Change fields of a run's metadata (read-modify-write under the store's lock)."""
+        """Change fields of a run's metadata (read-modify-write under the store's lock).
+
+        `owner=Lease.mine()` makes this process the run's owner, `owner=None` releases it.
+        """
+        if "owner" in changes:
+            changes.update(_owner_fields(changes.pop("owner")))
         with self._lock:
             record = self.get(run_id)
             for key, value in changes.items():
@@ -120,9 +147,9 @@ class RunStore:
         return self.update(run_id, name=name[:120])
 
     def delete(self, run_id: str) -> None:
-        """Remove a run's folder and index row; a running run cannot be deleted."""
+        """Remove a run's folder and index row; a run queued or training in a live process cannot be deleted."""
         record = self.get(run_id)
-        if record.status in ACTIVE:
+        if record.status in ACTIVE and _owned(record):
             raise ValueError(f"Run {record.name} is {record.status}; stop it before deleting.")
         with self._lock, self._db() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
@@ -186,19 +213,30 @@ class RunStore:
 
     # -- recovery ----------------------------------------------------------------------------------
     def recover_interrupted(self, live_run_ids: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Mark runs left 'running'/'queued' by a dead worker as 'interrupted'; returns their ids."""
+        """Mark runs left 'running'/'queued' by a process that has died as 'interrupted'; returns their ids.
+
+        A run's owner lease decides (pid, start time, boot), so a pid reused after a restart does not keep a run
+        alive; runs of live processes, this one included, are left alone.
+        """
         found = []
-        for record in self.list():
-            if record.status not in ACTIVE or record.id in live_run_ids:
-                continue
-            pid = record.owner_pid
-            if pid == os.getpid() or (pid is not None and _pid_alive(pid)):
-                continue  # a live worker owns it: this process's (e.g. an older job manager) or another's
-            self.update(record.id, status="interrupted", owner_pid=None,
-                        message="The process training this run stopped before it finished; resume it "
-                                "from its last completed epoch.")
-            found.append(record.id)
+        for record in [r for status in ACTIVE for r in self.list(status=status)]:
+            if record.id not in live_run_ids and not _owned(record) and self._mark_interrupted(record.id):
+                found.append(record.id)
         return found
+
+    def _mark_interrupted(self, run_id: str) -> bool:
+        """Mark one run whose owner died 'interrupted', checked again under its folder's lock (which every process
+        that queues or trains a run holds while it changes the run), so a run just taken over is left alone."""
+        try:
+            with train_lock(self.folder(run_id), run_id), self._lock:
+                if _owned(record := self.get(run_id)) or record.status not in ACTIVE:
+                    return False
+                self.update(run_id, status="interrupted", owner=None,
+                            message="The process training this run stopped before it finished; resume it "
+                                    "from its last completed epoch.")
+                return True
+        except (DigitLabError, OSError):  # being trained right now, or deleted meanwhile
+            return False
 
     def reindex(self) -> int:
         """Rebuild the SQLite index from the run folders; returns how many runs it holds."""
@@ -235,14 +273,14 @@ def _valid_id(run_id: str) -> bool:
     return bool(run_id) and all(c.isalnum() or c == "-" for c in run_id)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _owned(record: RunRecord) -> bool:
+    """Whether a live process (this one included) holds the run's lease."""
+    return record.owner is not None and record.owner.alive()
+
+
+def _owner_fields(lease: Lease | None) -> dict[str, Any]:
+    return {"owner_pid": lease.pid if lease else None, "owner_start": lease.start if lease else None,
+            "owner_boot": lease.boot if lease else None}
 
 
 def _versions() -> dict[str, str]:

@@ -2,12 +2,12 @@
 
 `run = create_run(store, cfg)` then `execute_run(store, run.id, on_event=..., should_stop=...)`;
 `execute_run(..., resume=True)` continues a stopped or interrupted run from its last epoch. The CLI
-and the job manager both go through here, so a run looks the same whoever started it.
+and the job manager both go through here, so a run looks the same whoever started it, and one process at a
+time trains a run (a lock in its folder).
 """
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from typing import Callable
 
@@ -17,6 +17,7 @@ from core.data.datasets import load_splits
 from core.errors import DigitLabError
 from core.inference.metrics import evaluate
 from core.models.zoo import ZOO, train_flops
+from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunRecord, RunStore
 from core.training.train import Event, TrainOutcome, adversarial_settings, pick_device, train, training_splits
 from core.inference.weights import load_source, model_source, save_model
@@ -36,61 +37,76 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
                 should_stop: Callable[[], bool] = lambda: False, resume: bool = False) -> RunRecord:
     """Train run `run_id` to an end state (completed/cancelled/diverged/failed) and record it.
 
-    Never raises for training problems: the returned record's status and message say what happened.
+    Never raises for training problems: the returned record's status and message say what happened. Raises a
+    DigitLabError, leaving the run as it was, when the run cannot start here: another process trains it (the
+    run folder's lock) or has it queued (its owner lease), or it is not resumable.
     """
-    record = store.get(run_id)
-    if resume and record.status not in (*RESUMABLE, "queued"):  # queued: a job manager queued the resume
-        raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
-    folder = store.folder(run_id)
-    cfg = TrainConfig.from_dict(record.config)
-    if resume and cfg.dp:  # checked before the run is touched, so it stays as it was
-        raise DigitLabError(f"Run {run_id} trained with differential privacy and cannot resume: the privacy spent "
-                            "so far is not in its checkpoint, so ε would be reported wrong. Start it again.")
-    store.update(run_id, status="running", owner_pid=os.getpid(), message="")
-    try:
-        device = pick_device(cfg.device)
-        splits = load_splits(cfg.dataset, device)
-        state = None
-        if resume and (folder / "checkpoint.json").is_file():
-            state = load_state(folder, cfg, device)
-        init = None
-        if cfg.init_from:  # also when resuming: the hard-example weights come from the starting model
-            source = model_source(store, cfg.init_from)  # a run or the starter
-            if source.model != cfg.model:
-                raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
-            init = load_source(source).state_dict()
-        store.truncate_metrics(run_id, state.epoch if state else 0)
-        store.update(run_id, dataset_sizes=training_splits(cfg, splits).sizes(),
-                     timings={**record.timings, "device": str(device)})
-
-        def forward(event: Event) -> None:
-            if event["type"] == "epoch":
-                store.append_metrics(run_id, {k: v for k, v in event.items() if k != "preview"})
-            on_event(event)
-
-        outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
-                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init)
-        record = _finish(store, run_id, cfg, outcome, splits, on_event)
-    except Exception as error:  # noqa: BLE001 - any failure becomes a 'failed' run with a message
-        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-        text = str(error) if isinstance(error, DigitLabError) else f"{type(error).__name__}: {error}"
-        record = store.update(run_id, status="failed", owner_pid=None, message=f"Training failed: {text}")
-        on_event({"type": "failed", "run_id": run_id, "message": record.message})
+    store.get(run_id)  # an unknown run is refused before its folder is touched
+    with train_lock(store.folder(run_id), run_id):  # one trainer per run, across processes, for the whole run
+        record = store.get(run_id)  # read under the lock: a run another process just finished is seen finished
+        record.check_free()
+        if resume and record.status not in (*RESUMABLE, "queued"):  # queued: a job manager queued the resume
+            raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
+        cfg = TrainConfig.from_dict(record.config)
+        if resume and cfg.dp:  # checked before the run is touched, so it stays as it was
+            raise DigitLabError(f"Run {run_id} trained with differential privacy and cannot resume: the privacy "
+                                "spent so far is not in its checkpoint, so ε would be reported wrong. Start it again.")
+        store.update(run_id, status="running", owner=Lease.mine(), message="")
+        try:
+            record = _train_run(store, record, cfg, on_event, should_stop, resume)
+        except Exception as error:  # noqa: BLE001 - any failure becomes a 'failed' run with a message
+            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+            text = str(error) if isinstance(error, DigitLabError) else f"{type(error).__name__}: {error}"
+            record = store.update(run_id, status="failed", owner=None, message=f"Training failed: {text}")
+            on_event({"type": "failed", "run_id": run_id, "message": record.message})
     on_event({"type": "finished", "run_id": run_id, "status": record.status, "message": record.message,
               "test_accuracy": record.metrics.get("test_accuracy")})
     return record
 
 
+def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: Callable[[Event], None],
+               should_stop: Callable[[], bool], resume: bool) -> RunRecord:
+    """Load data (and the checkpoint when resuming), train, test and record; the caller holds the run's lock."""
+    run_id, folder = record.id, store.folder(record.id)
+    device = pick_device(cfg.device)
+    splits = load_splits(cfg.dataset, device)
+    state, note = None, ""
+    if resume and (folder / "checkpoint.json").is_file():
+        state, note = load_state(folder, cfg, device)
+    init = None
+    if cfg.init_from:  # also when resuming: the hard-example weights come from the starting model
+        source = model_source(store, cfg.init_from)  # a run or the starter
+        if source.model != cfg.model:
+            raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
+        init = load_source(source).state_dict()
+    store.truncate_metrics(run_id, state.epoch if state else 0)
+    store.update(run_id, dataset_sizes=training_splits(cfg, splits).sizes(),
+                 timings={**record.timings, "device": str(device)}, message=note)
+    if note:  # the previous epoch's checkpoint was loaded instead of a damaged latest one
+        log.warning("run %s: %s", run_id, note)
+        on_event({"type": "warning", "run_id": run_id, "message": note})
+
+    def forward(event: Event) -> None:
+        if event["type"] == "epoch":
+            store.append_metrics(run_id, {k: v for k, v in event.items() if k != "preview"})
+        on_event(event)
+
+    outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
+                    save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init)
+    return _finish(store, run_id, cfg, outcome, splits, on_event, note)
+
+
 def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcome, splits,
-            on_event: Callable[[Event], None]) -> RunRecord:
+            on_event: Callable[[Event], None], note: str = "") -> RunRecord:
     state = outcome.state
+    message = " ".join(text for text in (note, outcome.message) if text)
     timings = {**store.get(run_id).timings, "train_seconds": round(state.train_seconds, 3),
                "images_per_second": round(state.images / state.train_seconds, 1) if state.train_seconds else 0.0,
                "epochs_completed": state.epoch, "steps": state.step, "images": state.images,
                "train_flops": train_flops(cfg.model, state.images, head_only=cfg.transfer == "probe",
                                           attack_steps=adversarial_settings(cfg).steps if cfg.adversarial != "none" else 0)}
     if outcome.status == "diverged":
-        return store.update(run_id, status="diverged", message=outcome.message, timings=timings, owner_pid=None)
+        return store.update(run_id, status="diverged", message=message, timings=timings, owner=None)
     on_event({"type": "testing", "images": len(splits.test_y)})  # can take seconds: say so
     test = evaluate(state.model, splits.test_x, splits.test_y)
     metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss}
@@ -107,5 +123,5 @@ def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcom
                                       AttackSettings("pgd", cfg.adv_eps, ROBUST_STEPS), seed=cfg.seed)
         metrics.update(robust_accuracy=robust.adversarial_accuracy, robust_eps=cfg.adv_eps)
     sha = save_model(store.weights_path(run_id), state.model, cfg.model, {"run_id": run_id, "dataset": cfg.dataset})
-    return store.update(run_id, status=outcome.status, message=outcome.message, metrics=metrics, timings=timings,
-                        weights_sha256=sha, owner_pid=None)
+    return store.update(run_id, status=outcome.status, message=message, metrics=metrics, timings=timings,
+                        weights_sha256=sha, owner=None)

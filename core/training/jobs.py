@@ -16,6 +16,7 @@ from typing import Any
 from core.training.config import TrainConfig
 from core.errors import DigitLabError
 from core.training.experiment import create_run, execute_run
+from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunStore
 from core.training.train import Event, pick_device
 
@@ -120,10 +121,11 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, deque[Job]] = {}
         self._workers: dict[str, threading.Thread] = {}
-        store.recover_interrupted()  # runs left 'running' by a previous server are interrupted now
+        store.recover_interrupted()  # runs left 'running' or 'queued' by a process that died are interrupted now
 
     def submit(self, cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> Job:
-        """Create a queued run for `cfg` and schedule it on its device."""
+        """Create a queued run for `cfg` (this process owns it) and schedule it on its device."""
+        self.store.recover_interrupted()  # runs whose process died since this manager started become resumable
         device = pick_device(cfg.device).type
         record = create_run(self.store, cfg, name=name, parent=parent)
         return self._enqueue(Job(id=record.id, device=device, epochs=cfg.epochs))
@@ -137,22 +139,25 @@ class JobManager:
         return self._schedule(run_id, resume=True)
 
     def _schedule(self, run_id: str, *, resume: bool) -> Job:
-        """Queue an existing run; one already queued or training is returned as it is. The check and the enqueue
-        happen under one lock, so two quick clicks queue a run once."""
+        """Queue an existing run; one already queued or training here is returned as it is. The check and the
+        enqueue happen under one lock, so two quick clicks queue a run once. This process becomes the run's owner;
+        a run another live process has queued or is training is refused."""
+        self.store.recover_interrupted()  # runs whose process died since this manager started become resumable
         cfg = TrainConfig.from_dict(self.store.get(run_id).config)
         allowed = RESUMABLE if resume else ("queued",)
         with self._lock:
             current = self._jobs.get(run_id)
             if current is not None and not current.done:
                 return current
-            record = self.store.get(run_id)
-            if record.status not in allowed:
-                raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(allowed)} runs "
-                                    f"{'resume' if resume else 'can be started'}.")
+            with train_lock(self.store.folder(run_id), run_id):  # no other process starts training it meanwhile
+                record = self.store.get(run_id)
+                record.check_free()
+                if record.status not in allowed:
+                    raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(allowed)} runs "
+                                        f"{'resume' if resume else 'can be started'}.")
+                self.store.update(run_id, status="queued", owner=Lease.mine())
             job = Job(id=run_id, device=pick_device(cfg.device).type, resume=resume, epochs=cfg.epochs,
                       history=self.store.read_metrics(run_id) if resume else [])
-            if resume:
-                self.store.update(run_id, status="queued")
             self._enqueue_locked(job)
         return job
 
@@ -168,7 +173,7 @@ class JobManager:
                 queue.remove(job)
                 with job.lock:
                     job.status, job.message, job.finished = "cancelled", "Cancelled before it started.", time.time()
-                self.store.update(job.id, status="cancelled", message=job.message)
+                self.store.update(job.id, status="cancelled", message=job.message, owner=None)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
