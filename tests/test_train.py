@@ -42,6 +42,16 @@ def test_huge_learning_rate_is_reported_as_diverged(digits, tiny_cfg):
     assert "step" in outcome.message and "learning rate 10" in outcome.message
 
 
+def test_a_finite_but_blown_up_loss_is_stopped_as_diverged_within_the_first_epoch(digits, tiny_cfg):
+    # Adam at lr 10 never produces NaN here: the loss swings around huge finite values and the run used to
+    # "complete" at chance. It must stop within its first epoch with a sentence.
+    outcome = train(tiny_cfg.replace(optimizer="adam", lr=10.0, epochs=3, limit_batches=None, batch_size=32), digits)
+    assert outcome.status == "diverged"
+    assert outcome.state.epoch == 0 and outcome.state.step <= 45  # 45 steps make one epoch here
+    assert "guessing at random" in outcome.message and "learning rate 10" in outcome.message
+    assert train(tiny_cfg, digits).status == "completed"  # an ordinary run is never judged blown up
+
+
 def test_same_seed_gives_identical_weights_on_cpu(digits, tiny_cfg):
     cfg = tiny_cfg.replace(augment=True, dropout=0.2)
     a = train(cfg, digits).model.state_dict()

@@ -23,7 +23,9 @@ from core.inference.metrics import evaluate, predict_probs
 from core.insight.attacks import AttackSettings, perturb
 from core.models.zoo import Classifier, build_model, head_name
 
-PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
+PREVIEW_IMAGES = 12
+DIVERGENCE_WINDOW = 20  # steps into an epoch before its mean loss is judged
+DIVERGENCE_FACTOR = 10  # a mean loss this many times a uniform guess's means the run has blown up  # validation images whose predictions every epoch event carries
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
 
 
@@ -201,6 +203,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
         torch.cuda.set_rng_state(resume.rng_cuda, device)
     model, optimizer = state.model, state.optimizer
     n_train, per_epoch, total_steps = run.train_images, run.steps_per_epoch, run.total_steps
+    chance_loss = math.log(len(splits.info.classes))  # cross-entropy of a uniform guess
     use_bf16 = cfg.precision == "bf16"
     attack = adversarial_settings(cfg) if cfg.adversarial != "none" else None
     private, forward = None, model
@@ -253,6 +256,14 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                 return TrainOutcome("diverged", state, (
                     f"Training diverged at step {state.step + 1} (epoch {epoch + 1}): the loss became "
                     f"{loss_value} with learning rate {lr:.3g}. Lower the learning rate."))
+            if epoch_seen >= DIVERGENCE_WINDOW * cfg.batch_size or batch == per_epoch - 1:
+                mean_loss = (epoch_loss + loss_value * len(y)) / max(epoch_seen + len(y), 1)
+                if mean_loss > DIVERGENCE_FACTOR * chance_loss:  # finite, but far worse than guessing: blown up
+                    state.train_seconds += time.perf_counter() - epoch_start
+                    return TrainOutcome("diverged", state, (
+                        f"Training diverged in epoch {epoch + 1}: the loss averaged {mean_loss:.1f}, more than "
+                        f"{DIVERGENCE_FACTOR}× the {chance_loss:.2f} of guessing at random, with learning rate "
+                        f"{lr:.3g}. Lower the learning rate."))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

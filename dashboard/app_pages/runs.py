@@ -11,6 +11,7 @@ from core.models.zoo import ZOO
 from dashboard import state, widgets
 
 store = state.run_store()
+store.recover_interrupted()  # a CLI run killed while this server runs shows as interrupted, not running for ever
 st.title("Runs & compare")
 
 f1, f2, f3 = st.columns(3)
