@@ -308,7 +308,8 @@ def _parser() -> argparse.ArgumentParser:
                         description="Pre-train a backbone on SOURCE (or reuse --backbone RUN), then adapt it to TARGET "
                                     "with k labelled images per class three ways (linear probe, fine-tuning, from "
                                     "scratch), several seeds each. Every run lands in the run store.")
-    tr.add_argument("--source", default="mnist", help="pre-training dataset (default mnist)")
+    tr.add_argument("--source", default="mnist", help="pre-training dataset: mnist, fashion-mnist, or mnist+fashion "
+                                                      "(both pooled) (default mnist)")
     tr.add_argument("--target", default="fashion-mnist", help="downstream dataset (default fashion-mnist)")
     tr.add_argument("--model", default="seed-cnn", help="backbone from the zoo (default seed-cnn)")
     tr.add_argument("--k", default="1,5,10,50,100,all", help="labelled images per class, comma-separated; 'all' for "

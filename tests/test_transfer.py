@@ -215,3 +215,19 @@ def test_the_cli_prints_points_as_json_and_refuses_bad_input(store, mnist, capsy
     assert main(["transfer", "--source", "mnist", "--target", "mnist"]) == 2
     assert "different source" in capsys.readouterr().err
     assert main(["transfer", "--resume", "nope"]) == 2
+
+
+def test_both_datasets_pooled_can_be_the_source(store, mnist):
+    from core.data.datasets import POOLED, is_available, load_splits
+
+    if not is_available("fashion-mnist"):
+        pytest.skip("Fashion-MNIST not installed")
+    pooled = load_splits(POOLED)
+    assert pooled.sizes() == {"train": 110_000, "val": 10_000, "test": 20_000}
+    assert torch.equal(pooled.train_x[:55_000], mnist.train_x)  # MNIST's own split first, then Fashion-MNIST's
+    with pytest.raises(ConfigError, match="scikit-learn digits"):
+        TransferSpec(source=POOLED, target="fashion-mnist")
+    exp = create_experiment(store, TransferSpec(**{**TINY, "source": POOLED, "ks": (1,)}))
+    run_experiment(store, exp.id)
+    assert store.get(exp.pretrain).dataset == POOLED
+    assert experiment_progress(store, exp)["statuses"] == {"completed": 4}

@@ -36,12 +36,15 @@ class DatasetInfo:
 
 
 DIGITS = tuple(str(i) for i in range(10))
+GARMENTS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+POOLED = "mnist+fashion"  # both datasets at once, for pre-training a backbone on two domains
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", "MNIST handwritten digits", DIGITS, 0.1307, 0.3081),
-    "fashion-mnist": DatasetInfo(
-        "fashion-mnist", "Fashion-MNIST clothing",
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-         "Ankle boot"), 0.2860, 0.3530),
+    "fashion-mnist": DatasetInfo("fashion-mnist", "Fashion-MNIST clothing", GARMENTS, 0.2860, 0.3530),
+    # Pooled with ten shared outputs: digit i and garment i are class i. A backbone pre-trained on it has seen
+    # both domains; transfer experiments replace its output layer anyway, so the pairing only has to be fixed.
+    POOLED: DatasetInfo(POOLED, "MNIST + Fashion-MNIST pooled (digit i and garment i share class i)",
+                        tuple(f"{d} / {g}" for d, g in zip(DIGITS, GARMENTS)), 0.2083, 0.3403),
     "digits": DatasetInfo("digits", "scikit-learn digits (8×8, upscaled; built-in fallback)", DIGITS,
                           0.1320, 0.2970),
 }
@@ -142,6 +145,8 @@ def is_available(name: str) -> bool:
         return _torchvision_files_present("MNIST")
     if name == "fashion-mnist":
         return _torchvision_files_present("FashionMNIST") or _debian_fashion_present()
+    if name == POOLED:
+        return is_available("mnist") and is_available("fashion-mnist")
     return False
 
 
@@ -176,6 +181,10 @@ def load_splits(name: str, device: torch.device | str = "cpu") -> Splits:
 @functools.lru_cache(maxsize=4)
 def _load_cpu(name: str, root: str) -> Splits:
     info = DATASETS[name]
+    if name == POOLED:  # each dataset's own splits, side by side
+        parts = [_load_cpu(part, root) for part in ("mnist", "fashion-mnist")]
+        return Splits(info, *(torch.cat([getattr(p, k) for p in parts]) for k in
+                              ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")))
     if name == "digits":
         (tx, ty), (sx, sy) = _sklearn_digits()
     elif name == "fashion-mnist" and not _torchvision_files_present("FashionMNIST") and _debian_fashion_present():
@@ -241,6 +250,8 @@ def _read_idx_gz(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _expected(name: str) -> str:
+    if name == POOLED:
+        return f"both {_expected('mnist')} and {_expected('fashion-mnist')}"
     folder = "MNIST" if name == "mnist" else "FashionMNIST"
     return (f"{folder}/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core.data.datasets import DATASETS
+from core.data.datasets import DATASETS, POOLED
 from core.errors import ConfigError, RunNotFoundError
 from core.models.zoo import ZOO
 from core.runs import RESUMABLE, RunRecord, RunStore
@@ -37,6 +37,12 @@ ALL = 0  # k = ALL: every labelled training image of the target
 K_CHOICES = (1, 5, 10, 50, 100, ALL)
 STRATEGY_LR = {"probe": 1e-2, "finetune": 1e-3, "scratch": 2e-3}  # Adam, cosine decay; the usual rates for each
 MAX_SEEDS = 10
+
+
+def targets_for(source: str) -> list[str]:
+    """The datasets a backbone pre-trained on `source` may be adapted to: none whose images it has seen."""
+    seen = {"mnist", "fashion-mnist"} if source == POOLED else {source}
+    return [name for name in DATASETS if name not in seen and name != POOLED]
 
 
 def k_label(k: int) -> str:
@@ -80,9 +86,11 @@ class TransferSpec:
             if getattr(self, name) not in DATASETS:
                 raise ConfigError(f"Unknown dataset {getattr(self, name)!r}; choose one of: {', '.join(DATASETS)}.",
                                   field=name)
-        if self.source == self.target:
+        if self.target not in targets_for(self.source):
             raise ConfigError("Pre-training on the target's own labelled images would make the few-label question "
-                              "meaningless: choose a different source dataset.", field="target")
+                              "meaningless: choose a different source dataset"
+                              + (" (the pooled source holds MNIST and Fashion-MNIST; adapt it to the scikit-learn "
+                                 "digits)." if self.source == POOLED else "."), field="target")
         if self.model not in ZOO:
             raise ConfigError(f"Unknown model {self.model!r}; the zoo has: {', '.join(ZOO)}.", field="model")
         object.__setattr__(self, "ks", tuple(self.ks))

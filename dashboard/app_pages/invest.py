@@ -12,7 +12,7 @@ from core.insight.invest import (DEFAULT_WATTS, break_even_tasks, cheapest_reach
 from core.models.zoo import ZOO
 from core.training.transfer import (K_CHOICES, STRATEGY_TITLES, TransferSpec, create_experiment, experiment_points,
                                     experiment_progress, get_experiment, list_experiments, live_runs, pretrain_summary,
-                                    stop_experiment, submit_experiment)
+                                    stop_experiment, submit_experiment, targets_for)
 from dashboard import invest_plots, state, widgets
 
 st.title("Invest: is pre-training worth it?")
@@ -30,7 +30,7 @@ def new_experiment_form() -> None:
     available = [name for name in DATASETS if name == "digits" or is_available(name)]
     c1, c2, c3, c4 = st.columns(4)
     source = c1.selectbox("Pre-train on", available, key="invest_source", format_func=state.dataset_title)
-    targets = [d for d in available if d != source]
+    targets = [d for d in targets_for(source) if d in available]
     target = c2.selectbox("Adapt to", targets, key="invest_target", format_func=state.dataset_title)
     model = c3.selectbox("Backbone", list(ZOO), index=list(ZOO).index("seed-cnn"), key="invest_model",
                          format_func=lambda m: ZOO[m].title)
