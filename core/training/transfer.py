@@ -352,6 +352,18 @@ def live_runs(jobs, exp: Experiment) -> list[str]:
     return [run_id for run_id in exp.run_ids() if (job := jobs.get(run_id)) is not None and not job.done]
 
 
+def held_elsewhere(store: RunStore, exp: Experiment):
+    """The lease of another live process (e.g. `digit-lab transfer` in a terminal) training this experiment, if any."""
+    for run_id in exp.run_ids():
+        try:
+            owner = store.get(run_id).held_elsewhere()
+        except RunNotFoundError:
+            continue
+        if owner is not None:
+            return owner
+    return None
+
+
 def _status(store: RunStore, run_id: str) -> str:
     try:
         return store.get(run_id).status

@@ -12,7 +12,7 @@ from core.insight.invest import (DEFAULT_WATTS, break_even_tasks, cheapest_reach
 from core.models.zoo import ZOO
 from core.training.transfer import (K_CHOICES, STRATEGY_TITLES, TransferSpec, create_experiment, experiment_points,
                                     experiment_progress, get_experiment, list_experiments, live_runs, pretrain_summary,
-                                    stop_experiment, submit_experiment, targets_for)
+                                    held_elsewhere, stop_experiment, submit_experiment, targets_for)
 from dashboard import invest_plots, state, widgets
 
 st.title("Invest: is pre-training worth it?")
@@ -80,15 +80,20 @@ def progress_line(exp) -> None:
     """Runs finished out of all, what trains now, and Stop / Continue."""
     progress = experiment_progress(store, exp)
     live = live_runs(jobs, exp)
+    elsewhere = None if live else held_elsewhere(store, exp)
     bar_col, button_col = st.columns([4, 1], vertical_alignment="bottom")
     text = f"{progress['done']} of {progress['total']} runs finished"
     if live:
         job = jobs.get(live[0]).snapshot()
         current = store.get(live[0]).name
-        text += f" · now: {widgets.plain(current)}" + (f" (step {job['step']:,}/{job['total_steps']:,})" if job["total_steps"] else
-                                         " (waiting for the training worker)")
+        text += f" · now: {widgets.plain(current)}" + (
+            f" (step {job['step']:,}/{job['total_steps']:,})" if job["total_steps"] else " (waiting for the training worker)")
+    if elsewhere is not None:
+        text += f" · training in another process (pid {elsewhere.pid}, e.g. digit-lab transfer in a terminal)"
     bar_col.progress(progress["done"] / max(progress["total"], 1), text=text)
-    if live:
+    if elsewhere is not None:  # only that process can stop it; its points appear here as they finish
+        button_col.caption("Stop it where it runs (Ctrl-C)")
+    elif live:
         if button_col.button("Stop", icon=":material/stop:", key="invest_stop", width="stretch"):
             try:
                 state.policy().check_experiment(state.is_admin())
@@ -102,11 +107,11 @@ def progress_line(exp) -> None:
                              help="Resumes stopped runs from their last epoch and queues the rest."):
             try:
                 state.policy().check_experiment(state.is_admin())
+                submit_experiment(jobs, exp.id)
             except DigitLabError as error:
                 widgets.error_box(error)
-            else:
-                submit_experiment(jobs, exp.id)
-                st.rerun()
+                return
+            st.rerun()
     if progress["problem"]:
         st.warning(progress["problem"], icon=":material/warning:")
 
@@ -185,7 +190,7 @@ def break_even(summary, pretrain, numbers) -> None:
 def live_experiment(exp_id: str) -> None:
     """While the experiment trains: progress and the points so far; one full rerun when it stops."""
     exp = get_experiment(store, exp_id)
-    if not live_runs(jobs, exp):
+    if not live_runs(jobs, exp) and held_elsewhere(store, exp) is None:
         st.rerun()
     progress_line(exp)
     results(exp, live=True)
@@ -203,7 +208,7 @@ if experiment_tab.open is not False:
             labels = {e.id: f"{e.name} · {e.id}" for e in experiments}
             exp_id = st.selectbox("Experiment", list(labels), key=EXPERIMENT, format_func=labels.get)
             exp = get_experiment(store, exp_id)
-            if live_runs(jobs, exp):
+            if live_runs(jobs, exp) or held_elsewhere(store, exp) is not None:
                 live_experiment(exp.id)
             else:
                 progress_line(exp)
