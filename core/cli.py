@@ -136,7 +136,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     points = experiment_points(store, exp)
     if args.json:
         print(json.dumps([{key: p[key] for key in ("strategy", "k", "seed", "test_accuracy", "train_seconds", "flops",
-                                                   "params", "status", "run_id")} for p in points]))
+                                                   "params", "energy_wh", "watts", "status", "run_id")}
+                          for p in points]))
     else:
         print(f"experiment {exp.id}: {exp.name}")
         print(f"{'strategy':9} {'k':>5} {'seed':>4} {'status':10} {'test acc':>8} {'seconds':>8} {'GFLOP':>9}")

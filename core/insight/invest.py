@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from core.runs import RunRecord
+from core.training.transfer import energy_wh, run_cost
 
 ALL = 0  # k = 0 means every labelled image (as core.training.transfer.ALL)
 TRANSFER_STRATEGIES = ("finetune", "probe")
-DEFAULT_WATTS = {"cpu": 35.0, "cuda": 300.0, "mps": 20.0}  # assumed draw while training; editable on the page
 TITLES = {"probe": "linear probe", "finetune": "fine-tuned", "scratch": "from scratch"}
 
 
@@ -36,11 +36,6 @@ def human_flops(flops: float) -> str:
         if abs(flops) >= scale:
             return f"{flops / scale:.3g} {unit}"
     return f"{flops:.3g} FLOP"
-
-
-def energy_wh(seconds: float, watts: float) -> float:
-    """Energy in watt-hours for `seconds` of training at an assumed `watts` of device power."""
-    return seconds * watts / 3600.0
 
 
 def summarise(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,8 +175,6 @@ def fit_power_law(xs: Sequence[float], accuracies: Sequence[float], x_name: str 
 
 def scaling_rows(records: Sequence[RunRecord], dataset: str, *, all_labels_only: bool = True) -> list[dict[str, Any]]:
     """Completed runs on `dataset` with their accuracy, parameters and training FLOPs (few-label runs on request)."""
-    from core.training.transfer import run_cost
-
     rows = []
     for r in records:
         if r.status != "completed" or r.dataset != dataset or r.test_accuracy is None:

@@ -37,6 +37,17 @@ ALL = 0  # k = ALL: every labelled training image of the target
 K_CHOICES = (1, 5, 10, 50, 100, ALL)
 STRATEGY_LR = {"probe": 1e-2, "finetune": 1e-3, "scratch": 2e-3}  # Adam, cosine decay; the usual rates for each
 MAX_SEEDS = 10
+DEFAULT_WATTS = {"cpu": 35.0, "cuda": 300.0, "mps": 20.0}  # assumed device draw while training; editable on the page
+
+
+def energy_wh(seconds: float, watts: float) -> float:
+    """Energy in watt-hours for `seconds` of training at an assumed `watts` of device power."""
+    return seconds * watts / 3600.0
+
+
+def device_watts(record: RunRecord) -> float:
+    """The assumed power of the device `record` trained on (DEFAULT_WATTS by device type)."""
+    return DEFAULT_WATTS.get(str(record.timings.get("device") or "cpu").split(":")[0], DEFAULT_WATTS["cpu"])
 
 
 def targets_for(source: str) -> list[str]:
@@ -301,11 +312,14 @@ def run_cost(record: RunRecord) -> dict[str, Any]:
     from core.models.zoo import train_flops
 
     timings = record.timings
+    seconds = timings.get("train_seconds")
     flops = timings.get("train_flops")
     if flops is None and timings.get("train_seconds"):  # runs recorded before FLOPs were: from images/s × seconds
         images = timings.get("images") or timings.get("images_per_second", 0) * timings["train_seconds"]
         flops = train_flops(record.model, int(images), head_only=record.config.get("transfer") == "probe")
-    return {"train_seconds": timings.get("train_seconds"), "flops": flops, "params": record.params}
+    watts = device_watts(record)
+    return {"train_seconds": seconds, "flops": flops, "params": record.params, "watts": watts,
+            "energy_wh": energy_wh(seconds, watts) if seconds else None}
 
 
 def pretrain_summary(store: RunStore, exp: Experiment) -> dict[str, Any]:
@@ -327,7 +341,8 @@ def experiment_points(store: RunStore, exp: Experiment) -> list[dict[str, Any]]:
         finished = record.status == "completed"
         rows.append({**point, "status": record.status, "labels": point["k"] * 10 if point["k"] else
                      record.dataset_sizes.get("train"), "test_accuracy": record.test_accuracy if finished else None,
-                     **(run_cost(record) if finished else {"train_seconds": None, "flops": None, "params": record.params})})
+                     **(run_cost(record) if finished else {"train_seconds": None, "flops": None, "params": record.params,
+                                                       "watts": None, "energy_wh": None})})
     return rows
 
 

@@ -7,10 +7,10 @@ import streamlit as st
 
 from core.data.datasets import DATASETS, is_available
 from core.errors import DigitLabError
-from core.insight.invest import (DEFAULT_WATTS, break_even_tasks, cheapest_reaching, fit_power_law, human_flops,
+from core.insight.invest import (break_even_tasks, cheapest_reaching, fit_power_law, human_flops,
                                  k_order, k_text, scaling_rows, summarise, verdict)
 from core.models.zoo import ZOO
-from core.training.transfer import (K_CHOICES, STRATEGY_TITLES, TransferSpec, create_experiment, experiment_points,
+from core.training.transfer import (DEFAULT_WATTS, K_CHOICES, STRATEGY_TITLES, TransferSpec, create_experiment, experiment_points,
                                     experiment_progress, get_experiment, list_experiments, live_runs, pretrain_summary,
                                     held_elsewhere, stop_experiment, submit_experiment, targets_for)
 from dashboard import invest_plots, state, widgets
