@@ -2,7 +2,8 @@
 
 `digit-lab train --preset seed-cnn --epochs 1 --json`; `digit-lab runs`; `digit-lab eval RUN`;
 `digit-lab robustness starter --attack pgd --eps 0.1`;
-`digit-lab transfer --source mnist --target fashion-mnist --k 1,10,100 --seeds 3 --json`.
+`digit-lab transfer --source mnist --target fashion-mnist --k 1,10,100 --seeds 3 --json`;
+`digit-lab drawings import "Class 3B" drawings.zip`; `digit-lab eval starter --drawings "Class 3B" --json`.
 Exit codes: 0 completed, 1 the run failed or diverged, 2 bad input, 130 stopped (Ctrl-C, SIGTERM, SIGHUP).
 """
 from __future__ import annotations
@@ -79,6 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.inference.metrics import evaluate
     from core.inference.weights import load_source, model_source
 
+    if args.drawings:
+        return _eval_drawings(args)
     src = model_source(_store(), args.run)
     splits = load_splits(args.dataset or src.dataset)
     x, y = (splits.test_x, splits.test_y) if args.split == "test" else (splits.val_x, splits.val_y)
@@ -88,6 +91,65 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(json.dumps(summary) if args.json else
           f"{src.name} ({src.key}) on {args.split}: accuracy {result.accuracy:.2%} over {result.n} images, "
           f"loss {result.loss:.4f}")
+    return EXIT_OK
+
+
+def _eval_drawings(args: argparse.Namespace) -> int:
+    from core.data.drawing_sets import DrawingStore
+    from core.inference.drawing_scores import score_model
+
+    store = _store()
+    sets = DrawingStore(store.root)
+    found = sets.resolve(args.drawings)
+    score = score_model(store, sets, found.id, args.run, part=args.part)
+    summary = {"run_id": score.key, "drawings": found.id, "set": found.name, "part": score.part, "n": score.n,
+               "accuracy": score.accuracy, "recall": score.recall, "mistakes": score.mistake_ids}
+    print(json.dumps(summary) if args.json else
+          f"{score.name} ({score.key}) on drawing set {found.name} ({score.part}): accuracy {score.accuracy:.2%} "
+          f"over {score.n} drawings, {len(score.mistakes)} mistakes")
+    return EXIT_OK
+
+
+def cmd_drawings(args: argparse.Namespace) -> int:
+    from core.data.drawing_files import export_set, import_path
+    from core.data.drawing_sets import DrawingStore
+
+    store = _store()
+    sets = DrawingStore(store.root)
+    if args.action == "list":
+        found = sets.list_sets()
+        if args.json:
+            print(json.dumps([dataclasses.asdict(s) for s in found]))
+        elif not found:
+            print("No drawing sets yet. Make one with: digit-lab drawings import SET FOLDER_OR_ZIP")
+        else:
+            print(f"{'id':12} {'drawings':>8}  per label 0-9{'':17}  name")
+            for s in found:
+                print(f"{s.id:12} {s.count:>8}  {' '.join(f'{c:>2}' for c in s.per_label):29}  {s.name}")
+    elif args.action == "import":
+        result = import_path(sets, args.set, args.source, drawer=args.drawer)
+        summary = {"set_id": result.set.id, "set": result.set.name, "added": result.added, "created": result.created,
+                   "drawings": result.set.count}
+        print(json.dumps(summary) if args.json else
+              f"{'Created' if result.created else 'Added to'} drawing set {result.set.name} ({result.set.id}): "
+              f"{result.added} drawings imported, {result.set.count} in all")
+    elif args.action == "export":
+        found = sets.resolve(args.set)
+        path = export_set(sets, found.id, args.file)
+        print(json.dumps({"set_id": found.id, "file": str(path), "drawings": found.count}) if args.json else
+              f"Exported {found.count} drawings of {found.name} to {path}")
+    else:  # score: every finished run on the set
+        from core.inference.drawing_scores import score_all
+
+        found = sets.resolve(args.set)
+        rows = score_all(store, sets, found.id, part=args.part)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            print(f"{'accuracy':>8} {'n':>6}  {'key':24} name")
+            for r in rows:
+                acc = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "-"
+                print(f"{acc:>8} {r['n']:>6}  {r['key']:24} {r['name']}" + (f"  ({r['error']})" if r["error"] else ""))
     return EXIT_OK
 
 
@@ -293,8 +355,31 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run", help="run id, unique id prefix, name, 'starter', or a .safetensors file")
     ev.add_argument("--split", choices=["test", "val"], default="test")
     ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
+    ev.add_argument("--drawings", metavar="SET", help="evaluate on a drawing set (id or name) instead")
+    ev.add_argument("--part", choices=["all", "train", "heldout"], default="all",
+                    help="with --drawings: the whole set, or the half retraining uses or holds out (default all)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(handler=cmd_eval)
+
+    dr = sub.add_parser("drawings", help="labelled drawing sets: list, import, export, score every model")
+    dr_sub = dr.add_subparsers(dest="action", required=True)
+    dr_list = dr_sub.add_parser("list", help="drawing sets with their counts")
+    dr_list.add_argument("--json", action="store_true")
+    dr_import = dr_sub.add_parser("import", help="add drawings from an exported zip, or from a folder or zip laid out "
+                                                 "like ImageFolder (0/ ... 9/ of PNG or JPEG files); all or nothing")
+    dr_import.add_argument("set", help="set id or name (a new name creates the set)")
+    dr_import.add_argument("source", help="a .zip file or a folder")
+    dr_import.add_argument("--drawer", default="import", help="who drew ImageFolder images (default 'import')")
+    dr_import.add_argument("--json", action="store_true")
+    dr_export = dr_sub.add_parser("export", help="write a set to one zip (PNGs, a CSV, the exact model inputs)")
+    dr_export.add_argument("set", help="set id or name")
+    dr_export.add_argument("file", help="the .zip to write")
+    dr_export.add_argument("--json", action="store_true")
+    dr_score = dr_sub.add_parser("score", help="accuracy of the starter and every finished run on a set")
+    dr_score.add_argument("set", help="set id or name")
+    dr_score.add_argument("--part", choices=["all", "train", "heldout"], default="all")
+    dr_score.add_argument("--json", action="store_true")
+    dr.set_defaults(handler=cmd_drawings)
 
     rob = sub.add_parser("robustness", help="accuracy of a run's model under an adversarial attack")
     rob.add_argument("run", help="run id, unique id prefix, name, 'starter', or a .safetensors file")

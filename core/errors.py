@@ -44,3 +44,7 @@ class EmptyDrawingError(DigitLabError):
 
 class ImageFormatError(DigitLabError, ValueError):
     """The input is not an image we can read: wrong type, shape or pixel values."""
+
+
+class DrawingSetError(DigitLabError, ValueError):
+    """A drawing set or a drawing cannot be found, named, saved or imported as asked; the message says why."""

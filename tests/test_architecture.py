@@ -26,7 +26,8 @@ def test_core_never_imports_streamlit():
 
 def test_inference_stands_in_its_own_room():
     """Reading a digit needs neither training nor insight code, nor the explanation libraries."""
-    code = ("import sys, core.inference.predict, core.inference.weights, core.inference.evaluation\n"
+    code = ("import sys, core.inference.predict, core.inference.weights, core.inference.evaluation, "
+            "core.inference.drawing_scores\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('core.training', 'core.insight'))\n"
             "             or m.split('.')[0] in {'shap', 'lime', 'captum'})\n"
             "assert not bad, bad\n")
@@ -34,7 +35,8 @@ def test_inference_stands_in_its_own_room():
 
 
 def test_data_and_models_stand_on_nothing_above_them():
-    code = ("import sys, core.data.datasets, core.data.preprocess, core.data.drawings, core.models.zoo\n"
+    code = ("import sys, core.data.datasets, core.data.preprocess, core.data.drawings, core.data.drawing_sets, "
+            "core.data.drawing_files, core.models.zoo\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('core.training', 'core.inference', 'core.insight')))\n"
             "assert not bad, bad\n")
     _runs_cleanly(code)

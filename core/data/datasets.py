@@ -101,6 +101,12 @@ class Splits:
         return Splits(self.info, self.train_x.repeat(times, 1, 1), self.train_y.repeat(times), self.val_x,
                       self.val_y, self.test_x, self.test_y)
 
+    def with_extra_train(self, images: torch.Tensor, labels: torch.Tensor, times: int = 1) -> "Splits":
+        """More training images (uint8 N×28×28 and labels), `times` over, after the dataset's own."""
+        return Splits(self.info, torch.cat([self.train_x, images.to(self.train_x.device).repeat(times, 1, 1)]),
+                      torch.cat([self.train_y, labels.to(self.train_y.device).repeat(times)]), self.val_x,
+                      self.val_y, self.test_x, self.test_y)
+
     def with_val_in_train(self) -> "Splits":
         """Train on train + validation (as the article did); validation figures are then not held out."""
         return Splits(self.info, torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y]),

@@ -4,7 +4,8 @@
 `drawing_set(n_per_digit, seed)` gives a reproducible labelled set (feed it through core.data.preprocess);
 `restroke_digit(mnist_28x28, rng)` re-draws a real handwritten digit on the canvas, and
 `restroked_inputs(images, seed)` gives many of those already preprocessed, as the app would see them;
-`reading_report(labels, guesses)` sums up how a model read a set (per digit, commonest misreads).
+`reading_report(labels, guesses)` sums up how a model read a set (per digit, commonest misreads);
+`class_drawing_set(n, seed)` draws digits in one made-up class's house style (centred, leaning hard right).
 
 Each digit has several stroke templates (a 1 with and without flag and foot, an open and a closed 4,
 ...) in a unit box (x right, y down, height 1). A drawing picks one, resamples its strokes to a random
@@ -233,6 +234,28 @@ def drawing_set(n_per_digit: int = 100, seed: int = 0, size: int = 280) -> tuple
     labels = np.tile(np.arange(10, dtype=np.int64), n_per_digit)
     canvases = [draw_digit(int(d), np.random.default_rng([seed, i]), size) for i, d in enumerate(labels)]
     return canvases, labels
+
+
+def class_drawing(digit: int, rng: np.random.Generator, shear: float = 0.6, size: int = 280) -> np.ndarray:
+    """A template drawing in one class's house style: every digit half the canvas tall, centred, leaning hard right
+    (x shifts by `shear` per unit of height, beyond the ±0.3 slant of `draw_digit`). A stand-in for a group's writing."""
+    canvas = Image.fromarray(draw_digit(digit, rng, size))
+    box = canvas.getchannel("A").getbbox()
+    ink = canvas.crop(box)
+    fit = 0.5 * size / max(ink.size)
+    ink = ink.resize((max(1, round(ink.width * fit)), max(1, round(ink.height * fit))), Image.Resampling.LANCZOS)
+    centred = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    centred.paste(ink, ((size - ink.width) // 2, (size - ink.height) // 2))
+    # Output pixel (x, y) samples input (x + shear·(y − size/2), y): the top moves right, the bottom left.
+    leaning = centred.transform((size, size), Image.Transform.AFFINE, (1, shear, -shear * size / 2, 0, 1, 0),
+                                Image.Resampling.BILINEAR)
+    return np.asarray(leaning).copy()
+
+
+def class_drawing_set(n: int, seed: int = 0, shear: float = 0.6, size: int = 280) -> tuple[list[np.ndarray], np.ndarray]:
+    """`n` reproducible canvases in one class's style (see `class_drawing`) and int64 labels, digits interleaved."""
+    labels = np.arange(n, dtype=np.int64) % 10
+    return [class_drawing(int(d), np.random.default_rng([seed, i]), shear, size) for i, d in enumerate(labels)], labels
 
 
 # -- real handwriting, re-stroked ----------------------------------------------------------------

@@ -30,6 +30,14 @@ ROBUST_STEPS = 40
 def create_run(store: RunStore, cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> RunRecord:
     """A queued run for `cfg`, with the zoo's size figures recorded."""
     spec = ZOO[cfg.model]
+    if cfg.drawings:  # a set's name becomes its id; a missing or empty set is refused before the run exists
+        from core.data.drawing_sets import DrawingStore, part_ids
+
+        sets = DrawingStore(store.root)
+        found = sets.resolve(cfg.drawings)
+        if not part_ids(sets, found.id, "train"):
+            raise DigitLabError(f"The drawing set {found.name!r} has no drawings to train on yet.")
+        cfg = cfg.replace(drawings=found.id)
     return store.create(cfg.to_dict(), name=name, params=spec.params, flops=spec.flops, parent=parent)
 
 
@@ -80,7 +88,12 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
             raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
         init = load_source(source).state_dict()
     store.truncate_metrics(run_id, state.epoch if state else 0)
-    store.update(run_id, dataset_sizes=training_splits(cfg, splits).sizes(),
+    sizes = training_splits(cfg, splits, store.root).sizes()
+    if cfg.drawings:  # the set's train half, before oversampling
+        from core.data.drawing_sets import train_part_size
+
+        sizes["drawings"] = train_part_size(cfg.drawings, store.root)
+    store.update(run_id, dataset_sizes=sizes,
                  timings={**record.timings, "device": str(device)}, message=note)
     if note:  # the previous epoch's checkpoint was loaded instead of a damaged latest one
         log.warning("run %s: %s", run_id, note)
@@ -92,7 +105,8 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
         on_event(event)
 
     outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
-                    save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init)
+                    save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init,
+                    drawings_root=store.root)
     return _finish(store, run_id, cfg, outcome, splits, on_event, note)
 
 
@@ -122,6 +136,13 @@ def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcom
         robust = adversarial_accuracy(state.model, splits.test_x[:ROBUST_IMAGES], splits.test_y[:ROBUST_IMAGES],
                                       AttackSettings("pgd", cfg.adv_eps, ROBUST_STEPS), seed=cfg.seed)
         metrics.update(robust_accuracy=robust.adversarial_accuracy, robust_eps=cfg.adv_eps)
+    if cfg.drawings:  # before/after on the drawing set's held-out half
+        from core.training.retrain import drawings_record
+
+        try:
+            metrics.update(drawings_record(store, cfg, state.model))
+        except DigitLabError as error:  # the set was deleted meanwhile: the run still ends with its weights
+            message = " ".join(t for t in (message, f"The drawing set could not be scored: {error}") if t)
     sha = save_model(store.weights_path(run_id), state.model, cfg.model, {"run_id": run_id, "dataset": cfg.dataset})
     return store.update(run_id, status=outcome.status, message=message, metrics=metrics, timings=timings,
                         weights_sha256=sha, owner=None)

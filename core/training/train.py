@@ -11,6 +11,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from core.errors import ConfigError
 from core.training.config import RunPlan, TrainConfig, plan
 from core.data.datasets import Splits, augment_batch, to_float
+from core.data.drawing_sets import DrawingImages, DrawingStore
+from core.data.drawing_sets import images as drawing_images
 from core.inference.metrics import evaluate, predict_probs
 from core.insight.attacks import AttackSettings, perturb
 from core.models.zoo import Classifier, build_model, head_name
@@ -147,14 +150,25 @@ def lr_curve(cfg: TrainConfig, run: RunPlan, points: int = 200) -> tuple[list[in
     return steps, [lr_at(cfg, s, total, run.steps_per_epoch) for s in steps]
 
 
-def training_splits(cfg: TrainConfig, splits: Splits) -> Splits:
+def training_splits(cfg: TrainConfig, splits: Splits, drawings_root: Path | None = None,
+                    drawings: DrawingImages | None = None) -> Splits:
     """The images `cfg` trains on: the first `train_size` (or `per_class` of each class), plus the validation
-    split with `train_on_val`, `repeat` times over."""
+    split with `train_on_val`, plus the drawing set's train half `drawings_factor` times (never its held-out half),
+    all `repeat` times over. The set is read from the drawing store at `drawings_root` unless given as `drawings`."""
     splits = splits.limit_train(cfg.train_size)
     if cfg.per_class:
         splits = splits.per_class(cfg.per_class, cfg.seed)
     splits = splits.with_val_in_train() if cfg.train_on_val else splits
+    if cfg.drawings:
+        part = drawings if drawings is not None else drawing_train_part(cfg, drawings_root)
+        splits = splits.with_extra_train(part.x, part.y, cfg.drawings_factor)
     return splits.repeated(cfg.repeat)
+
+
+def drawing_train_part(cfg: TrainConfig, root: Path | None = None) -> DrawingImages:
+    """The train half of `cfg.drawings` as uint8 images (round(model input × 255)) and labels."""
+    sets = DrawingStore(root)
+    return drawing_images(sets, sets.resolve(cfg.drawings).id, "train")
 
 
 def _cos_between(start: float, end: float, t: float) -> float:
@@ -173,24 +187,28 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
           on_event: Callable[[Event], None] = lambda e: None,
           should_stop: Callable[[], bool] = lambda: False,
           save_state: Callable[[TrainState], None] = lambda s: None,
-          resume: TrainState | None = None, init_weights: dict[str, torch.Tensor] | None = None) -> TrainOutcome:
+          resume: TrainState | None = None, init_weights: dict[str, torch.Tensor] | None = None,
+          drawings_root: Path | None = None) -> TrainOutcome:
     """Train `cfg.model` on `splits.train_*`, validating on `splits.val_*` after every epoch.
 
     `init_weights` starts from a trained model (fine-tuning); with `cfg.focus_errors` the images that
     model finds hard are over-sampled. With `cfg.dp` it trains with DP-SGD and every epoch row carries `epsilon`.
+    With `cfg.drawings` the set's train half (from the drawing store at `drawings_root`, default $DIGIT_LAB_HOME)
+    joins the training images.
     """
     with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave
         return _train(cfg, splits, cleanup, device=device, on_event=on_event, should_stop=should_stop,
-                      save_state=save_state, resume=resume, init_weights=init_weights)
+                      save_state=save_state, resume=resume, init_weights=init_weights, drawings_root=drawings_root)
 
 
 def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, device: torch.device | None,
            on_event: Callable[[Event], None], should_stop: Callable[[], bool],
            save_state: Callable[[TrainState], None], resume: TrainState | None,
-           init_weights: dict[str, torch.Tensor] | None) -> TrainOutcome:
+           init_weights: dict[str, torch.Tensor] | None, drawings_root: Path | None) -> TrainOutcome:
     device = device or pick_device(cfg.device)
-    run = plan(cfg, splits.sizes())
-    splits = training_splits(cfg, splits)
+    drawings = drawing_train_part(cfg, drawings_root) if cfg.drawings else None  # read once: plan and data agree
+    run = plan(cfg, {**splits.sizes(), **({"drawings": len(drawings.y)} if drawings is not None else {})})
+    splits = training_splits(cfg, splits, drawings=drawings)
     state = resume or new_state(cfg, splits, device, init_weights)
     weights = None
     if cfg.focus_errors and init_weights is not None:
