@@ -38,7 +38,8 @@ def report(store: RunStore, exp_id: str) -> dict:
         cells = []
         for strategy in ("probe", "finetune", "scratch"):
             row = next((r for r in summary if r["strategy"] == strategy and r["k"] == k), None)
-            cells.append(f"{row['mean']:.1%} ± {row['std']:.1%}" if row else "–")
+            cells.append("–" if row is None else f"{row['mean']:.1%} ± {row['std']:.1%}" if row["n"] > 1
+                         else f"{row['mean']:.1%} (1 seed)")
         print(f"| {k_text(k)} | " + " | ".join(cells) + " |")
     print()
     for said in verdicts.values():

@@ -90,7 +90,8 @@ def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int,
     scratch = row_at(summary, "scratch", k)
     adapted = [r for s in TRANSFER_STRATEGIES if (r := row_at(summary, s, k)) is not None]
     if scratch is None or not adapted or pretrain.get("flops") is None:
-        return Verdict(f"Not enough finished points at {k_text(k)} labels per class yet: the verdict needs the "
+        where = "every label" if k == ALL else f"{k_text(k)} label{'s' if k > 1 else ''} per class"
+        return Verdict(f"Not enough finished points at {where} yet: the verdict needs the "
                        "pre-trained backbone, one transfer strategy and the from-scratch run there.", {"k": k})
     best = max(adapted, key=lambda r: r["mean"])
     p_flops, p_secs = pretrain["flops"], pretrain["train_seconds"]
