@@ -91,7 +91,7 @@ def gallery_tab(current: DrawingSet) -> None:
     if pages > 1:
         page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="drawings_page"))
     shown = found[(page - 1) * PER_PAGE: page * PER_PAGE]
-    st.caption(f"{len(found):,} of {current.count:,} drawings match, oldest first; ✓ the model that read it when it "
+    st.caption(f"{len(found):,} of {current.count:,} drawing{'' if current.count == 1 else 's'} match, oldest first; ✓ the model that read it when it "
                "was saved was right, ✗ wrong.")
     widgets.image_row([d.model_input for d in shown], [caption(d) for d in shown], width=64)
     edit_drawing(shown)
@@ -132,6 +132,10 @@ def scored(current: DrawingSet, key: str, part: str):
     """The sidebar's (or another) model on the set, cached; None with a sentence shown when it cannot be scored."""
     try:
         src = model_source(store, key)
+        if src.dataset not in DIGIT_DATASETS:
+            st.info(f"{widgets.plain(src.name)}, the sidebar's model, was trained on {src.dataset}: it does not read "
+                    "digits. Choose a digit model in the sidebar.", icon=":material/info:")
+            return None, None
         return src, state.set_score(current.id, state.set_version(current.id), src.key, src.sha256, part)
     except DigitLabError as error:
         widgets.error_box(error)
@@ -336,7 +340,7 @@ if current is None:
 per_label = " · ".join(f"{d}: {n}" for d, n in enumerate(current.per_label))
 owner = "" if current.owner is None else (" · created by you" if current.owner == state.visitor_id() else
                                           " · created by another visitor")
-st.caption(f"{current.count:,} drawings ({per_label}){owner}")
+st.caption(f"{current.count:,} drawing{'' if current.count == 1 else 's'} ({per_label}){owner}")
 tabs = st.tabs(TABS, key="drawings_tab", on_change="rerun")
 part = "all"
 if tabs[0].open is not False:

@@ -29,15 +29,17 @@ def load_predictor(key: str, sha: str | None) -> Predictor:
     return Predictor.load(key, state.run_store())
 
 
-def show_result(prediction: Prediction, origin: str, true_label: int | None = None, canvas: np.ndarray | None = None) -> None:
-    """The verdict, what the model saw, the probabilities, and the way to Explain; with a canvas, the way to save it."""
+def show_result(prediction: Prediction, origin: str, true_label: int | None = None, canvas: np.ndarray | None = None,
+                set_slot=None) -> None:
+    """The verdict, what the model saw, the probabilities, and the way to Explain; with a canvas, the way to save it
+    (its set chooser drawn in `set_slot`)."""
     label = prediction.classes[prediction.label]
     if prediction.confidence >= threshold:
         st.markdown(f"### It's {widgets.article(label)} **{label}** ({prediction.confidence:.0%} sure)")
     else:
         st.markdown(f"### Not sure — draw again ({label}? only {prediction.confidence:.0%})")
     if canvas is not None and tuple(prediction.classes) == DIGITS:  # a garment model's answer is no digit label
-        save_controls(prediction, canvas)
+        save_controls(prediction, canvas, set_slot)
     seen, top = st.columns([1, 2])
     seen.image(widgets.digit_image(prediction.model_input, scale=4), width=112, clamp=True,
                caption="What the model sees (28×28)")
@@ -87,7 +89,8 @@ def save_drawing(prediction: Prediction, canvas: np.ndarray, label: int | None) 
     state.use_drawing_set(target.id)
     st.session_state["predict_saved"] = {"digest": drawing.digest, "id": drawing.id, "set": target.name,
                                          "label": int(label)}
-    st.toast(f"Saved as {prediction.classes[label]} in {target.name} ({target.count + 1} drawings).",
+    n = target.count + 1
+    st.toast(f"Saved as {prediction.classes[label]} in {target.name} ({n:,} drawing{'' if n == 1 else 's'} now).",
              icon=":material/bookmark_added:")
 
 
@@ -102,8 +105,9 @@ def undo_save() -> None:
         st.toast("Removed it from the set again.", icon=":material/undo:")
 
 
-def save_controls(prediction: Prediction, canvas: np.ndarray) -> None:
-    """One compact row under the verdict: "Yes, save it", "No — save as…" (a digit picker) and the set it goes to."""
+def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
+    """One compact row under the verdict, "Yes, save it" and "No — save as…" (a digit picker); the set it goes to and
+    who drew it in `set_slot` (under the canvas)."""
     sets = state.drawing_store()
     digest = hashlib.sha256(np.ascontiguousarray(prediction.model_input, dtype="<f4").tobytes()).hexdigest()
     saved = st.session_state.get("predict_saved")
@@ -136,7 +140,7 @@ def save_controls(prediction: Prediction, canvas: np.ndarray) -> None:
     if handed in existing and st.session_state.get("predict_save_set_handed") != handed:
         st.session_state["predict_save_set"] = st.session_state["predict_save_set_handed"] = handed
     shown = chosen_set_name(sets) or "?"
-    with row.popover(f"Set: {shown[:18] + '…' if len(shown) > 19 else shown}", icon=":material/folder:",
+    with set_slot.popover(f"Saves to: {shown[:24] + '…' if len(shown) > 25 else shown}", icon=":material/folder:",
                      help="The drawing set the buttons save to, and who drew it."):
         choice = st.selectbox("Save to", [*existing, NEW_SET], key="predict_save_set",
                               format_func=lambda k: existing.get(k, "A new set…"))
@@ -182,11 +186,13 @@ if draw_tab.open is not False:  # None when tabs are not tracked (AppTest): then
             if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
                 st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
                 st.rerun()
+            set_slot = st.container()  # where saved drawings go: filled once there is a verdict
         with right:
             try:
                 if canvas.image_data is None:
                     raise EmptyDrawingError("The canvas is empty — draw a digit first.")
-                show_result(predictor.predict(canvas.image_data), "Draw & predict", canvas=canvas.image_data)
+                show_result(predictor.predict(canvas.image_data), "Draw & predict", canvas=canvas.image_data,
+                            set_slot=set_slot)
             except EmptyDrawingError:
                 st.info("Draw a digit on the black square: the answer appears here when you lift the pen.",
                         icon=":material/draw:")
