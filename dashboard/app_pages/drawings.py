@@ -91,10 +91,21 @@ def gallery_tab(current: DrawingSet) -> None:
     if pages > 1:
         page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="drawings_page"))
     shown = found[(page - 1) * PER_PAGE: page * PER_PAGE]
-    st.caption(f"{len(found):,} of {current.count:,} drawing{'' if current.count == 1 else 's'} match, oldest first; ✓ the model that read it when it "
+    matching = (f"All {len(found):,} drawing{'' if len(found) == 1 else 's'}" if len(found) == current.count else
+                f"{len(found):,} of {current.count:,} drawings match")
+    st.caption(f"{matching}, oldest first; ✓ the model that read it when it "
                "was saved was right, ✗ wrong.")
     widgets.image_row([d.model_input for d in shown], [caption(d) for d in shown], width=64)
     edit_drawing(shown)
+
+
+def drawer(d) -> str:
+    """Who drew it, as a person reads it: their name if they gave one, "you", or where it came from."""
+    if d.drawer_name:
+        return d.drawer_name
+    if d.drawer == state.visitor_id():
+        return "you"
+    return "another visitor" if re.fullmatch(r"[0-9a-f]{16}", d.drawer) else (d.drawer or "unknown")
 
 
 def edit_drawing(shown) -> None:
@@ -110,8 +121,7 @@ def edit_drawing(shown) -> None:
     detail.image(sets.canvas_png(d.id), width=96, caption="As drawn")
     v = d.verdict
     said = f"{v.predicted} ({v.confidence:.0%} sure, {widgets.plain(v.model_key)})" if v else "not recorded"
-    pick.caption(f"True label **{d.label}** · the model said {said} · drawn by "
-                 f"{widgets.plain(d.drawer_name or ('you' if d.drawer == state.visitor_id() else d.drawer or 'unknown'))}"
+    pick.caption(f"True label **{d.label}** · the model said {said} · drawn by {widgets.plain(drawer(d))}"
                  f" · from {widgets.plain(d.source[:60])}")
     allowed = state.may_edit_drawing(d)
     why = None if allowed else "Only the visitor who drew it, or the admin, can change this drawing."
@@ -338,8 +348,8 @@ if current is None:
     st.stop()
 
 per_label = " · ".join(f"{d}: {n}" for d, n in enumerate(current.per_label))
-owner = "" if current.owner is None else (" · created by you" if current.owner == state.visitor_id() else
-                                          " · created by another visitor")
+owner = "" if current.owner is None or not state.policy().shared else (
+    " · created by you" if current.owner == state.visitor_id() else " · created by another visitor")
 st.caption(f"{current.count:,} drawing{'' if current.count == 1 else 's'} ({per_label}){owner}")
 tabs = st.tabs(TABS, key="drawings_tab", on_change="rerun")
 part = "all"
