@@ -28,7 +28,10 @@ PAGES = {
         st.Page("app_pages/runs.py", title="Runs & compare", icon=":material/leaderboard:", url_path="runs"),
         st.Page("app_pages/invest.py", title="Invest", icon=":material/savings:", url_path="invest"),
     ],
-    "Use": [st.Page("app_pages/predict.py", title="Draw & predict", icon=":material/draw:", url_path="predict")],
+    "Use": [
+        st.Page("app_pages/predict.py", title="Draw & predict", icon=":material/draw:", url_path="predict"),
+        st.Page("app_pages/drawings.py", title="Drawings", icon=":material/photo_library:", url_path="drawings"),
+    ],
     "Understand": [
         st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
         st.Page("app_pages/explain.py", title="Explain", icon=":material/lightbulb:", url_path="explain"),

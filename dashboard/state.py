@@ -2,11 +2,12 @@
 
 `job_manager()` and `run_store()` are one per server (`st.cache_resource`); `current_dataset()` and
 `current_run_id()` are what the sidebar selected for this session. Pages pass things to each other only
-through the functions here (`send_to_explain`, `watch_job`, `select_model`), never by writing another
-page's session keys.
+through the functions here (`send_to_explain`, `watch_job`, `select_model`, `set_predict_threshold`), never by
+writing another page's session keys.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import streamlit as st
 import torch
 
 from core.data.datasets import DATASETS, Splits, is_available, load_splits, resolve_dataset
+from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
 from core.errors import DigitLabError
+from core.inference.drawing_scores import SetScore, score_all, score_model
 from core.inference.evaluation import split_predictions
 from core.policy import VISITOR_KEY, Policy
 from core.training.config import TrainConfig, plan
@@ -263,3 +266,63 @@ def stop_training(record: RunRecord) -> None:
     if not may_manage(record):
         raise DigitLabError("This run was started by another visitor; only they or the admin can stop it.")
     job_manager().stop(record.id)
+
+
+# -- drawing sets (core.data.drawing_sets) -----------------------------------------------------------------
+_PREDICT_THRESHOLD = "handoff_predict_threshold"
+_DRAWING_SET = "handoff_drawing_set"
+
+
+@st.cache_resource(show_spinner=False)
+def drawing_store() -> DrawingStore:
+    """The drawing sets beside the server's run store."""
+    return DrawingStore(run_store().root)
+
+
+def use_drawing_set(set_id: str) -> None:
+    """Remember the set this visitor last saved to or opened: Draw & predict and Drawings start on it."""
+    st.session_state[_DRAWING_SET] = set_id
+
+
+def current_drawing_set() -> str | None:
+    return st.session_state.get(_DRAWING_SET)
+
+
+def may_edit_set(drawing_set: DrawingSet) -> bool:
+    """Whether this session may rename or delete `drawing_set` (its creator, the admin, or anyone off a shared server)."""
+    return not policy().shared or is_admin() or drawing_set.owner == visitor_id()
+
+
+def may_edit_drawing(drawing: Drawing) -> bool:
+    """Whether this session may relabel or delete `drawing` (who drew it, the admin, or anyone off a shared server)."""
+    return not policy().shared or is_admin() or drawing.drawer == visitor_id()
+
+
+def set_predict_threshold(value: float) -> None:
+    """Make `value` Draw & predict's confidence threshold from its next run on."""
+    st.session_state[_PREDICT_THRESHOLD] = float(value)
+
+
+def apply_predict_threshold() -> None:
+    """Called by Draw & predict before drawing its threshold slider."""
+    value = st.session_state.pop(_PREDICT_THRESHOLD, None)
+    if value is not None:
+        st.session_state["predict_threshold"] = min(1.0, max(0.0, float(value)))
+
+
+def set_version(set_id: str) -> str:
+    """A short digest of a set's drawings and labels: cached scores are recomputed when it changes."""
+    rows = drawing_store().labels_and_digests(set_id)
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+@st.cache_data(show_spinner="Scoring every model on the drawings…", max_entries=32)
+def set_score_table(set_id: str, version: str, runs: tuple[tuple[str, str | None], ...], part: str) -> list[dict]:
+    """`score_all` on a set (`version` and `runs` are the cache key: the set's content, the finished runs)."""
+    return score_all(run_store(), drawing_store(), set_id, part)
+
+
+@st.cache_data(show_spinner="Scoring the model on the drawings…", max_entries=64)
+def set_score(set_id: str, version: str, key: str, sha256: str | None, part: str) -> SetScore:
+    """One model on a set (or one part of it); cached per set content and weights."""
+    return score_model(run_store(), drawing_store(), set_id, key, part)

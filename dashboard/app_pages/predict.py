@@ -3,17 +3,23 @@
 Each source (drawing, upload, test image) is its own tab and only the open tab is read, so the answer on
 screen always belongs to the image beside it.
 """
+import hashlib
+
 import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas  # Components v2: import only inside a running app
 
 from core.data.datasets import unit
+from core.data.drawing_sets import Verdict
 from core.errors import DigitLabError, EmptyDrawingError
 from core.inference.predict import Prediction, Predictor
 from core.data.preprocess import decode_upload
 from dashboard import state, widgets
 
 CANVAS_KEY = "predict_canvas"
+DEFAULT_SET = "My digits"
+NEW_SET = "__new__"
+DIGITS = tuple(str(d) for d in range(10))  # the set chooser's "create a new set" entry
 SOURCES = [":material/draw: Draw", ":material/upload: Upload", ":material/casino: Test image"]
 
 
@@ -23,13 +29,17 @@ def load_predictor(key: str, sha: str | None) -> Predictor:
     return Predictor.load(key, state.run_store())
 
 
-def show_result(prediction: Prediction, origin: str, true_label: int | None = None) -> None:
-    """The verdict, what the model saw, the probabilities, and the way to Explain."""
+def show_result(prediction: Prediction, origin: str, true_label: int | None = None, canvas: np.ndarray | None = None,
+                set_slot=None) -> None:
+    """The verdict, what the model saw, the probabilities, and the way to Explain; with a canvas, the way to save it
+    (its set chooser drawn in `set_slot`)."""
     label = prediction.classes[prediction.label]
     if prediction.confidence >= threshold:
         st.markdown(f"### It's {widgets.article(label)} **{label}** ({prediction.confidence:.0%} sure)")
     else:
         st.markdown(f"### Not sure — draw again ({label}? only {prediction.confidence:.0%})")
+    if canvas is not None and tuple(prediction.classes) == DIGITS:  # a garment model's answer is no digit label
+        save_controls(prediction, canvas, set_slot)
     seen, top = st.columns([1, 2])
     seen.image(widgets.digit_image(prediction.model_input, scale=4), width=112, clamp=True,
                caption="What the model sees (28×28)")
@@ -46,13 +56,109 @@ def show_result(prediction: Prediction, origin: str, true_label: int | None = No
                     key=f"predict_probs_{origin}")
 
 
+def verdict_key() -> str:
+    """The model key a saved drawing's verdict names: the model, or the ensemble's members."""
+    return chosen[0] if len(chosen) == 1 else "ensemble:" + "+".join(chosen)
+
+
+def chosen_set_name(sets) -> str:
+    """The name of the set the save buttons save to: the chooser's set, or the new set's name as typed."""
+    choice = st.session_state.get("predict_save_set")
+    if choice and choice != NEW_SET:
+        found = sets.find(choice)
+        if found is not None:
+            return found.name
+    typed = st.session_state.get("predict_save_new")
+    return DEFAULT_SET if typed is None else typed.strip()
+
+
+def save_drawing(prediction: Prediction, canvas: np.ndarray, label: int | None) -> None:
+    """(A button's callback.) Save the drawing with its true label into the chosen set, creating it when new."""
+    sets = state.drawing_store()
+    try:
+        if label is None:
+            raise DigitLabError("Pick the digit it really is first.")
+        name = chosen_set_name(sets)
+        target = sets.find(name) or sets.create_set(name, owner=state.visitor_id())
+        drawing = sets.add(target.id, prediction.model_input, canvas, label=label, drawer=state.visitor_id(),
+                           drawer_name=st.session_state.get("predict_save_drawer") or None,
+                           verdict=Verdict(verdict_key(), prediction.label, prediction.confidence))
+    except DigitLabError as error:
+        st.session_state["predict_save_error"] = str(error)
+        return
+    state.use_drawing_set(target.id)
+    st.session_state["predict_saved"] = {"digest": drawing.digest, "id": drawing.id, "set": target.name,
+                                         "label": int(label)}
+    n = target.count + 1
+    st.toast(f"Saved as {prediction.classes[label]} in {target.name} ({n:,} drawing{'' if n == 1 else 's'} now).",
+             icon=":material/bookmark_added:")
+
+
+def undo_save() -> None:
+    """(A button's callback.) Delete the drawing just saved."""
+    saved = st.session_state.pop("predict_saved", None)
+    if saved:
+        try:
+            state.drawing_store().delete_drawing(saved["id"])
+        except DigitLabError:
+            pass  # already deleted on the Drawings page
+        st.toast("Removed it from the set again.", icon=":material/undo:")
+
+
+def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
+    """One compact row under the verdict, "Yes, save it" and "No — save as…" (a digit picker); the set it goes to and
+    who drew it in `set_slot` (under the canvas)."""
+    sets = state.drawing_store()
+    digest = hashlib.sha256(np.ascontiguousarray(prediction.model_input, dtype="<f4").tobytes()).hexdigest()
+    saved = st.session_state.get("predict_saved")
+    label = prediction.classes[prediction.label]
+    error = st.session_state.pop("predict_save_error", None)
+    if error:
+        st.error(error, icon=":material/error:")
+    row = st.container(horizontal=True, gap="small", vertical_alignment="center")
+    if saved and saved["digest"] == digest:
+        row.caption(f":material/bookmark_added: Saved as **{prediction.classes[saved['label']]}** in "
+                    f"**{widgets.plain(saved['set'])}** — draw the next one.")
+        row.button("Undo", icon=":material/undo:", key="predict_save_undo", type="tertiary", on_click=undo_save)
+        return
+    row.button(f"Yes, it's {widgets.article(label)} {label} — save it", icon=":material/check:",
+               key="predict_save_right", on_click=save_drawing, args=(prediction, canvas, prediction.label),
+               help=f"Save this drawing, labelled {label}, in the drawing set chosen beside.")
+    true_key = f"predict_save_true_{digest[:12]}"  # a new drawing starts on the model's second guess
+    with row.popover("No — save as…", icon=":material/edit:"):
+        second = next(i for i, _ in prediction.top(2) if i != prediction.label)
+        true = st.pills("It is", list(range(len(prediction.classes))), format_func=prediction.classes.__getitem__,
+                        key=true_key, default=second)
+        st.button(f"Save as {prediction.classes[true]}" if true is not None else "Pick the right digit",
+                  key="predict_save_wrong", disabled=true is None, type="primary", on_click=save_drawing,
+                  args=(prediction, canvas, true))
+    existing = {s.id: f"{s.name} ({s.count})" for s in sets.list_sets()}
+    if st.session_state.get("predict_save_set") not in [*existing, NEW_SET]:  # first time, or its set was deleted
+        mine = sets.find(DEFAULT_SET)
+        st.session_state["predict_save_set"] = mine.id if mine else NEW_SET
+    handed = state.current_drawing_set()  # the set last saved to or opened on the Drawings page
+    if handed in existing and st.session_state.get("predict_save_set_handed") != handed:
+        st.session_state["predict_save_set"] = st.session_state["predict_save_set_handed"] = handed
+    shown = chosen_set_name(sets) or "?"
+    with set_slot.popover(f"Saves to: {shown[:24] + '…' if len(shown) > 25 else shown}", icon=":material/folder:",
+                     help="The drawing set the buttons save to, and who drew it."):
+        choice = st.selectbox("Save to", [*existing, NEW_SET], key="predict_save_set",
+                              format_func=lambda k: existing.get(k, "A new set…"))
+        if choice == NEW_SET:
+            st.text_input("New set's name", DEFAULT_SET if sets.find(DEFAULT_SET) is None else "",
+                          key="predict_save_new", max_chars=80)
+        st.text_input("Drawn by (optional)", key="predict_save_drawer", max_chars=80,
+                      placeholder="a name, or leave empty")
+
+
 st.title("Draw & predict")
 runs = state.finished_runs()
 names = state.source_names(runs)
 pick, sure = st.columns([3, 2])
+state.apply_predict_threshold()  # a hand-off from the Drawings page ("Use this threshold on Draw & predict")
 chosen = pick.multiselect("Models (several: an ensemble averages their probabilities)", list(names),
                           default=[state.current_run_id()], format_func=names.get, key="predict_models")
-threshold = sure.slider("Confidence threshold", 0.0, 1.0, 0.7, 0.05, key="predict_threshold",
+threshold = sure.slider("Confidence threshold", 0.0, 1.0, 0.7, 0.01, key="predict_threshold",
                         help="Below this, the app says 'not sure' instead of guessing: the safety net against "
                              "confident-looking wrong answers.")
 if not chosen:
@@ -80,11 +186,13 @@ if draw_tab.open is not False:  # None when tabs are not tracked (AppTest): then
             if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
                 st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
                 st.rerun()
+            set_slot = st.container()  # where saved drawings go: filled once there is a verdict
         with right:
             try:
                 if canvas.image_data is None:
                     raise EmptyDrawingError("The canvas is empty — draw a digit first.")
-                show_result(predictor.predict(canvas.image_data), "Draw & predict")
+                show_result(predictor.predict(canvas.image_data), "Draw & predict", canvas=canvas.image_data,
+                            set_slot=set_slot)
             except EmptyDrawingError:
                 st.info("Draw a digit on the black square: the answer appears here when you lift the pen.",
                         icon=":material/draw:")

@@ -11,7 +11,7 @@ from tests.e2e.conftest import VIEWPORT, open_page
 
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 VERDICT = re.compile(r"^It's an? |^Not sure")
-PAGES = {"home": "", "train": "train", "runs": "runs", "predict": "predict", "evaluate": "evaluate",
+PAGES = {"home": "", "train": "train", "runs": "runs", "predict": "predict", "drawings": "drawings", "evaluate": "evaluate",
          "explain": "explain", "robustness": "robustness", "under-the-hood": "under-the-hood", "invest": "invest"}
 SHOTS = REPO / "test-artifacts" / "pages"
 
@@ -88,6 +88,37 @@ def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
     expect(verdict).to_have_count(1, timeout=30_000)  # only the drawing's answer is on screen
     expect(verdict).to_contain_text("1", timeout=30_000)
     expect(page.get_by_text(re.compile(r"Test image #\d+"))).to_have_count(0)
+
+
+def test_a_drawing_saved_with_a_corrected_label_shows_in_the_drawings_gallery(server, page):
+    open_page(page, f"{server}/predict")
+    canvas = page.locator(CANVAS)
+    expect(canvas).to_be_visible(timeout=30_000)
+    _stroke(page, canvas.bounding_box(), [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7
+    verdict = page.get_by_text(VERDICT)
+    expect(verdict).to_be_visible(timeout=30_000)
+    right = page.get_by_role("button", name=re.compile(r"Yes, it's an? \d — save it"))
+    expect(right).to_be_visible()
+    assert _on_screen(verdict) and _on_screen(right)  # the save row sits under the verdict, still on screen
+    _wait_until_idle(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "predict-save.png"))
+    assert page.evaluate(OVERFLOW_JS) == []
+    page.get_by_role("button", name=re.compile("No — save as")).click()
+    popover = page.locator("[data-testid='stPopoverBody']")
+    expect(popover).to_be_visible(timeout=10_000)
+    popover.locator("[data-testid=stButtonGroup]").get_by_text("1", exact=True).click()  # "it is a 1"
+    _wait_until_idle(page)
+    popover = page.locator("[data-testid='stPopoverBody']")
+    if not popover.is_visible():  # the pick reran the page and closed the popover
+        page.get_by_role("button", name=re.compile("No — save as")).click()
+    page.get_by_role("button", name="Save as 1").click()
+    expect(page.get_by_text("Saved as 1 in My digits (1 drawing now).")).to_be_visible(timeout=30_000)  # the toast
+    page.locator("a[data-testid='stSidebarNavLink']", has_text="Drawings").click()
+    _wait_until_idle(page)
+    expect(page.get_by_text(re.compile(r"^#1 · 1( ✓| ✗ said \d)$"))).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(SHOTS / "drawings-gallery.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_training_from_the_browser_streams_progress_and_stops(server, page):
