@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dashboard.widgets import plain
 from tests.dashboard.conftest import assert_clean, canvas_payload, goto, open_tab
 from tests.dashboard.pages_helpers import finished_runs
 
@@ -71,7 +72,7 @@ def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app
     assert_clean(app)
     assert app.title[0].value == "Explain"
     assert app.radio(key="explain_source").value == "The image from Draw & predict"
-    assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{store.get(ids[0]).name}**")
+    assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{plain(store.get(ids[0]).name)}**")
 
 
 def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
