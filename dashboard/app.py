@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
     sys.path.insert(0, str(ROOT))
 
+import pandas  # noqa: E402,F401 - imported once here, before sessions race to import it inside plotly (a cold
+import plotly.graph_objects  # noqa: E402,F401 - server hit by many sessions at once raised "partially initialized")
 import streamlit as st  # noqa: E402
 
 from core.data.datasets import DATASETS  # noqa: E402
