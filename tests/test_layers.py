@@ -18,10 +18,12 @@ EXPECTED = {  # (layer name, output shape) for each zoo model
     "resnet": [("net.0", (32, 28, 28)), ("net.1", (32, 28, 28)), ("net.2", (32, 28, 28)), ("net.3", (32, 14, 14)),
                ("net.4", (32, 14, 14)), ("net.5", (64, 7, 7)), ("net.6", (64, 7, 7)), ("net.7", (64, 1, 1)),
                ("net.10", (10,))],
+    "dp-cnn": [("net.0", (16, 14, 14)), ("net.1", (16, 14, 14)), ("net.2", (16, 13, 13)), ("net.3", (32, 5, 5)),
+               ("net.4", (32, 5, 5)), ("net.5", (32, 4, 4)), ("net.7", (32,)), ("net.8", (32,)), ("net.10", (10,))],
     "vit-tiny": [("net.patch_embed", (64, 7, 7))] + [(f"net.encoder.layers.{i}", (50, 64)) for i in range(4)]
                 + [("net.norm", (50, 64)), ("net.head", (10,))],
 }
-FILTERS = {"seed-mlp": ("dense", (128, 28, 28)), "seed-cnn": ("conv", (32, 3, 3)), "resnet": ("conv", (32, 3, 3)),
+FILTERS = {"seed-mlp": ("dense", (128, 28, 28)), "seed-cnn": ("conv", (32, 3, 3)), "dp-cnn": ("conv", (16, 8, 8)), "resnet": ("conv", (32, 3, 3)),
            "vit-tiny": ("patch", (64, 4, 4))}
 
 

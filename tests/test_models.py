@@ -74,13 +74,13 @@ def test_deep_explainer_models_reuse_no_activation_and_do_nothing_in_place(name)
     model = build_model(name)
     seen: set[int] = set()
     for module in model.modules():
-        if isinstance(module, (nn.ReLU, nn.Sigmoid)):
+        if isinstance(module, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
             assert id(module) not in seen
             seen.add(id(module))
             assert not getattr(module, "inplace", False)
     calls = {}
     for module in model.modules():  # each activation instance runs exactly once per forward
-        if isinstance(module, (nn.ReLU, nn.Sigmoid)):
+        if isinstance(module, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
             module.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
     model.eval()(torch.rand(2, 1, 28, 28))
     assert calls and set(calls.values()) == {1}

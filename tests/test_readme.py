@@ -37,3 +37,18 @@ def test_every_script_the_docs_and_tests_name_exists():
     texts = [README] + [p.read_text() for p in (REPO / "tests").rglob("*.py")]
     named = {m for text in texts for m in re.findall(r"\b((?:benchmarks|scripts)/[\w/]+\.py)\b", text)}
     assert named and all((REPO / path).is_file() for path in named), sorted(p for p in named if not (REPO / p).is_file())
+
+
+def test_readme_transfer_tables_match_the_stored_experiments():
+    stored = json.loads((REPO / "benchmarks" / "results" / "transfer.json").read_text())["experiments"]
+    for exp in stored:
+        source, target = exp["spec"]["source"], exp["spec"]["target"]
+        title = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+        header = f"| {title[source]} → {title[target]}, labels per class |"
+        lines = README.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+        rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]] for line in lines}
+        for point in exp["summary"]:
+            k = "all" if point["k"] == 0 else str(point["k"])
+            cell = rows[k][("probe", "finetune", "scratch").index(point["strategy"])]
+            assert cell.startswith(f"{point['mean']:.1%}"), (source, k, point["strategy"], cell)
+        assert len(rows) == len({p["k"] for p in exp["summary"]})

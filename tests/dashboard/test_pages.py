@@ -9,6 +9,7 @@ import pytest
 from core.training.config import TrainConfig
 from core.training.experiment import create_run, execute_run
 from core.runs import RunStore
+from dashboard.widgets import plain
 from tests.dashboard.conftest import assert_clean, goto, open_tab
 from tests.dashboard.pages_helpers import evaluate_page, finished_runs, open_with_model
 
@@ -162,7 +163,7 @@ def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
     true = load_splits("digits").test_y[index].item()
     name = store.get(ids[1]).name
     reads = next(m.value for m in app.markdown if " reads **" in m.value)
-    assert reads.startswith(f"**{name}** reads") and f"the true label is **{true}**" in reads
+    assert reads.startswith(f"**{plain(name)}** reads") and f"the true label is **{true}**" in reads
     assert app.selectbox(key="app_run").value == ids[1]
 
 
@@ -315,7 +316,7 @@ def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
     goto(app, "train")
     assert_clean(app)
     newest = store.get(ids[1])
-    assert any(f"**{newest.name}**" in m.value and "latest run" in m.value and "completed" in m.value
+    assert any(f"**{plain(newest.name)}**" in m.value and "latest run" in m.value and "completed" in m.value
                for m in app.markdown)
     assert not any("No training yet" in i.value for i in app.info)
     titles = [c.proto.spec for c in app.get("plotly_chart")]
@@ -338,7 +339,6 @@ HOSTILE = "![x](http://evil.example/x.png) **loud** :red[alarm] <b>bold</b>"
 
 
 def test_a_run_name_is_shown_as_plain_text_on_every_page(app, tmp_path):
-    from dashboard.widgets import plain
 
     store, ids = finished_runs(tmp_path / "home", n=1)
     store.rename(ids[0], HOSTILE)
