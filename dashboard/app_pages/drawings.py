@@ -105,7 +105,9 @@ def drawer(d) -> str:
         return d.drawer_name
     if d.drawer == state.visitor_id():
         return "you"
-    return "another visitor" if re.fullmatch(r"[0-9a-f]{16}", d.drawer) else (d.drawer or "unknown")
+    if re.fullmatch(r"[0-9a-f]{16}", d.drawer):  # a browser session's id: each reload is a new one
+        return "another visitor" if state.policy().shared else "someone at the canvas (no name given)"
+    return d.drawer or "unknown"
 
 
 def edit_drawing(shown) -> None:
