@@ -134,6 +134,13 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+def reject_unknown(cls: type, values: dict[str, Any], what: str) -> None:
+    """A ConfigError naming the keys of `values` that are not fields of dataclass `cls`."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"Unknown {what}(s): {', '.join(unknown)}.")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run; stored verbatim in every run's metadata."""
@@ -231,10 +238,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build from a plain dict (e.g. run metadata), rejecting unknown field names."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown setting(s): {', '.join(unknown)}.")
+        reject_unknown(cls, values, "setting")
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":

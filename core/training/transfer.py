@@ -28,7 +28,7 @@ from core.errors import ConfigError, RunNotFoundError
 from core.models.zoo import ZOO
 from core.runs import RESUMABLE, RunRecord, RunStore
 from core.storage import atomic_write_json
-from core.training.config import TrainConfig
+from core.training.config import TrainConfig, reject_unknown
 
 STRATEGIES = ("probe", "finetune", "scratch")
 STRATEGY_TITLES = {"probe": "Linear probe (frozen pre-trained features)", "finetune": "Fine-tune pre-trained (all layers)",
@@ -147,12 +147,8 @@ class TransferSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TransferSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown experiment setting(s): {', '.join(unknown)}.")
-        return cls(**{**values, "ks": tuple(values.get("ks", K_CHOICES)),
-                      "strategies": tuple(values.get("strategies", STRATEGIES))})
+        reject_unknown(cls, values, "experiment setting")
+        return cls(**values)  # lists from JSON become tuples in __post_init__
 
     def run_count(self) -> int:
         return len(self.strategies) * len(self.ks) * self.seeds + (0 if self.backbone else 1)
