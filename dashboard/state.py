@@ -16,17 +16,18 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core.data.datasets import DATASETS, Splits, is_available, load_splits, resolve_dataset
-from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
+from core.data.datasets import DATASETS, DIGITS, Splits, is_available, load_splits, resolve_dataset
+from core.data.drawing_sets import Drawing, DrawingImages, DrawingSet, DrawingStore, images
 from core.errors import DigitLabError
-from core.inference.drawing_scores import SetScore, score_all, score_model
+from core.inference.drawing_scores import DIGIT_DATASETS, SetScore, score_all, score_model
 from core.inference.evaluation import split_predictions
+from core.inference.metrics import EvalResult
 from core.policy import VISITOR_KEY, Policy
 from core.training.config import TrainConfig, plan
 from core.training.jobs import Job, JobManager
 from core.runs import RunRecord, RunStore
 from core.tasks import TaskRunner
-from core.inference.weights import STARTER, model_source
+from core.inference.weights import STARTER, ModelSource, model_source
 
 
 
@@ -271,6 +272,7 @@ def stop_training(record: RunRecord) -> None:
 # -- drawing sets (core.data.drawing_sets) -----------------------------------------------------------------
 _PREDICT_THRESHOLD = "handoff_predict_threshold"
 _DRAWING_SET = "handoff_drawing_set"
+_DRAWINGS_TAB = "handoff_drawings_tab"
 
 
 @st.cache_resource(show_spinner=False)
@@ -279,9 +281,17 @@ def drawing_store() -> DrawingStore:
     return DrawingStore(run_store().root)
 
 
-def use_drawing_set(set_id: str) -> None:
-    """Remember the set this visitor last saved to or opened: Draw & predict and Drawings start on it."""
+def use_drawing_set(set_id: str, open_tab: str | None = None) -> None:
+    """Remember the set this visitor last saved to or opened: Draw & predict and Drawings start on it; `open_tab`
+    (a tab's name, e.g. "Retrain") is the tab the Drawings page opens on next."""
     st.session_state[_DRAWING_SET] = set_id
+    if open_tab:
+        st.session_state[_DRAWINGS_TAB] = open_tab
+
+
+def take_drawings_tab() -> str | None:
+    """The tab the Drawings page was asked to open on (once), else None."""
+    return st.session_state.pop(_DRAWINGS_TAB, None)
 
 
 def current_drawing_set() -> str | None:
@@ -326,3 +336,48 @@ def set_score_table(set_id: str, version: str, runs: tuple[tuple[str, str | None
 def set_score(set_id: str, version: str, key: str, sha256: str | None, part: str) -> SetScore:
     """One model on a set (or one part of it); cached per set content and weights."""
     return score_model(run_store(), drawing_store(), set_id, key, part)
+
+
+# -- what Evaluate and Explain judge a model on: its test split, or a drawing set ----------------------------
+TEST_SET = "test"  # the choice meaning "the dataset's test split"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A model's probabilities on a collection of labelled images, with the images and the words that name them."""
+
+    what: str  # how a caption names the collection: "the 10,000 test images of MNIST handwritten digits"
+    result: EvalResult
+    images: object  # images[i] is one 28×28 image, uint8 or float in [0, 1] (numpy or torch)
+    classes: tuple[str, ...]
+    drawing_set: DrawingSet | None = None  # set when the collection is a drawing set
+
+
+def judging_sets(src: ModelSource) -> list[DrawingSet]:
+    """The drawing sets a model can be judged on: those with drawings, when the model reads digits."""
+    if src.dataset not in DIGIT_DATASETS:
+        return []
+    return [s for s in drawing_store().list_sets() if s.count]
+
+
+def judge(src: ModelSource, dataset: str, splits: Splits, choice: str) -> Judged:
+    """`src` on the test split of `dataset` (choice TEST_SET) or on the drawing set with id `choice`.
+
+    Drawings are read from their exact float model inputs, as Draw & predict and the Drawings page read them, so
+    the three pages agree to the last drawing.
+    """
+    if choice == TEST_SET:
+        result = predictions(src.key, src.sha256, dataset)
+        return Judged(f"the {len(result.labels):,} test images of {splits.info.title}", result, splits.test_x,
+                      splits.info.classes)
+    drawing_set = drawing_store().get_set(choice)
+    score = set_score(choice, set_version(choice), src.key, src.sha256, "all")
+    result = EvalResult.from_probs(torch.from_numpy(score.probs).float(), torch.from_numpy(score.labels).long())
+    return Judged(f"the {score.n:,} drawings of the set “{drawing_set.name}”", result,
+                  drawing_images(choice, set_version(choice)).inputs, DIGITS, drawing_set)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def drawing_images(set_id: str, version: str) -> DrawingImages:
+    """A set's drawings as model inputs and labels, in the order scores list them (`version` is the cache key)."""
+    return images(drawing_store(), set_id)

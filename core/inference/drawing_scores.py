@@ -16,8 +16,8 @@ from core.errors import DigitLabError, DrawingSetError
 from core.inference.metrics import class_report, confusion, reject_curve
 from core.inference.weights import ModelSource, load_source, model_source
 from core.runs import RunStore
+from core.training.config import DIGIT_DATASETS  # runs trained on these read digits; others (fashion-mnist) are left out
 
-DIGIT_DATASETS = ("mnist", "digits")  # runs trained on these read digits; others (fashion-mnist) are left out
 
 
 @dataclass

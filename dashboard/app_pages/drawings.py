@@ -353,6 +353,9 @@ per_label = " · ".join(f"{d}: {n}" for d, n in enumerate(current.per_label))
 owner = "" if current.owner is None or not state.policy().shared else (
     " · created by you" if current.owner == state.visitor_id() else " · created by another visitor")
 st.caption(f"{current.count:,} drawing{'' if current.count == 1 else 's'} ({per_label}){owner}")
+wanted = state.take_drawings_tab()  # e.g. Evaluate's "Retrain on this set"
+if wanted:
+    st.session_state["drawings_tab"] = next(t for t in TABS if t.endswith(f" {wanted}"))
 tabs = st.tabs(TABS, key="drawings_tab", on_change="rerun")
 part = "all"
 if tabs[0].open is not False:

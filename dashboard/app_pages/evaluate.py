@@ -7,30 +7,42 @@ from core.training.config import TrainConfig
 from core.data.datasets import unit
 from core.errors import DigitLabError
 from core.inference.weights import model_source
+from core.inference.drawing_scores import DIGIT_DATASETS
 from core.inference.metrics import calibration, class_report, confusion, mcnemar, reject_curve
 from dashboard import state, widgets
 
 store = state.run_store()
 st.title("Evaluate")
 src, dataset, splits = state.selected_source()
-classes = splits.info.classes
+drawing_sets = state.judging_sets(src)
+collections = {state.TEST_SET: f"The test set of {splits.info.title}",
+               **{s.id: f"The drawing set “{s.name}” ({s.count:,} drawings)" for s in drawing_sets}}
+kept = st.session_state.get("eval_data", st.session_state.get("eval_data_kept"))  # survives visits to other pages
+choice = kept if kept in collections else state.TEST_SET  # e.g. the set was deleted, or the model reads no digits
+if drawing_sets:
+    st.session_state["eval_data"] = choice
+    choice = st.selectbox("Judge the model on", list(collections), format_func=collections.get, key="eval_data",
+                          help="Your own handwriting, collected on Draw & predict and the Drawings page, or the test set.")
+st.session_state["eval_data_kept"] = choice
 try:
-    result = state.predictions(src.key, src.sha256, dataset)
+    judged = state.judge(src, dataset, splits, choice)
 except DigitLabError as error:
     widgets.error_box(error)
     st.stop()
-probs, labels = result.probs.numpy(), result.labels.numpy()
+on_drawings = judged.drawing_set is not None
+classes = judged.classes
+probs, labels = judged.result.probs.numpy(), judged.result.labels.numpy()
 preds, conf = probs.argmax(1), probs.max(1)
 report = class_report(labels, preds, len(classes))
-st.caption(f"**{widgets.plain(src.name)}** ({src.model}) on the {len(labels):,} test images of {splits.info.title}. "
+st.caption(f"**{widgets.plain(src.name)}** ({src.model}) on {widgets.plain(judged.what)}. "
            "Choose another model in the sidebar.")
-if dataset != src.dataset:
+if dataset != src.dataset and not on_drawings:
     st.warning(f"This model was trained on {src.dataset}, which is not available here: showing {dataset} instead.")
 
 m = st.columns(5)
 m[0].metric("Accuracy", f"{report.accuracy:.2%}")
 m[1].metric("Errors", f"{int((preds != labels).sum()):,}")
-m[2].metric("Test loss", f"{result.loss:.4f}")
+m[2].metric("Loss" if on_drawings else "Test loss", f"{judged.result.loss:.4f}")
 m[3].metric("Macro F1", f"{report.macro['f1']:.4f}")
 m[4].metric("Weighted F1", f"{report.weighted['f1']:.4f}")
 with st.expander("Per-class precision, recall and F1"):
@@ -40,8 +52,13 @@ with st.expander("Per-class precision, recall and F1"):
     st.dataframe(pd.concat([table, averages]), hide_index=True, key="eval_report")
 
 
+def image_at(i: int) -> np.ndarray:
+    """The i-th judged image as the model read it, float in [0, 1]."""
+    return unit(np.asarray(judged.images[i]))
+
+
 def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = False) -> None:
-    """Test images with true/predicted label and confidence; optionally a button to explain each."""
+    """Judged images with true/predicted label and confidence; optionally a button to explain each."""
     if len(indices) == 0:
         st.info("No images here.")
         return
@@ -49,11 +66,11 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
     cols = st.columns(6)
     for n, i in enumerate(shown):
         with cols[n % 6]:
-            st.image(widgets.digit_image(splits.test_x[i], 3), width=84,
+            st.image(widgets.digit_image(image_at(i), 3), width=84,
                      caption=f"true {classes[labels[i]]} · said {classes[preds[i]]} {conf[i]:.0%}")
             if explain and st.button("Explain", key=f"{key}_{i}"):
-                state.send_to_explain(state.ExplainRequest("Evaluate", unit(splits.test_x[i].numpy()),
-                                                           src.key, int(labels[i])))
+                state.send_to_explain(state.ExplainRequest("Evaluate", image_at(i), src.key,
+                                                           int(labels[i])))
     if len(indices) > limit:
         st.caption(f"Showing {limit} of {len(indices)}.")
 
@@ -82,7 +99,7 @@ with confusion_tab:
     pred_cls = c2.selectbox("Cell: predicted class", range(len(classes)), format_func=classes.__getitem__,
                             key="eval_cell_pred")
     cell = np.flatnonzero((labels == true_cls) & (preds == pred_cls))
-    st.markdown(f"**{len(cell)}** test images are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
+    st.markdown(f"**{len(cell)}** {'drawings' if on_drawings else 'test images'} are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
     gallery(cell[np.argsort(-conf[cell])], "eval_cell_explain", explain=True)
 
 with mistakes_tab:
@@ -116,7 +133,10 @@ with calibration_tab:
 
 with compare_tab:
     runs = state.finished_runs()
-    same_data = {r.id for r in runs if r.dataset == src.dataset} | ({state.STARTER} if src.dataset == "mnist" else set())
+    if on_drawings:  # every digit model can read the drawings
+        same_data = {r.id for r in runs if r.dataset in DIGIT_DATASETS} | {state.STARTER}
+    else:
+        same_data = {r.id for r in runs if r.dataset == src.dataset} | ({state.STARTER} if src.dataset == "mnist" else set())
     names = {k: v for k, v in state.source_names(runs).items() if k != src.key and k in same_data}
     if not names:
         st.info(f"Train another model on {splits.info.title} to compare with this one.")
@@ -127,7 +147,7 @@ with compare_tab:
                                  format_func=names.get, key="eval_compare")
         try:
             other_src = model_source(store, other_key)
-            other = state.predictions(other_key, other_src.sha256, dataset).probs.numpy()
+            other = state.judge(other_src, dataset, splits, choice).result.probs.numpy()
         except DigitLabError as error:
             widgets.error_box(error)
         else:
@@ -137,7 +157,7 @@ with compare_tab:
             st.plotly_chart(widgets.f1_difference_figure(diff, classes, src.name, other_src.name), key="eval_f1_diff")
             test = mcnemar(preds == labels, other_preds == labels)
             verdict = ("a real difference (p < 0.05)" if test.significant
-                       else "not distinguishable from chance on this test set (p ≥ 0.05)")
+                       else "not distinguishable from chance on these images (p ≥ 0.05)")
             st.markdown(f"**{widgets.plain(src.name)}**: {report.accuracy:.2%} · **{widgets.plain(other_src.name)}**: {other_report.accuracy:.2%}. "
                         f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
                         f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
@@ -147,21 +167,28 @@ with compare_tab:
             gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
 
 with retrain_tab:
-    st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "
-                "(weight 1 + k·(1 − p(true class))). When it finishes, the **Compare** tab shows before and after.")
-    r1, r2, r3 = st.columns(3)
-    epochs = r1.number_input("Epochs", 1, 20, 2, key="eval_retrain_epochs")
-    focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, 5.0, key="eval_retrain_focus")
-    lr = r3.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.5f", key="eval_retrain_lr")
-    if st.button("Fine-tune on hard cases", type="primary", key="eval_retrain"):
-        try:
-            base = TrainConfig.from_dict({k: v for k, v in src.config.items() if k != "extra"})
-            cfg = base.replace(init_from=src.key, focus_errors=float(focus), epochs=int(epochs), lr=float(lr),
-                               schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
-                               extra={"fine_tuned_from": src.key})
-            state.start_training(cfg, name=f"{src.name} · hard cases", parent=src.key)
-            st.success("Fine-tuning started.")
-        except DigitLabError as error:
-            widgets.error_box(error)
-    if state.watched_job():
-        st.page_link("app_pages/train.py", label="Watch it on the Train page", icon=":material/model_training:")
+    if on_drawings:
+        st.markdown("Retraining on a drawing set — MNIST plus the set's drawings, oversampled, with before and after on "
+                    "the part of the set it did not train on — is on the **Drawings** page.")
+        if st.button("Retrain on this set", icon=":material/model_training:", key="eval_retrain_drawings"):
+            state.use_drawing_set(judged.drawing_set.id, open_tab="Retrain")
+            st.switch_page("app_pages/drawings.py")
+    else:
+        st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "
+                    "(weight 1 + k·(1 − p(true class))). When it finishes, the **Compare** tab shows before and after.")
+        r1, r2, r3 = st.columns(3)
+        epochs = r1.number_input("Epochs", 1, 20, 2, key="eval_retrain_epochs")
+        focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, 5.0, key="eval_retrain_focus")
+        lr = r3.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.5f", key="eval_retrain_lr")
+        if st.button("Fine-tune on hard cases", type="primary", key="eval_retrain"):
+            try:
+                base = TrainConfig.from_dict({k: v for k, v in src.config.items() if k != "extra"})
+                cfg = base.replace(init_from=src.key, focus_errors=float(focus), epochs=int(epochs), lr=float(lr),
+                                   schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
+                                   extra={"fine_tuned_from": src.key})
+                state.start_training(cfg, name=f"{src.name} · hard cases", parent=src.key)
+                st.success("Fine-tuning started.")
+            except DigitLabError as error:
+                widgets.error_box(error)
+        if state.watched_job():
+            st.page_link("app_pages/train.py", label="Watch it on the Train page", icon=":material/model_training:")

@@ -29,7 +29,9 @@ def explainer_for(key: str, sha256: str, dataset: str, background: int):
 
 # -- which image ---------------------------------------------------------------------------------------
 offers = state.explain_offers()  # images other pages sent or offered, with the model that read them
-choices = [f"The image from {origin}" for origin in offers] + ["A test image"]
+drawing_sets = state.judging_sets(src)  # the visitors' own handwriting, when the model reads digits
+TEST_IMAGE, DRAWING = "A test image", "A drawing from a set"
+choices = [f"The image from {origin}" for origin in offers] + [TEST_IMAGE] + ([DRAWING] if drawing_sets else [])
 focus = state.take_explain_focus()
 if focus is not None:  # just sent here by a button: show that image
     st.session_state["explain_source"] = f"The image from {focus}"
@@ -37,20 +39,39 @@ if st.session_state.get("explain_source") not in choices:
     st.session_state["explain_source"] = choices[0]
 source = st.radio("Explain", choices, horizontal=True, key="explain_source")
 true_label = None
-if source != "A test image":
+
+
+def pick_random(key: str, n: int) -> None:  # a callback: it runs before the number input exists on the rerun
+    st.session_state[key] = int(np.random.default_rng().integers(n))
+
+
+if source == TEST_IMAGE:
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    index = c1.number_input("Test image number", 0, len(splits.test_y) - 1, key="explain_index")
+    c2.button("Random", icon=":material/casino:", key="explain_random", on_click=pick_random,
+              args=("explain_index", len(splits.test_y)))
+    image, true_label = unit(splits.test_x[int(index)].numpy()), int(splits.test_y[int(index)])
+elif source == DRAWING:
+    set_names = {s.id: f"“{s.name}” ({s.count:,} drawings)" for s in drawing_sets}
+    if st.session_state.get("explain_set") not in set_names:
+        handed = state.current_drawing_set()
+        st.session_state["explain_set"] = handed if handed in set_names else next(iter(set_names))
+    c0, c1, c2 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    set_id = c0.selectbox("Drawing set", list(set_names), format_func=set_names.get, key="explain_set")
+    drawings = state.drawing_images(set_id, state.set_version(set_id))
+    if not 0 <= st.session_state.get("explain_drawing", 0) < len(drawings.ids):
+        st.session_state["explain_drawing"] = 0  # the set changed or shrank
+    index = int(c1.number_input("Drawing number", 0, len(drawings.ids) - 1, key="explain_drawing"))
+    c2.button("Random", icon=":material/casino:", key="explain_random_drawing", on_click=pick_random,
+              args=("explain_drawing", len(drawings.ids)))
+    image, true_label = drawings.inputs[index], int(drawings.y[index])
+    st.caption(f"Drawing #{drawings.ids[index]} in the gallery, labelled **{true_label}** by the person who drew it.")
+else:
     offer = offers[source.removeprefix("The image from ")]
     image, true_label = offer.image, offer.label
     if offer.model != src.key:
         st.caption(f"{offer.origin} read this image with another model; it is explained here with the model chosen "
                    "in the sidebar.")
-else:
-    def pick_random() -> None:  # a callback: it runs before the number input exists on the rerun
-        st.session_state["explain_index"] = int(np.random.default_rng().integers(len(splits.test_y)))
-
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    index = c1.number_input("Test image number", 0, len(splits.test_y) - 1, key="explain_index")
-    c2.button("Random", icon=":material/casino:", key="explain_random", on_click=pick_random)
-    image, true_label = unit(splits.test_x[int(index)].numpy()), int(splits.test_y[int(index)])
 image = image.astype(np.float32)
 
 background = st.sidebar.select_slider("SHAP background images", [25, 50, 100, 200], value=100, key="explain_background")

@@ -209,3 +209,40 @@ def test_on_a_shared_server_only_the_drawer_may_relabel_and_only_the_creator_may
     assert_clean(app)
     assert app.button(key="drawings_delete").disabled and app.selectbox(key="drawings_relabel_1").disabled
     assert any("created by another visitor" in c.value for c in app.caption)
+
+
+def test_evaluate_judges_the_model_on_a_drawing_set_and_hands_retraining_to_the_drawings_page(app, tmp_path):
+    from core.inference.drawing_scores import score_model
+    from sklearn.metrics import accuracy_score
+
+    sets, set_id = _set_with(tmp_path / "home", digits=(1, 7, 7, 3, 0, 2, 4, 4, 9, 8))
+    sets.relabel(3, 9)  # one drawing the starter is bound to get "wrong"
+    score = score_model(None, sets, set_id, "starter")
+    app.run()
+    goto(app, "evaluate")
+    assert "Class 3B" in app.selectbox(key="eval_data").options[1]  # offered beside the test set
+    app.selectbox(key="eval_data").set_value(set_id).run()
+    assert_clean(app)
+    assert any("10 drawings of the set" in c.value for c in app.caption)
+    accuracy = accuracy_score(score.labels, score.predictions)
+    assert app.metric[0].value == f"{accuracy:.2%}" and app.metric[1].value == str(len(score.mistakes))
+    galleries = [p.caption for image in app.get("image") for p in image.proto.imgs]
+    assert any(c.startswith("true 9 · said 7") for c in galleries)  # the relabelled drawing is among the mistakes shown
+    app.button(key="eval_retrain_drawings").click().run()  # the Retrain tab offers the Drawings page
+    assert_clean(app)
+    assert app.session_state["drawings_set"] == set_id and app.session_state["drawings_tab"] == RETRAIN
+    assert app.number_input(key="drawings_retrain_factor")  # the Retrain tab is the open one
+    goto(app, "evaluate")
+    assert app.selectbox(key="eval_data").value == set_id  # the choice stays while the visitor moves around
+
+
+def test_explain_explains_a_drawing_from_a_set_with_its_true_label(app, tmp_path):
+    sets, set_id = _set_with(tmp_path / "home")
+    app.run()
+    goto(app, "explain")
+    app.radio(key="explain_source").set_value("A drawing from a set").run()
+    app.number_input(key="explain_drawing").set_value(3).run()  # the set's fourth drawing: a 3
+    assert_clean(app)
+    third = sets.drawings(set_id)[3]
+    assert any(f"Drawing #{third.id} in the gallery, labelled **3**" in c.value for c in app.caption)
+    assert any("the true label is **3**" in m.value for m in app.markdown)
