@@ -19,6 +19,7 @@ from core.inference.metrics import evaluate
 from core.models.zoo import ZOO, train_flops
 from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunRecord, RunStore
+from core.training.distributed import Ranks
 from core.training.train import Event, TrainOutcome, adversarial_settings, pick_device, train, training_splits
 from core.inference.weights import load_source, model_source, save_model
 
@@ -42,26 +43,23 @@ def create_run(store: RunStore, cfg: TrainConfig, name: str | None = None, paren
 
 
 def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], None] = lambda e: None,
-                should_stop: Callable[[], bool] = lambda: False, resume: bool = False) -> RunRecord:
+                should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
+                ranks: Ranks | None = None) -> RunRecord:
     """Train run `run_id` to an end state (completed/cancelled/diverged/failed) and record it.
 
     Never raises for training problems: the returned record's status and message say what happened. Raises a
     DigitLabError, leaving the run as it was, when the run cannot start here: another process trains it (the
-    run folder's lock) or has it queued (its owner lease), or it is not resumable.
+    run folder's lock) or has it queued (its owner lease), or it is not resumable. Under torchrun this is rank 0's
+    part (`ranks`); the other ranks call `follow_run`.
     """
     store.get(run_id)  # an unknown run is refused before its folder is touched
     with train_lock(store.folder(run_id), run_id):  # one trainer per run, across processes, for the whole run
         record = store.get(run_id)  # read under the lock: a run another process just finished is seen finished
-        record.check_free()
-        if resume and record.status not in (*RESUMABLE, "queued"):  # queued: a job manager queued the resume
-            raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
+        check_startable(record, resume)
         cfg = TrainConfig.from_dict(record.config)
-        if resume and cfg.dp:  # checked before the run is touched, so it stays as it was
-            raise DigitLabError(f"Run {run_id} trained with differential privacy and cannot resume: the privacy "
-                                "spent so far is not in its checkpoint, so ε would be reported wrong. Start it again.")
         store.update(run_id, status="running", owner=Lease.mine(), message="")
         try:
-            record = _train_run(store, record, cfg, on_event, should_stop, resume)
+            record = _train_run(store, record, cfg, on_event, should_stop, resume, ranks)
         except Exception as error:  # noqa: BLE001 - any failure becomes a 'failed' run with a message
             log.error("run %s failed:\n%s", run_id, traceback.format_exc())
             text = str(error) if isinstance(error, DigitLabError) else f"{type(error).__name__}: {error}"
@@ -72,13 +70,32 @@ def execute_run(store: RunStore, run_id: str, *, on_event: Callable[[Event], Non
     return record
 
 
-def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: Callable[[Event], None],
-               should_stop: Callable[[], bool], resume: bool) -> RunRecord:
-    """Load data (and the checkpoint when resuming), train, test and record; the caller holds the run's lock."""
-    run_id, folder = record.id, store.folder(record.id)
-    device = pick_device(cfg.device)
+def check_startable(record: RunRecord, resume: bool) -> None:
+    """Raise a DigitLabError saying why `record` cannot be trained (or resumed) by this process now."""
+    record.check_free()
+    if resume and record.status not in (*RESUMABLE, "queued"):  # queued: a job manager queued the resume
+        raise DigitLabError(f"Run {record.id} is {record.status}; only {', '.join(RESUMABLE)} runs resume.")
+    if resume and record.config.get("dp"):  # checked before the run is touched, so it stays as it was
+        raise DigitLabError(f"Run {record.id} trained with differential privacy and cannot resume: the privacy "
+                            "spent so far is not in its checkpoint, so ε would be reported wrong. Start it again.")
+
+
+def follow_run(store: RunStore, run_id: str, ranks: Ranks, *, should_stop: Callable[[], bool] = lambda: False,
+               resume: bool = False) -> str:
+    """A rank other than 0 under torchrun: train run `run_id` alongside rank 0, writing nothing; the end status."""
+    record = store.get(run_id)
+    cfg = TrainConfig.from_dict(record.config)
+    splits, state, _, init = _inputs(store, record, cfg, ranks.device, resume)
+    return train(cfg, splits, device=ranks.device, should_stop=should_stop, resume=state, init_weights=init,
+                 drawings_root=store.root, ranks=ranks).status
+
+
+def _inputs(store: RunStore, record: RunRecord, cfg: TrainConfig, device, resume: bool):
+    """What training starts from: the dataset on `device`, the checkpoint's state when resuming (with a note when an
+    older checkpoint had to be used), and the starting model's weights when fine-tuning."""
     splits = load_splits(cfg.dataset, device)
     state, note = None, ""
+    folder = store.folder(record.id)
     if resume and (folder / "checkpoint.json").is_file():
         state, note = load_state(folder, cfg, device)
     init = None
@@ -87,6 +104,15 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
         if source.model != cfg.model:
             raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
         init = load_source(source).state_dict()
+    return splits, state, note, init
+
+
+def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: Callable[[Event], None],
+               should_stop: Callable[[], bool], resume: bool, ranks: Ranks | None = None) -> RunRecord:
+    """Load data (and the checkpoint when resuming), train, test and record; the caller holds the run's lock."""
+    run_id, folder = record.id, store.folder(record.id)
+    device = ranks.device if ranks else pick_device(cfg.device)
+    splits, state, note, init = _inputs(store, record, cfg, device, resume)
     store.truncate_metrics(run_id, state.epoch if state else 0)
     sizes = training_splits(cfg, splits, store.root).sizes()
     if cfg.drawings:  # the set's train half, before oversampling
@@ -94,7 +120,8 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
 
         sizes["drawings"] = train_part_size(cfg.drawings, store.root)
     store.update(run_id, dataset_sizes=sizes,
-                 timings={**record.timings, "device": str(device)}, message=note)
+                 timings={**record.timings, "device": str(device), "processes": ranks.world if ranks else 1},
+                 message=note)
     if note:  # the previous epoch's checkpoint was loaded instead of a damaged latest one
         log.warning("run %s: %s", run_id, note)
         on_event({"type": "warning", "run_id": run_id, "message": note})
@@ -106,7 +133,7 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
 
     outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
                     save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init,
-                    drawings_root=store.root)
+                    drawings_root=store.root, ranks=ranks)
     return _finish(store, run_id, cfg, outcome, splits, on_event, note)
 
 

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +26,12 @@ from core.inference.metrics import evaluate, predict_probs
 from core.insight.attacks import AttackSettings, perturb
 from core.models.zoo import Classifier, build_model, head_name
 
-PREVIEW_IMAGES = 12
+if TYPE_CHECKING:
+    from core.training.distributed import Ranks
+
+PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
 DIVERGENCE_WINDOW = 20  # steps into an epoch before its mean loss is judged
-DIVERGENCE_FACTOR = 10  # a mean loss this many times a uniform guess's means the run has blown up  # validation images whose predictions every epoch event carries
+DIVERGENCE_FACTOR = 10  # a mean loss this many times a uniform guess's means the run has blown up
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
 
 
@@ -188,24 +191,27 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
           should_stop: Callable[[], bool] = lambda: False,
           save_state: Callable[[TrainState], None] = lambda s: None,
           resume: TrainState | None = None, init_weights: dict[str, torch.Tensor] | None = None,
-          drawings_root: Path | None = None) -> TrainOutcome:
+          drawings_root: Path | None = None, ranks: Ranks | None = None) -> TrainOutcome:
     """Train `cfg.model` on `splits.train_*`, validating on `splits.val_*` after every epoch.
 
     `init_weights` starts from a trained model (fine-tuning); with `cfg.focus_errors` the images that
     model finds hard are over-sampled. With `cfg.dp` it trains with DP-SGD and every epoch row carries `epsilon`.
     With `cfg.drawings` the set's train half (from the drawing store at `drawings_root`, default $DIGIT_LAB_HOME)
-    joins the training images.
+    joins the training images. Under torchrun (`ranks`, core.training.distributed) every rank trains on its shard of
+    each batch through DistributedDataParallel; figures (loss, accuracy, images) are the whole batch's.
     """
     with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave
         return _train(cfg, splits, cleanup, device=device, on_event=on_event, should_stop=should_stop,
-                      save_state=save_state, resume=resume, init_weights=init_weights, drawings_root=drawings_root)
+                      save_state=save_state, resume=resume, init_weights=init_weights, drawings_root=drawings_root,
+                      ranks=ranks)
 
 
 def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, device: torch.device | None,
            on_event: Callable[[Event], None], should_stop: Callable[[], bool],
            save_state: Callable[[TrainState], None], resume: TrainState | None,
-           init_weights: dict[str, torch.Tensor] | None, drawings_root: Path | None) -> TrainOutcome:
-    device = device or pick_device(cfg.device)
+           init_weights: dict[str, torch.Tensor] | None, drawings_root: Path | None,
+           ranks: Ranks | None = None) -> TrainOutcome:
+    device = device or (ranks.device if ranks else pick_device(cfg.device))
     drawings = drawing_train_part(cfg, drawings_root) if cfg.drawings else None  # read once: plan and data agree
     run = plan(cfg, {**splits.sizes(), **({"drawings": len(drawings.y)} if drawings is not None else {})})
     splits = training_splits(cfg, splits, drawings=drawings)
@@ -233,6 +239,14 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                               "checkpoint, so ε would be reported wrong. Start it again.", field="dp")
         private = cleanup.enter_context(private_training(cfg, model, optimizer, n_train, total_steps, device))
         forward, optimizer = private.module, private.optimizer  # Poisson batches of q·N images on average
+    if ranks is not None:
+        if cfg.dp:
+            raise ConfigError("Differentially private training runs in one process; start it without torchrun.",
+                              field="dp")
+        if cfg.batch_size < ranks.world:
+            raise ConfigError(f"A batch of {cfg.batch_size} cannot be split over {ranks.world} processes.",
+                              field="batch_size")
+        forward = ranks.wrap(model)
     on_event({"type": "started", "epoch": state.epoch, "step": state.step, "total_steps": total_steps,
               "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "device": str(device),
               "train_size": n_train, "resumed": resume is not None,
@@ -249,10 +263,12 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
         for batch in range(per_epoch):
             if state.step >= total_steps:
                 break
-            if should_stop():
+            if ranks is None and should_stop():  # under torchrun the ranks agree on stopping after the forward pass
                 state.train_seconds += time.perf_counter() - epoch_start
                 return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
             idx = private.sample(n_train, gen) if private else order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            if ranks is not None:
+                idx = ranks.shard(idx)
             x, y = to_float(splits.train_x[idx]), splits.train_y[idx]
             if cfg.augment:
                 x = augment_batch(x, gen, rotate_deg=cfg.rotate_deg, scale=cfg.scale,
@@ -269,13 +285,19 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             if cfg.l1:
                 loss = loss + cfg.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
             loss_value = loss.item()  # a device sync; needed every step for divergence detection
+            correct, seen = int((logits.argmax(1) == y).sum()), len(y)
+            if ranks is not None:  # the whole batch's figures, and a stop asked of any rank
+                loss_value, seen, correct, stopping = ranks.step_totals(loss_value, seen, correct, should_stop())
+                if stopping:
+                    state.train_seconds += time.perf_counter() - epoch_start
+                    return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
             if not math.isfinite(loss_value):
                 state.train_seconds += time.perf_counter() - epoch_start
                 return TrainOutcome("diverged", state, (
                     f"Training diverged at step {state.step + 1} (epoch {epoch + 1}): the loss became "
                     f"{loss_value} with learning rate {lr:.3g}. Lower the learning rate."))
             if epoch_seen >= DIVERGENCE_WINDOW * cfg.batch_size or batch == per_epoch - 1:
-                mean_loss = (epoch_loss + loss_value * len(y)) / max(epoch_seen + len(y), 1)
+                mean_loss = (epoch_loss + loss_value * seen) / max(epoch_seen + seen, 1)
                 if mean_loss > DIVERGENCE_FACTOR * chance_loss:  # finite, but far worse than guessing: blown up
                     state.train_seconds += time.perf_counter() - epoch_start
                     return TrainOutcome("diverged", state, (
@@ -286,10 +308,10 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             loss.backward()
             optimizer.step()
             state.step += 1
-            state.images += len(y)
-            epoch_seen += len(y)
-            epoch_loss += loss_value * len(y)
-            epoch_correct += int((logits.argmax(1) == y).sum())
+            state.images += seen
+            epoch_seen += seen
+            epoch_loss += loss_value * seen
+            epoch_correct += correct
             # Images/s the same way the run's record computes it (images over the loop's wall time, data
             # and augmentation included, validation excluded), so the live figure and the stored one agree.
             on_event({"type": "step", "epoch": epoch + 1, "step": state.step, "total_steps": total_steps,

@@ -1,0 +1,77 @@
+"""torchrun: two CPU processes with gloo train a run as one process would, only rank 0 writes, and resume works."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+
+from core.storage import load_tensors
+from core.training.config import TrainConfig
+from core.training.experiment import create_run, execute_run
+
+# seed-cnn (no BatchNorm, no dropout) on the built-in digits: the sharded batches then average to exactly the
+# single-process gradient, so the two runs may differ only by rounding
+SETTINGS = dict(model="seed-cnn", dataset="digits", batch_size=32, epochs=2, seed=3, schedule="onecycle", lr=3e-3)
+FLAGS = ["--model", "seed-cnn", "--dataset", "digits", "--batch-size", "32", "--epochs", "2", "--seed", "3",
+         "--schedule", "onecycle", "--lr", "0.003"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(store, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "-m", "core.cli", *args, "--json"]
+    env = {**os.environ, "DIGIT_LAB_HOME": str(store.root), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _weights(store, run_id: str) -> dict[str, torch.Tensor]:
+    return load_tensors(store.weights_path(run_id))[0]
+
+
+def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_two_gloo_processes_train_like_one_and_resume_a_stopped_run(store):
+    torch.set_num_threads(1)
+    single = execute_run(store, create_run(store, TrainConfig(**SETTINGS), name="one process").id)
+    assert single.status == "completed"
+
+    done = _torchrun(store, "train", *FLAGS, "--name", "two processes")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [json.loads(text) for text in done.stdout.splitlines() if text.startswith("{")]  # rank 0 alone prints
+    ddp = store.get(line["run_id"])
+    assert ddp.status == "completed" and ddp.timings["processes"] == 2
+    assert ddp.timings["images"] == single.timings["images"]  # every image once per epoch, across both shards
+    assert len(store.list()) == 2  # rank 1 created nothing
+    assert _max_difference(_weights(store, single.id), _weights(store, ddp.id)) < 1e-4
+    assert abs(ddp.metrics["test_accuracy"] - single.metrics["test_accuracy"]) <= 0.002
+
+    # Stopped after its first epoch in one process, then finished by two: the same model again
+    stopped_id = create_run(store, TrainConfig(**SETTINGS), name="stopped, resumed by torchrun").id
+    epochs: list[int] = []
+    stopped = execute_run(store, stopped_id, on_event=lambda e: e["type"] == "epoch" and epochs.append(e["epoch"]),
+                          should_stop=lambda: bool(epochs))
+    assert stopped.status == "cancelled" and epochs == [1]
+    resumed = _torchrun(store, "resume", stopped_id)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    finished = store.get(stopped_id)
+    assert finished.status == "completed" and [r["epoch"] for r in store.read_metrics(stopped_id)] == [1, 2]
+    assert _max_difference(_weights(store, single.id), _weights(store, stopped_id)) < 1e-4
+
+
+def test_a_refused_resume_stops_every_rank_with_the_bad_input_code(store):
+    run = execute_run(store, create_run(store, TrainConfig(**{**SETTINGS, "epochs": 1})).id)
+    refused = _torchrun(store, "resume", run.id)  # completed runs do not resume
+    assert refused.returncode != 0
+    assert "only" in refused.stderr and "runs resume" in refused.stderr
