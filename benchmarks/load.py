@@ -312,7 +312,7 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
          "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, "DIGIT_LAB_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT)
+        cwd=REPO, env={**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process"}, stdout=log, stderr=subprocess.STDOUT)
     log.close()  # the child holds its own copy
     _SERVERS.append(proc)
     return proc, f"http://127.0.0.1:{port}"

@@ -14,6 +14,9 @@ os.environ["DIGIT_LAB_OFFLINE"] = "1"
 if not os.environ.get("DIGIT_LAB_DATA") and SHARED_DATA.is_dir():
     os.environ["DIGIT_LAB_DATA"] = str(SHARED_DATA)
 os.environ.setdefault("DIGIT_LAB_HOME", str(REPO / ".digit-lab" / "test-home"))
+# Job managers train in a thread here, so tests can patch the engine; tests/test_jobs.py and the browser tests'
+# servers use the training process the dashboard uses by default.
+os.environ.setdefault("DIGIT_LAB_WORKER", "thread")
 
 
 def in_ci() -> bool:

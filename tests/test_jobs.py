@@ -19,8 +19,14 @@ def _wait_for(predicate, timeout=60.0):
     raise AssertionError("condition not reached in time")
 
 
-def test_two_jobs_queue_and_both_finish(store, tiny_cfg):
-    jobs = JobManager(store)
+@pytest.fixture(params=["thread", "process"])
+def mode(request):
+    """Where jobs train: a thread of this process, or the dashboard's default, a child process."""
+    return request.param
+
+
+def test_two_jobs_queue_and_both_finish(store, tiny_cfg, mode):
+    jobs = JobManager(store, worker=mode)
     first = jobs.submit(tiny_cfg.replace(epochs=3))
     _wait_for(lambda: first.status != "queued")  # the worker has taken it off the queue
     second = jobs.submit(tiny_cfg.replace(seed=4))
@@ -33,8 +39,8 @@ def test_two_jobs_queue_and_both_finish(store, tiny_cfg):
     assert store.get(second.id).status == "completed" and store.get(second.id).metrics["test_accuracy"] > 0
 
 
-def test_stop_cancels_a_running_job_within_a_batch(store, tiny_cfg):
-    jobs = JobManager(store)
+def test_stop_cancels_a_running_job_within_a_batch(store, tiny_cfg, mode):
+    jobs = JobManager(store, worker=mode)
     job = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
     _wait_for(lambda: job.snapshot()["step"] >= 3)
     jobs.stop(job.id)
@@ -42,8 +48,8 @@ def test_stop_cancels_a_running_job_within_a_batch(store, tiny_cfg):
     assert store.get(job.id).status == "cancelled"
 
 
-def test_stopping_a_queued_job_cancels_it_before_it_runs(store, tiny_cfg):
-    jobs = JobManager(store)
+def test_stopping_a_queued_job_cancels_it_before_it_runs(store, tiny_cfg, mode):
+    jobs = JobManager(store, worker=mode)
     running = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
     _wait_for(lambda: running.status != "queued")
     queued = jobs.submit(tiny_cfg)
@@ -139,3 +145,27 @@ def test_two_resume_requests_at_once_queue_the_run_once(store, tiny_cfg):
     assert jobs.queue_position(record.id) == 1 and len(jobs.active()) == 2
     jobs.stop(blocker.id)
     assert jobs.wait(record.id).status == "completed"
+
+
+def test_a_crashed_training_process_leaves_the_run_resumable_and_the_next_job_runs(store, tiny_cfg):
+    import os
+    import signal
+
+    jobs = JobManager(store, worker="process")
+    job = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    _wait_for(lambda: job.snapshot()["step"] >= 3)
+    child = jobs._processes[job.device]
+    assert store.get(job.id).owner.pid == child.pid != os.getpid()  # the child owns the run it trains
+    os.kill(child.pid, signal.SIGKILL)  # e.g. the kernel's out-of-memory killer
+    assert jobs.wait(job.id, timeout=60).status == "interrupted"
+    assert "stopped" in job.message and store.get(job.id).status == "interrupted"
+    after = jobs.submit(tiny_cfg)  # a fresh training process takes the next job
+    assert jobs.wait(after.id, timeout=120).status == "completed"
+    resumed = jobs.resume(job.id)
+    jobs.stop(resumed.id)
+    assert jobs.wait(resumed.id, timeout=120).status == "cancelled"
+
+
+def test_an_unknown_worker_mode_is_refused_with_a_sentence(store):
+    with pytest.raises(DigitLabError, match="DIGIT_LAB_WORKER"):
+        JobManager(store, worker="fiber")

@@ -3,10 +3,16 @@
 `jobs = JobManager(store)`; `job = jobs.submit(cfg)`; a page keeps `job.id` (the run id) and reads
 `jobs.get(job.id).snapshot()` on a timer; `jobs.stop(job.id)` asks the loop to stop within a batch.
 Workers never touch the UI: they only update a `Job`'s progress under its lock.
+
+By default each device's jobs train in a child process (core.training.worker) that this process's worker thread
+feeds and listens to, so page reruns never compete with the training loop for the interpreter and a crash in
+training cannot take the server down; `DIGIT_LAB_WORKER=thread` (or `JobManager(store, worker="thread")`) trains in
+a thread of this process instead, as tests that patch the engine need.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -19,9 +25,11 @@ from core.training.experiment import create_run, execute_run
 from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunStore
 from core.training.train import Event, pick_device
+from core.training.worker import TrainingProcess, WorkerDied
 
 log = logging.getLogger(__name__)
 MAX_STEP_POINTS = 2_000  # per job: older step losses are thinned so a long run stays cheap to plot
+WORKER_MODES = ("process", "thread")
 
 
 @dataclass
@@ -115,12 +123,16 @@ class JobManager:
                 cls._shared[key] = cls(store)
             return cls._shared[key]
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, worker: str | None = None) -> None:
         self.store = store
+        self.worker = worker or os.environ.get("DIGIT_LAB_WORKER", "process")
+        if self.worker not in WORKER_MODES:
+            raise DigitLabError(f"DIGIT_LAB_WORKER must be one of {', '.join(WORKER_MODES)} (got {self.worker!r}).")
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, deque[Job]] = {}
         self._workers: dict[str, threading.Thread] = {}
+        self._processes: dict[str, TrainingProcess] = {}  # per device, in process mode
         store.recover_interrupted()  # runs left 'running' or 'queued' by a process that died are interrupted now
 
     def submit(self, cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> Job:
@@ -168,6 +180,9 @@ class JobManager:
             return
         job.stop_event.set()
         with self._lock:
+            process = self._processes.get(job.device)
+            if process is not None:
+                process.stop(job.id)  # the child stops it within a batch (it ignores runs it does not hold)
             queue = self._queues.get(job.device)
             if queue is not None and job in queue:
                 queue.remove(job)
@@ -232,8 +247,31 @@ class JobManager:
                     return
                 job = queue.popleft()
             try:
-                execute_run(self.store, job.id, on_event=job.on_event, should_stop=job.stop_event.is_set,
-                            resume=job.resume)
+                if self.worker == "process":
+                    self._train_in_process(device, job)
+                else:
+                    execute_run(self.store, job.id, on_event=job.on_event, should_stop=job.stop_event.is_set,
+                                resume=job.resume)
             except Exception as error:  # noqa: BLE001 - a worker must outlive any one job
                 log.exception("job %s crashed", job.id)
                 job.on_event({"type": "finished", "status": "failed", "message": str(error), "test_accuracy": None})
+
+    def _train_in_process(self, device: str, job: Job) -> None:
+        """Hand `job` to the device's training process (started on first use, again after a crash) and relay its
+        events; the run's owner lease passes to that process, which takes the run's lock."""
+        with self._lock:
+            process = self._processes.get(device)
+            if process is None or not process.alive():
+                process = self._processes[device] = TrainingProcess(self.store.root)
+        if job.stop_event.is_set():  # stopped between leaving the queue and reaching the process
+            job.on_event({"type": "finished", "status": "cancelled", "message": "Cancelled before it started.",
+                          "test_accuracy": None})
+            self.store.update(job.id, status="cancelled", message="Cancelled before it started.", owner=None)
+            return
+        self.store.update(job.id, owner=Lease.of(process.pid))
+        try:
+            process.train(job.id, job.resume, job.on_event, stopped=job.stop_event.is_set)
+        except WorkerDied as died:
+            log.error("job %s: %s", job.id, died)
+            self.store.recover_interrupted()  # the run the dead process held becomes interrupted (resumable)
+            job.on_event({"type": "finished", "status": "interrupted", "message": str(died), "test_accuracy": None})
