@@ -1,7 +1,10 @@
-"""The Train page's live panel: the watched run's progress, curves and validation previews, polled every second.
+"""The Train page's live panel: the watched run's progress every second, its curves and previews every few seconds.
 
 `live_panel()` shows this session's watched job, else the server's running job (a second tab sees the same
-training), else the latest run in the store, so a reload after a run finished still shows it.
+training), else the latest run in the store, so a reload after a run finished still shows it; `live_charts()`
+draws the same run's curves and validation previews. Watching must not slow training: the progress (a bar and four
+numbers) is cheap to redraw every second, while redrawing charts every second kept the browser busy on a core the
+training needed, so the charts refresh every CHART_SECONDS with at most CHART_POINTS points per line.
 """
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ import streamlit as st
 from core.errors import DigitLabError, RunNotFoundError
 from core.runs import RESUMABLE, RunRecord
 from dashboard import state, widgets
+
+CHART_SECONDS = 4.0  # how often the curves and previews are redrawn while a run trains
+CHART_POINTS = 300  # step points per line on the live loss chart (the stored history is not thinned)
 
 
 def attached_run_id() -> str | None:
@@ -82,7 +88,26 @@ def _live_job(record: RunRecord, snap: dict) -> None:
         st.error(snap["message"] or f"The run ended as {status}.")
     if status in RESUMABLE:
         _resume_button(record, button)
-    _curves(snap["steps"], snap["history"], record)
+
+
+@st.fragment(run_every=CHART_SECONDS)
+def live_charts() -> None:
+    """The attached run's loss and accuracy curves and the validation previews (live, or from the store)."""
+    run_id = attached_run_id()
+    try:
+        record = state.run_store().get(run_id) if run_id is not None else None
+    except RunNotFoundError:
+        return
+    if record is None:
+        return
+    job = state.job_manager().get(run_id)
+    if job is None:
+        history = state.run_store().read_metrics(record.id)
+        if history:
+            _curves([], history, record)
+        return
+    snap = job.snapshot()
+    _curves(thinned(snap["steps"]), snap["history"], record)
     preview = snap["preview"]
     if preview:
         splits = state.dataset_splits(record.dataset)
@@ -91,6 +116,14 @@ def _live_job(record: RunRecord, snap: dict) -> None:
         widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
                           [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
                            for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
+
+
+def thinned(steps: list, points: int = CHART_POINTS) -> list:
+    """At most about `points` of the step points, evenly spaced, always with the latest."""
+    if len(steps) <= points:
+        return steps
+    every = -(-len(steps) // points)
+    return steps[::every] + ([steps[-1]] if (len(steps) - 1) % every else [])
 
 
 def _stored_run(record: RunRecord) -> None:
@@ -106,9 +139,6 @@ def _stored_run(record: RunRecord) -> None:
         (st.error if record.status in ("failed", "diverged") else st.info)(record.message)
     if record.status in RESUMABLE:
         _resume_button(record, button)
-    history = state.run_store().read_metrics(record.id)
-    if history:
-        _curves([], history, record)
 
 
 def _what(record: RunRecord) -> str:

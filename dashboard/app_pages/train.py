@@ -7,12 +7,13 @@ import streamlit as st
 import torch
 
 from core.training.config import PRESETS, TrainConfig, advice, plan
+from core.training.measured import preset_sentence
 from core.data.datasets import augment_batch, to_float
 from core.errors import DigitLabError
 from core.models.zoo import ZOO
 from core.training.train import lr_curve
 from dashboard import form, state, widgets
-from dashboard.live import live_panel
+from dashboard.live import live_charts, live_panel
 
 
 def apply_preset() -> None:
@@ -118,7 +119,8 @@ with header:
     name_col.text_input("Run name (optional)", key="train_name", max_chars=120)
     started = start_col.button("Start training", type="primary", icon=":material/play_arrow:",
                                disabled=cfg is None, key="train_start", width="stretch")
-    st.caption(PRESETS[st.session_state["train_preset"]]["summary"])
+    measured = preset_sentence(st.session_state["train_preset"])
+    st.caption(PRESETS[st.session_state["train_preset"]]["summary"] + (f" {measured}" if measured else ""))
     if problem is not None:
         widgets.error_box(problem)
     for note in notes:
@@ -130,4 +132,5 @@ with header:
             widgets.error_box(error)
 
 with live:
-    live_panel()
+    live_panel()  # progress, every second
+    live_charts()  # curves and previews, every few seconds

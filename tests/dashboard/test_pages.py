@@ -44,6 +44,10 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     app.selectbox(key="app_dataset").set_value("digits").run()
     goto(app, "train")
     app.selectbox(key="train_preset").set_value("seed-cnn").run()
+    from core.training.measured import preset_sentence
+
+    quoted = preset_sentence("seed-cnn")  # the benchmark's figure for the chosen preset, under its summary
+    assert quoted is None or any(quoted in c.value for c in app.caption)
     app.selectbox(key="train_dataset").set_value("digits").run()
     app.number_input(key="train_max_steps").set_value(5).run()
     app.text_input(key="train_name").set_value("from the browser").run()

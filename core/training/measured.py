@@ -1,0 +1,43 @@
+"""What the benchmarks measured for each preset on this project's machine kind, for the Train page to quote.
+
+`preset_sentence("fast")` -> "Measured on 2 CPU cores: 99.22% test accuracy after 24.7 s of training …", read from
+benchmarks/results/presets.json (benchmarks/presets.py) and, for `fast`, speed.json's time to 99% (benchmarks/speed.py);
+None for a preset never benchmarked. The figures are measurements, not promises: another machine differs.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+@lru_cache(maxsize=4)
+def _read(name: str) -> dict:
+    try:
+        data = json.loads((RESULTS / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def preset_sentence(preset: str) -> str | None:
+    """One sentence with the preset's measured test accuracy and training time, and time to 99% where measured."""
+    row = _read("presets.json").get(preset)
+    if not isinstance(row, dict) or row.get("test_accuracy") is None or not row.get("train_seconds"):
+        return None
+    where = f"{row.get('threads', '?')} CPU cores" if row.get("device", "cpu") == "cpu" else str(row["device"])
+    text = (f"Measured on {where} (`benchmarks/presets.py`): {row['test_accuracy']:.2%} test accuracy after "
+            f"{_duration(row['train_seconds'])} of training")
+    race = _read("speed.json").get("time_to_99") if preset == "fast" else None
+    if isinstance(race, dict) and race.get("rows"):
+        reached = sum(r["fast_accuracy"] >= 0.99 for r in race["rows"])
+        text += (f"; time to 99% (`benchmarks/speed.py`, median of {len(race['rows'])} seeds, {reached} reaching 99%): "
+                 f"{_duration(race['fast_median_seconds'])}, against {_duration(race['recipe_median_seconds'])} for "
+                 "the best public recipe in the same run")
+    return text + "."
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
