@@ -41,70 +41,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.training.distributed import announce_run, torchrun_ranks
     from core.training.experiment import create_run
 
     overrides = {f.name: getattr(args, f.name) for f in _config_fields() if getattr(args, f.name) is not None}
     cfg = TrainConfig.from_preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
     _check_data(cfg.dataset)
     store = _store()
-    with _torchrun(cfg.device) as ranks:  # None unless started by torchrun with several processes
+    with torchrun_ranks(cfg.device) as ranks:  # None unless started by torchrun with several processes
         if ranks and not ranks.main:
             return _follow(store, ranks, args, resume=False)
-        record = _shared(ranks, lambda: create_run(store, cfg, name=args.name).id)
-        return _execute(store, record, args, resume=False, ranks=ranks)
+        run_id = announce_run(ranks, lambda: create_run(store, cfg, name=args.name).id)
+        return _execute(store, run_id, args, resume=False, ranks=ranks)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from core.training.distributed import announce_run, torchrun_ranks
     from core.training.experiment import check_startable
 
     store = _store()
     record = store.resolve(args.run)
-    with _torchrun(TrainConfig.from_dict(record.config).device) as ranks:
+    with torchrun_ranks(TrainConfig.from_dict(record.config).device) as ranks:
         if ranks and not ranks.main:
             return _follow(store, ranks, args, resume=True)
 
         def checked() -> str:  # queued or training in a live process (a dashboard server): that process's to finish
             check_startable(record, resume=True)
             return record.id
-        return _execute(store, _shared(ranks, checked), args, resume=True, ranks=ranks)
-
-
-@contextlib.contextmanager
-def _torchrun(device: str) -> Iterator[Any]:
-    """The torchrun ranks (core.training.distributed.Ranks), or None in a plain process; the group is left after."""
-    from core.training.distributed import Ranks
-
-    ranks = Ranks.from_env(device)
-    try:
-        yield ranks
-    finally:
-        if ranks:
-            ranks.close()
-
-
-def _shared(ranks, make_run: Any) -> str:
-    """Rank 0 (or a plain process) makes or checks the run; under torchrun the other ranks learn its id, or that it
-    was refused (they then exit with the same code rank 0 does)."""
-    try:
-        run_id = make_run()
-    except DigitLabError as error:
-        if ranks:
-            ranks.share(f"error:{error}")
-        raise
-    if ranks:
-        ranks.share(f"run:{run_id}")
-    return run_id
+        return _execute(store, announce_run(ranks, checked), args, resume=True, ranks=ranks)
 
 
 def _follow(store, ranks, args: argparse.Namespace, *, resume: bool) -> int:
     """A torchrun rank other than 0: train the run rank 0 names, quietly; rank 0 reports and records."""
+    from core.training.distributed import wait_for_run
     from core.training.experiment import follow_run
 
-    answer = ranks.share()
-    if not answer.startswith("run:"):
+    run_id = wait_for_run(ranks)
+    if run_id is None:
         return EXIT_BAD_INPUT  # rank 0 printed why
     with _stop_on_signals() as stop:
-        status = follow_run(store, answer.removeprefix("run:"), ranks, should_stop=stop.is_set, resume=resume)
+        status = follow_run(store, run_id, ranks, should_stop=stop.is_set, resume=resume)
     return {"completed": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(status, EXIT_RUN_FAILED)
 
 

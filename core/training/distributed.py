@@ -10,9 +10,11 @@ Only rank 0 writes to the run store (record, metrics, checkpoints, weights); the
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
@@ -85,3 +87,34 @@ class Ranks:
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def torchrun_ranks(device: str = "auto") -> Iterator[Ranks | None]:
+    """The torchrun ranks, or None in a plain process; the process group is left on the way out."""
+    ranks = Ranks.from_env(device)
+    try:
+        yield ranks
+    finally:
+        if ranks:
+            ranks.close()
+
+
+def announce_run(ranks: Ranks | None, make_run: Callable[[], str]) -> str:
+    """Rank 0 (or a plain process) makes or checks the run and returns its id; under torchrun the other ranks learn
+    that id, or that it was refused (`wait_for_run` then gives None and they exit as rank 0 does)."""
+    try:
+        run_id = make_run()
+    except Exception as error:
+        if ranks:
+            ranks.share(f"error:{error}")
+        raise
+    if ranks:
+        ranks.share(f"run:{run_id}")
+    return run_id
+
+
+def wait_for_run(ranks: Ranks) -> str | None:
+    """On ranks other than 0: the id of the run rank 0 announced, or None when rank 0 refused it."""
+    answer = ranks.share()
+    return answer.removeprefix("run:") if answer.startswith("run:") else None
