@@ -35,7 +35,10 @@ def fill(cfg: TrainConfig) -> None:
 def visible(name: str) -> bool:
     """Whether a setting applies given the others (momentum only for SGD, and so on)."""
     condition = SETTINGS[name].shown_if
-    return condition is None or st.session_state[VALUES].get(condition[0]) == condition[1]
+    if condition is None:
+        return True
+    value, wanted = st.session_state[VALUES].get(condition[0]), condition[1]
+    return value in wanted if isinstance(wanted, tuple) else value == wanted
 
 
 def draw(name: str, where: Any = st) -> None:

@@ -87,3 +87,19 @@ def test_a_privacy_delta_too_large_for_the_data_is_warned_about():
     cfg = TrainConfig(model="seed-cnn", dp=True, delta=1e-2, optimizer="sgd")
     assert any("δ" in note for note in advice(cfg, plan(cfg, sizes)))
     assert not any("δ" in note for note in advice(cfg.replace(delta=1e-5), plan(cfg, sizes)))
+
+
+def test_adam_betas_reach_the_optimiser_and_sgd_refuses_them():
+    import torch
+
+    from core.models.zoo import build_model
+    from core.training.train import make_optimizer
+
+    cfg = TrainConfig(optimizer="adam", beta1=0.7, beta2=0.9)
+    optimizer = make_optimizer(cfg, build_model("seed-mlp"))
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["betas"] == (0.7, 0.9)
+    assert make_optimizer(cfg.replace(optimizer="adamw"), build_model("seed-mlp")).param_groups[0]["betas"] == (0.7, 0.9)
+    with pytest.raises(ConfigError, match="β1 and β2 apply to the adam and adamw"):
+        TrainConfig(optimizer="sgd", beta1=0.7)
+    with pytest.raises(ConfigError, match="Adam β2 must be"):
+        TrainConfig(beta2=1.0)

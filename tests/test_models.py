@@ -23,6 +23,7 @@ README_SIZES = {  # the README's model table: parameters, forward MFLOPs as prin
     "dp-cnn": (26_010, "0.84"),
     "resnet": (151_274, "20.5"),
     "vit-tiny": (139_018, "13.2"),
+    "speed-cnn": (215_194, "2.49"),
 }
 
 

@@ -40,7 +40,7 @@ class Setting:
     step: float | None = None  # the form's increment
     form_high: float | None = None  # a slider's upper end when the useful range is narrower than the valid one
     help: str = ""
-    shown_if: tuple[str, Any] | None = None  # only relevant when another field has this value
+    shown_if: tuple[str, Any] | None = None  # only relevant when another field has this value (or one of a tuple)
 
     def check(self, name: str, value: Any) -> None:
         if value is None and self.optional:
@@ -77,6 +77,12 @@ SETTINGS: dict[str, Setting] = {
     "lr": Setting("Learning rate (peak)", "optimisation", low=0.0, high=10.0, low_open=True, step=1e-4),
     "momentum": Setting("Momentum", "optimisation", low=0.0, high=1.0, high_open=True, widget="slider", form_high=0.99,
                         shown_if=("optimizer", "sgd")),
+    "beta1": Setting("Adam β1", "optimisation", low=0.0, high=1.0, high_open=True, step=0.01,
+                     shown_if=("optimizer", ("adam", "adamw")), help="How much of the previous gradient direction "
+                     "each step keeps (0.9 is Adam's default; speed runs use about 0.7)"),
+    "beta2": Setting("Adam β2", "optimisation", low=0.0, high=1.0, high_open=True, step=0.001,
+                     shown_if=("optimizer", ("adam", "adamw")), help="How long the per-weight step sizes remember "
+                     "(0.999 is Adam's default)"),
     "schedule": Setting("Schedule", "optimisation", "choice", options=SCHEDULES),
     "step_every": Setting("Decay every (epochs)", "optimisation", "integer", 1, 10_000, shown_if=("schedule", "step")),
     "step_gamma": Setting("Decay factor", "optimisation", low=0.0, high=1.0, low_open=True, step=0.05,
@@ -150,6 +156,8 @@ class TrainConfig:
     optimizer: str = "adam"  # sgd (plain or with momentum), adam, adamw
     lr: float = 1e-3  # peak learning rate
     momentum: float = 0.0  # SGD only; 0 = plain SGD
+    beta1: float = 0.9  # Adam/AdamW: decay rate of the running mean of gradients
+    beta2: float = 0.999  # Adam/AdamW: decay rate of the running mean of squared gradients
     schedule: str = "constant"  # constant, step, cosine, onecycle (per optimiser step)
     step_every: int = 1  # step schedule: epochs between decays
     step_gamma: float = 0.1  # step schedule: lr multiplier at each decay
@@ -217,6 +225,9 @@ class TrainConfig:
         if self.optimizer != "sgd" and self.momentum:
             raise ConfigError(f"Momentum applies to the sgd optimiser only (got optimiser {self.optimizer!r}).",
                               field="momentum")
+        if self.optimizer == "sgd" and (self.beta1, self.beta2) != (0.9, 0.999):
+            raise ConfigError("Adam's β1 and β2 apply to the adam and adamw optimisers only; sgd has momentum.",
+                              field="beta1")
         if self.train_on_val and self.patience:
             raise ConfigError("Early stopping needs held-out validation images; turn off 'also train on the "
                               "validation images'.", field="patience")

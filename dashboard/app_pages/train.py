@@ -47,7 +47,7 @@ with model_col:
     form.draw("per_class")
 with opt_col:
     st.markdown("**Optimisation**")
-    for name in ("optimizer", "lr", "momentum", "schedule", "step_every", "step_gamma", "warmup_fraction",
+    for name in ("optimizer", "lr", "momentum", "beta1", "beta2", "schedule", "step_every", "step_gamma", "warmup_fraction",
                  "batch_size", "epochs", "patience"):
         form.draw(name)
 with reg_col:
