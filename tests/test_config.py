@@ -70,8 +70,10 @@ def test_every_config_field_has_a_setting_for_the_form_and_the_checks():
 
 def test_plan_counts_images_and_steps_after_every_limit():
     sizes = {"train": 55_000, "val": 5_000, "test": 10_000}
-    fast = plan(TrainConfig.from_preset("fast"), sizes)  # all 60,000 images, batch 128, 2 epochs
-    assert (fast.train_images, fast.steps_per_epoch, fast.total_steps, fast.images) == (60_000, 469, 938, 120_000)
+    fast = plan(TrainConfig.from_preset("fast"), sizes)  # all 60,000 images, batch 256, 1 epoch
+    assert (fast.train_images, fast.steps_per_epoch, fast.total_steps, fast.images) == (60_000, 235, 235, 60_000)
+    seed = plan(TrainConfig.from_preset("seed-cnn"), sizes)  # batch 64, 5 epochs
+    assert (seed.steps_per_epoch, seed.total_steps, seed.images) == (938, 4_690, 300_000)
     small = plan(TrainConfig(train_size=1_000, batch_size=300, epochs=3), sizes)
     assert (small.train_images, small.steps_per_epoch, small.total_steps, small.images) == (1_000, 4, 12, 3_000)
     capped = plan(TrainConfig(batch_size=100, epochs=5, limit_batches=10, max_steps=25), sizes)

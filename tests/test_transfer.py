@@ -155,6 +155,10 @@ def test_break_even_arithmetic_on_hand_made_numbers():
     assert "+21.0 points" in said.text
     never = verdict(summarise(_rows("finetune", 10, [0.9], 2e9) + _rows("scratch", 10, [0.6], 2e9)), pretrain, 10)
     assert never.numbers["break_even_tasks"] is None and "does not" in never.text
+    noise = verdict(summarise(_rows("finetune", 10, [0.70, 0.68, 0.74], 2e9)
+                              + _rows("scratch", 10, [0.69, 0.72, 0.70], 2e9)), pretrain, 10)  # +0.3 points, ±3 spread
+    assert noise.numbers["break_even_tasks"] is None and noise.numbers["seed_spread_points"] == pytest.approx(3.055, abs=1e-3)
+    assert "+0.3 points" in noise.text and "within the spread between seeds (±3.1 points)" in noise.text
 
 
 def test_a_power_law_fit_recovers_its_slope():

@@ -111,6 +111,11 @@ def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int,
     if n["points_gained"] <= 0:
         n["break_even_tasks"] = None
         return Verdict(text + " and bought nothing here: training from scratch is as good, so it never pays back.", n)
+    spread = seed_spread(best, scratch)
+    if spread is not None and n["points_gained"] <= spread:
+        n.update(break_even_tasks=None, seed_spread_points=spread)
+        return Verdict(text + f". The gain is within the spread between seeds (±{spread:.1f} points), so it bought "
+                       "nothing measurable here and never pays back.", n)
     match = cheapest_reaching(summary, "scratch", best["mean"])
     if match is None:
         n["break_even_tasks"] = None
@@ -130,6 +135,14 @@ def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int,
     return Verdict(text + f". To match it from scratch takes {need} and {human_flops(match['flops'])} per task "
                    f"against {human_flops(best['flops'])} to adapt, so pre-training pays back its compute after "
                    f"{math.ceil(tasks):,} task{'s' if math.ceil(tasks) > 1 else ''}.", n)
+
+
+def seed_spread(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """The larger of two points' seed-to-seed standard deviations, in points; None unless both have 2+ seeds
+    (one seed says nothing about the spread)."""
+    if min(a["n"], b["n"]) < 2:
+        return None
+    return max(a["std"], b["std"]) * 100
 
 
 # -- the scaling view ------------------------------------------------------------------------------

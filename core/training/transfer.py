@@ -84,7 +84,7 @@ class TransferSpec:
     ks: tuple[int, ...] = K_CHOICES  # labelled images per class; ALL (0) = every training image
     seeds: int = 3  # runs per (strategy, k): mean and spread
     backbone: str | None = None  # a finished run on `source` to use as the pre-trained model (else pre-train one)
-    pretrain_epochs: int = 2  # pre-training: one-cycle Adam over the source's training split (as the `fast` preset)
+    pretrain_epochs: int = 2  # pre-training: one-cycle Adam over the source's training split
     pretrain_steps: int | None = None  # stop pre-training after this many steps (quick demos and tests)
     epochs: int = 4  # downstream budget: epochs per run
     epoch_images: int = 2_000  # downstream budget: few labels repeat until an epoch holds at least this many images
