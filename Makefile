@@ -32,8 +32,13 @@ lock:
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^digit-lab'; } > constraints.txt
 	rm -rf .lock-venv
 
-benchmark: $(VENV)/.installed
+benchmark: $(VENV)/.installed  # about 45 minutes on 2 CPU cores; each script prints its table with its reference
 	$(PY) benchmarks/presets.py
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/predict.py
+	$(PY) benchmarks/explain.py
+	$(PY) benchmarks/drawings.py
+	$(PY) benchmarks/load.py --sessions 10 --seconds 60
 
 clean:
 	rm -rf $(VENV) .pytest_cache .digit-lab/test-home

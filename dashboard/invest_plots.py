@@ -36,6 +36,7 @@ def labels_figure(summary: Sequence[dict[str, Any]], full_labels: int | None) ->
         x = [all_x if r["k"] == ALL else r["k"] for r in rows]
         text = [k_text(r["k"]) for r in rows]
         fig.add_scatter(x=x + x[::-1], y=[r["high"] for r in rows] + [r["low"] for r in rows][::-1], fill="toself",
+                        mode="lines",  # plotly's default for a few points adds markers at the band's corners
                         fillcolor=_band_color(color), line=dict(width=0), hoverinfo="skip", showlegend=False)
         fig.add_scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name=name, line=dict(color=color),
                         customdata=[[t, r["n"], r["std"]] for t, r in zip(text, rows)],

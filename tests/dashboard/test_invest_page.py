@@ -90,3 +90,15 @@ def test_the_scaling_view_fits_a_trend_across_finished_runs(app, tmp_path):
     app.radio(key="invest_scale_axis").set_value("params").run()
     assert any("× parameters^" in m.value for m in app.markdown)
     assert any("3 runs;" in c.value for c in app.caption)
+
+
+def test_the_labels_chart_bands_have_no_stray_markers():
+    from dashboard.invest_plots import labels_figure
+
+    summary = [{"strategy": s, "k": k, "n": 3, "mean": m, "std": 0.02, "low": m - 0.03, "high": m + 0.03,
+                "train_seconds": 1.0, "flops": 1e9} for s, m0 in (("scratch", 0.5), ("finetune", 0.52))
+               for k, m in ((1, m0), (10, m0 + 0.2))]
+    fig = labels_figure(summary, None)
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(bands) == 2 and all(t.mode == "lines" for t in bands)  # no dots at the bands' corners
+    assert [t.name for t in fig.data if t.fill != "toself"] == [t.name for t in fig.data if t.mode == "lines+markers"]
