@@ -8,7 +8,9 @@ closes) the child stops the run in hand, which ends `cancelled` and resumable, a
 
 Why: a training thread inside the server competes with every page rerun for the GIL, so watching a run live
 slowed it down; in its own process it does not, and a crash in training (out of memory, a native library's abort)
-ends that run as interrupted instead of taking the server down.
+ends that run as interrupted instead of taking the server down. The process runs at a lower priority (nice 10,
+`DIGIT_LAB_WORKER_NICE`): when a class is predicting, their pages come first and training takes what is left;
+when nobody else needs the CPU, training has all of it.
 """
 from __future__ import annotations
 
@@ -144,11 +146,18 @@ def serve(home: str, commands=sys.stdin, out=sys.stdout) -> int:
             return 0
 
 
+NICE = 10  # the training process yields the CPU to the server and its pages; alone on a machine it still gets all of it
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train runs sent as JSON lines on stdin (the dashboard's worker).")
     parser.add_argument("--home", required=True, help="the run store's folder")
+    parser.add_argument("--nice", type=int, default=int(os.environ.get("DIGIT_LAB_WORKER_NICE", NICE)),
+                        help="scheduling priority to lower this process by (0 = as the server)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.nice and hasattr(os, "nice"):
+        os.nice(args.nice)  # a crowd's predictions are answered first; training takes what is left
     return serve(args.home)
 
 
