@@ -1,6 +1,7 @@
 """torchrun: two CPU processes with gloo train a run as one process would, only rank 0 writes, and resume works."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -42,9 +43,21 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def test_two_gloo_processes_train_like_one_and_resume_a_stopped_run(store):
+@contextlib.contextmanager
+def _one_thread():
+    """One torch thread, as each torchrun rank has (OMP_NUM_THREADS=1); the count is put back afterwards, because
+    later tests compare this process's runs with other processes' bit for bit."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    single = execute_run(store, create_run(store, TrainConfig(**SETTINGS), name="one process").id)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_gloo_processes_train_like_one_and_resume_a_stopped_run(store):
+    with _one_thread():
+        single = execute_run(store, create_run(store, TrainConfig(**SETTINGS), name="one process").id)
     assert single.status == "completed"
 
     done = _torchrun(store, "train", *FLAGS, "--name", "two processes")
@@ -60,8 +73,9 @@ def test_two_gloo_processes_train_like_one_and_resume_a_stopped_run(store):
     # Stopped after its first epoch in one process, then finished by two: the same model again
     stopped_id = create_run(store, TrainConfig(**SETTINGS), name="stopped, resumed by torchrun").id
     epochs: list[int] = []
-    stopped = execute_run(store, stopped_id, on_event=lambda e: e["type"] == "epoch" and epochs.append(e["epoch"]),
-                          should_stop=lambda: bool(epochs))
+    with _one_thread():
+        stopped = execute_run(store, stopped_id, should_stop=lambda: bool(epochs),
+                              on_event=lambda e: e["type"] == "epoch" and epochs.append(e["epoch"]))
     assert stopped.status == "cancelled" and epochs == [1]
     resumed = _torchrun(store, "resume", stopped_id)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

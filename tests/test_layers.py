@@ -20,11 +20,13 @@ EXPECTED = {  # (layer name, output shape) for each zoo model
                ("net.10", (10,))],
     "dp-cnn": [("net.0", (16, 14, 14)), ("net.1", (16, 14, 14)), ("net.2", (16, 13, 13)), ("net.3", (32, 5, 5)),
                ("net.4", (32, 5, 5)), ("net.5", (32, 4, 4)), ("net.7", (32,)), ("net.8", (32,)), ("net.10", (10,))],
+    "speed-cnn": [("net.0", (24, 24, 24)), ("net.1", (24, 12, 12)), ("net.2", (24, 12, 12)), ("net.3", (32, 10, 10)),
+                  ("net.4", (32, 5, 5)), ("net.5", (32, 5, 5)), ("net.7", (256,)), ("net.8", (256,)), ("net.10", (10,))],
     "vit-tiny": [("net.patch_embed", (64, 7, 7))] + [(f"net.encoder.layers.{i}", (50, 64)) for i in range(4)]
                 + [("net.norm", (50, 64)), ("net.head", (10,))],
 }
 FILTERS = {"seed-mlp": ("dense", (128, 28, 28)), "seed-cnn": ("conv", (32, 3, 3)), "dp-cnn": ("conv", (16, 8, 8)), "resnet": ("conv", (32, 3, 3)),
-           "vit-tiny": ("patch", (64, 4, 4))}
+           "speed-cnn": ("conv", (24, 5, 5)), "vit-tiny": ("patch", (64, 4, 4))}
 
 
 def test_every_zoo_model_is_covered():

@@ -36,6 +36,7 @@ class DatasetInfo:
 
 
 DIGITS = tuple(str(i) for i in range(10))
+DIGIT_DATASETS = ("mnist", "digits")  # datasets of digits 0-9: what a drawing set can join and be read by
 GARMENTS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 POOLED = "mnist+fashion"  # both datasets at once, for pre-training a backbone on two domains
 DATASETS: dict[str, DatasetInfo] = {

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.data.datasets import DATASETS
+from core.data.datasets import DATASETS, DIGIT_DATASETS
 from core.errors import ConfigError
 from core.models.zoo import ZOO
 
@@ -19,7 +19,6 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRANSFERS = ("none", "finetune", "probe")  # how a starting model is adapted: as is, new head + all layers, new head only
-DIGIT_DATASETS = ("mnist", "digits")  # datasets a drawing set's digits can join
 ADVERSARIAL = ("none", "fgsm", "pgd")  # adversarial training: fgsm = FGSM with random start (Wong et al.)
 
 

@@ -16,7 +16,8 @@ from core.errors import DigitLabError
 from core.inference.drawing_scores import predict_inputs
 from core.inference.weights import load_source, model_source
 from core.runs import RunStore
-from core.training.config import DIGIT_DATASETS, TrainConfig
+from core.data.datasets import DIGIT_DATASETS
+from core.training.config import TrainConfig
 
 # Fine-tuning, not training: a tenth of the starter's peak rate, one epoch, the starter's drawing-like augmentation.
 RETRAIN_DEFAULTS: dict[str, Any] = dict(optimizer="adamw", lr=4e-4, schedule="cosine", batch_size=128, epochs=1,

@@ -120,7 +120,8 @@ def serve(home: str, commands=sys.stdin, out=sys.stdout) -> int:
             except ValueError:
                 continue
             with wake:
-                if "run" in message:
+                if "run" in message:  # a stop that came before this request belonged to an earlier one
+                    stop_ids.discard(str(message["run"]))
                     pending.append((str(message["run"]), bool(message.get("resume"))))
                 elif "stop" in message:
                     stop_ids.add(str(message["stop"]))
@@ -136,7 +137,6 @@ def serve(home: str, commands=sys.stdin, out=sys.stdout) -> int:
             if not pending:
                 return 0
             run_id, resume = pending.pop(0)
-            stop_ids.discard(run_id)  # a stop sent before this start belonged to an earlier request
         try:
             execute_run(store, run_id, on_event=lambda e, r=run_id: emit(r, e),
                         should_stop=lambda r=run_id: closed.is_set() or r in stop_ids, resume=resume)
