@@ -370,11 +370,11 @@ def judge(src: ModelSource, dataset: str, splits: Splits, choice: str) -> Judged
         result = predictions(src.key, src.sha256, dataset)
         return Judged(f"the {len(result.labels):,} test images of {splits.info.title}", result, splits.test_x,
                       splits.info.classes)
-    drawing_set = drawing_store().get_set(choice)
-    score = set_score(choice, set_version(choice), src.key, src.sha256, "all")
+    drawing_set, version = drawing_store().get_set(choice), set_version(choice)  # one read of the set's contents
+    score = set_score(choice, version, src.key, src.sha256, "all")
     result = EvalResult.from_probs(torch.from_numpy(score.probs).float(), torch.from_numpy(score.labels).long())
     return Judged(f"the {score.n:,} drawings of the set “{drawing_set.name}”", result,
-                  drawing_images(choice, set_version(choice)).inputs, DIGITS, drawing_set)
+                  drawing_images(choice, version).inputs, DIGITS, drawing_set)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

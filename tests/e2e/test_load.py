@@ -1,23 +1,13 @@
 """The load script, small: 3 Chromium sessions draw and predict for 30 s while a training job runs on the server."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 from tests.conftest import REPO
-
-
-def _load_module():
-    # By path: opacus installs a top-level `benchmarks` package that shadows the project's folder.
-    spec = importlib.util.spec_from_file_location("digit_lab_load", REPO / "benchmarks" / "load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+from tests.e2e.conftest import load_benchmark
 
 
 def test_three_sessions_predict_without_errors_while_a_training_job_runs(browser_type_launch_args):
-    load = _load_module()
+    load = load_benchmark()
     result = load.run_load(sessions=3, seconds=30, timeout_s=240,
                            chromium=browser_type_launch_args["executable_path"],
                            chromium_args=browser_type_launch_args["args"],
