@@ -29,6 +29,23 @@ from core.runs import RunRecord, RunStore
 from core.tasks import TaskRunner
 from core.inference.weights import STARTER, ModelSource, model_source
 
+SERVER_THREADS = "DIGIT_LAB_SERVER_THREADS"  # torch threads in the dashboard server; 0 leaves torch's default
+
+
+def _set_server_threads() -> None:
+    """One torch thread per computation in the server (unless DIGIT_LAB_SERVER_THREADS says otherwise).
+
+    The server reads one drawing at a time for many visitors at once, beside their browsers and the training
+    process. With two threads every op waits at a barrier for a thread the scheduler has parked: on 2 cores a
+    drawing's prediction took about 100 ms in the server instead of 6 ms with one thread. Training runs in its own
+    process with its own thread count, and the heavy page results (evaluations, SHAP) are cached per model.
+    """
+    threads = int(os.environ.get(SERVER_THREADS) or "1")  # unset or empty: 1
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+_set_server_threads()
 
 
 @st.cache_resource(show_spinner=False)

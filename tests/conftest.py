@@ -17,6 +17,9 @@ os.environ.setdefault("DIGIT_LAB_HOME", str(REPO / ".digit-lab" / "test-home"))
 # Job managers train in a thread here, so tests can patch the engine; tests/test_jobs.py and the browser tests'
 # servers use the training process the dashboard uses by default.
 os.environ.setdefault("DIGIT_LAB_WORKER", "thread")
+# Pages under AppTest run in this process: keep torch's thread count for the training tests that follow (the
+# server's one-thread default is for `streamlit run`; the browser tests' servers use it).
+os.environ["DIGIT_LAB_SERVER_THREADS"] = "0"
 
 
 def in_ci() -> bool:

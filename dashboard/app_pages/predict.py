@@ -172,32 +172,40 @@ except DigitLabError as error:
     widgets.error_box(error)
     st.stop()
 
+
+@st.fragment
+def draw_and_read() -> None:
+    """The canvas and its answer. A fragment: a stroke reruns only this, not the sidebar and the model pickers,
+    so the answer comes back quickly even when a class draws on one server at once."""
+    left, right = st.columns([1, 1])
+    with left:
+        canvas = st_canvas(stroke_width=st.session_state.get("predict_brush", 18), stroke_color="#FFFFFF",
+                           background_color="#000000", height=280, width=280, drawing_mode="freedraw",
+                           return_image_data=True,
+                           key=f"{CANVAS_KEY}_{st.session_state.get('predict_canvas_version', 0)}")
+        brush, clear = st.columns([3, 1], vertical_alignment="bottom")
+        brush.slider("Brush width", 5, 40, 18, key="predict_brush")
+        if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
+            st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
+            st.rerun(scope="fragment")
+        set_slot = st.container()  # where saved drawings go: filled once there is a verdict
+    with right:
+        try:
+            if canvas.image_data is None:
+                raise EmptyDrawingError("The canvas is empty — draw a digit first.")
+            show_result(predictor.predict(canvas.image_data), "Draw & predict", canvas=canvas.image_data,
+                        set_slot=set_slot)
+        except EmptyDrawingError:
+            st.info("Draw a digit on the black square: the answer appears here when you lift the pen.",
+                    icon=":material/draw:")
+        except DigitLabError as error:
+            widgets.error_box(error)
+
+
 draw_tab, upload_tab, sample_tab = st.tabs(SOURCES, key="predict_source", on_change="rerun")
 if draw_tab.open is not False:  # None when tabs are not tracked (AppTest): then every tab runs
     with draw_tab:
-        left, right = st.columns([1, 1])
-        with left:
-            canvas = st_canvas(stroke_width=st.session_state.get("predict_brush", 18), stroke_color="#FFFFFF",
-                               background_color="#000000", height=280, width=280, drawing_mode="freedraw",
-                               return_image_data=True,
-                               key=f"{CANVAS_KEY}_{st.session_state.get('predict_canvas_version', 0)}")
-            brush, clear = st.columns([3, 1], vertical_alignment="bottom")
-            brush.slider("Brush width", 5, 40, 18, key="predict_brush")
-            if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
-                st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
-                st.rerun()
-            set_slot = st.container()  # where saved drawings go: filled once there is a verdict
-        with right:
-            try:
-                if canvas.image_data is None:
-                    raise EmptyDrawingError("The canvas is empty — draw a digit first.")
-                show_result(predictor.predict(canvas.image_data), "Draw & predict", canvas=canvas.image_data,
-                            set_slot=set_slot)
-            except EmptyDrawingError:
-                st.info("Draw a digit on the black square: the answer appears here when you lift the pen.",
-                        icon=":material/draw:")
-            except DigitLabError as error:
-                widgets.error_box(error)
+        draw_and_read()
 
 if upload_tab.open is not False:
     with upload_tab:

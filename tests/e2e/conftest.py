@@ -69,7 +69,9 @@ def server(tmp_path_factory):
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
          "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process"}, stdout=log, stderr=subprocess.STDOUT)
+        cwd=REPO, env={**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process",
+                       "DIGIT_LAB_SERVER_THREADS": ""},  # the server as shipped (tests/conftest sets 0 for AppTest)
+        stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         load_benchmark().wait_healthy(url, 90, proc)

@@ -16,6 +16,8 @@ def test_three_sessions_predict_without_errors_while_a_training_job_runs(browser
     assert result.errors == 0, result.error_samples
     assert min(result.predicts_per_session) >= 2, result.predicts_per_session
     assert result.rerun_samples == result.predicts  # every predict's server time was seen on the websocket
+    assert result.predict_server_samples == result.predicts  # ... and on the server's own clock
+    assert 0 < result.predict_script_p50_ms <= result.predict_server_p50_ms
     assert result.train_step_start is not None and result.train_step_end > result.train_step_start
     assert result.train_stopped  # the job was stopped at the end, not left running
     assert result.server_rss_peak_mb > 0
