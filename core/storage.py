@@ -140,7 +140,9 @@ def load_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{path.name} is a safetensors file but not a Digit Lab one "
                                       f"(no '{FORMAT}' format tag).")
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            # Copied out of the file's memory map: a file changed in place later (not by us: we write atomically)
+            # must not pull the pages from under a loaded model, which would kill the process with SIGBUS.
+            tensors = {key: f.get_tensor(key).clone() for key in f.keys()}
     except CheckpointError:
         raise
     except Exception as error:  # safetensors raises its own error types for malformed headers

@@ -87,3 +87,30 @@ def test_split_predictions_are_cached_by_weights_checksum(store, tiny_cfg, monke
     assert np.allclose(first.probs, again.probs) and again.accuracy == pytest.approx(run.metrics["test_accuracy"])
     cached[0].write_bytes(b"garbage")  # a damaged cache is recomputed, not trusted
     assert np.allclose(split_predictions(store, src, "test").probs, first.probs)
+
+
+def test_a_finished_run_leaves_its_test_predictions_so_evaluate_opens_at_once(store, tiny_cfg, monkeypatch):
+    run = execute_run(store, create_run(store, tiny_cfg).id)
+    from core.inference import evaluation
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("the run's own test predictions were not used")
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluation, "evaluate", no_recompute)
+        result = split_predictions(store, model_source(store, run.id), "test")
+    assert result.accuracy == pytest.approx(run.metrics["test_accuracy"])
+
+
+def test_predictions_cached_for_other_images_are_recomputed(store, tiny_cfg):
+    run = execute_run(store, create_run(store, tiny_cfg).id)
+    src = model_source(store, run.id)
+    right = split_predictions(store, src, "test")
+    evaluation_cache = next((store.root / "cache").iterdir())
+    from core.inference.evaluation import remember_predictions
+    from core.inference.metrics import EvalResult
+
+    wrong = EvalResult.from_probs(right.probs[:-1], right.labels[:-1])  # one image short: not this split
+    remember_predictions(store, src.sha256, src.dataset, "test", wrong)
+    assert evaluation_cache.is_file()
+    assert split_predictions(store, src, "test").n == right.n

@@ -5,6 +5,10 @@ probabilities for every image; later calls read them back from `<store>/cache/` 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from core.data.datasets import load_splits
 from core.errors import CheckpointError
 from core.inference.metrics import EvalResult, evaluate
@@ -18,16 +22,29 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
                       model: Classifier | None = None) -> EvalResult:
     """Probabilities of `src` on every image of `split` (cached on disk per weights checksum and data)."""
     dataset = dataset or src.dataset
-    cache = store.root / "cache" / f"{(src.sha256 or sha256_file(src.weights))[:16]}-{dataset}-{split}.safetensors"
-    if cache.is_file():
-        try:
-            tensors, _ = load_tensors(cache)
-            return EvalResult.from_probs(tensors["probs"], tensors["labels"])
-        except (CheckpointError, KeyError):
-            cache.unlink(missing_ok=True)  # a damaged cache is recomputed, never trusted
     splits = load_splits(dataset)
     x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
             "train": (splits.train_x, splits.train_y)}[split]
+    cache = _cache_path(store, src.sha256 or sha256_file(src.weights), dataset, split)
+    if cache.is_file():
+        try:
+            tensors, _ = load_tensors(cache)
+            if torch.equal(tensors["labels"], y.cpu()):  # the very images, in order (else recomputed)
+                return EvalResult.from_probs(tensors["probs"], tensors["labels"])
+        except (CheckpointError, KeyError):
+            pass
+        cache.unlink(missing_ok=True)  # a damaged or foreign cache is recomputed, never trusted
     result = evaluate(model or load_source(src), x, y)
-    save_tensors(cache, {"probs": result.probs, "labels": result.labels}, {"kind": "predictions"})
+    remember_predictions(store, src.sha256 or sha256_file(src.weights), dataset, split, result)
     return result
+
+
+def remember_predictions(store: RunStore, weights_sha256: str, dataset: str, split: str, result: EvalResult) -> None:
+    """Keep a model's probabilities on a whole split for `split_predictions` (a run does this as it finishes, so
+    Evaluate opens on it at once)."""
+    save_tensors(_cache_path(store, weights_sha256, dataset, split),
+                 {"probs": result.probs, "labels": result.labels}, {"kind": "predictions"})
+
+
+def _cache_path(store: RunStore, weights_sha256: str, dataset: str, split: str) -> Path:
+    return store.root / "cache" / f"{weights_sha256[:16]}-{dataset}-{split}.safetensors"

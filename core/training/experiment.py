@@ -21,6 +21,7 @@ from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunRecord, RunStore
 from core.training.distributed import Ranks
 from core.training.train import Event, TrainOutcome, adversarial_settings, pick_device, train, training_splits
+from core.inference.evaluation import remember_predictions
 from core.inference.weights import load_source, model_source, save_model
 
 log = logging.getLogger(__name__)
@@ -171,5 +172,6 @@ def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcom
         except DigitLabError as error:  # the set was deleted meanwhile: the run still ends with its weights
             message = " ".join(t for t in (message, f"The drawing set could not be scored: {error}") if t)
     sha = save_model(store.weights_path(run_id), state.model, cfg.model, {"run_id": run_id, "dataset": cfg.dataset})
+    remember_predictions(store, sha, cfg.dataset, "test", test)  # Evaluate then opens on this run at once
     return store.update(run_id, status=outcome.status, message=message, metrics=metrics, timings=timings,
                         weights_sha256=sha, owner=None)
