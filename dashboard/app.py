@@ -80,3 +80,4 @@ def admin_sign_in() -> None:
 page = st.navigation({k: v for k, v in PAGES.items() if v})
 sidebar()
 page.run()
+state.warm_up()  # once per server, after its first page: Evaluate and Explain then open quickly

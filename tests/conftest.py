@@ -20,6 +20,7 @@ os.environ.setdefault("DIGIT_LAB_WORKER", "thread")
 # Pages under AppTest run in this process: keep torch's thread count for the training tests that follow (the
 # server's one-thread default is for `streamlit run`; the browser tests' servers use it).
 os.environ["DIGIT_LAB_SERVER_THREADS"] = "0"
+os.environ["DIGIT_LAB_WARM_UP"] = "0"  # no background evaluation of the starter while tests run (servers too)
 
 
 def in_ci() -> bool:

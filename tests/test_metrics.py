@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from sklearn import metrics as skm
 
@@ -114,3 +115,30 @@ def test_predictions_cached_for_other_images_are_recomputed(store, tiny_cfg):
     remember_predictions(store, src.sha256, src.dataset, "test", wrong)
     assert evaluation_cache.is_file()
     assert split_predictions(store, src, "test").n == right.n
+
+
+def test_two_callers_at_once_evaluate_a_model_once(store, tiny_cfg, monkeypatch):
+    import threading
+
+    from core.inference import evaluation
+
+    run = execute_run(store, create_run(store, tiny_cfg).id)
+    for f in (store.root / "cache").iterdir():
+        f.unlink()  # as for a model imported from a file: nothing cached yet
+    calls = []
+    real = evaluation.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        calls.append(1)
+        threading.Event().wait(0.3)  # long enough for the second caller to arrive meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", slow_evaluate)
+    src = model_source(store, run.id)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(split_predictions(store, src, "test")))
+               for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(calls) == 1 and len(results) == 2
+    assert torch.equal(results[0].probs, results[1].probs)

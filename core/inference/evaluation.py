@@ -5,6 +5,7 @@ probabilities for every image; later calls read them back from `<store>/cache/` 
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -26,17 +27,18 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
     x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
             "train": (splits.train_x, splits.train_y)}[split]
     cache = _cache_path(store, src.sha256 or sha256_file(src.weights), dataset, split)
-    if cache.is_file():
-        try:
-            tensors, _ = load_tensors(cache)
-            if torch.equal(tensors["labels"], y.cpu()):  # the very images, in order (else recomputed)
-                return EvalResult.from_probs(tensors["probs"], tensors["labels"])
-        except (CheckpointError, KeyError):
-            pass
-        cache.unlink(missing_ok=True)  # a damaged or foreign cache is recomputed, never trusted
-    result = evaluate(model or load_source(src), x, y)
-    remember_predictions(store, src.sha256 or sha256_file(src.weights), dataset, split, result)
-    return result
+    with _lock_for(cache):  # a second caller (a warm-up, another visitor) waits for the first, then reads its file
+        if cache.is_file():
+            try:
+                tensors, _ = load_tensors(cache)
+                if torch.equal(tensors["labels"], y.cpu()):  # the very images, in order (else recomputed)
+                    return EvalResult.from_probs(tensors["probs"], tensors["labels"])
+            except (CheckpointError, KeyError):
+                pass
+            cache.unlink(missing_ok=True)  # a damaged or foreign cache is recomputed, never trusted
+        result = evaluate(model or load_source(src), x, y)
+        remember_predictions(store, src.sha256 or sha256_file(src.weights), dataset, split, result)
+        return result
 
 
 def remember_predictions(store: RunStore, weights_sha256: str, dataset: str, split: str, result: EvalResult) -> None:
@@ -44,6 +46,15 @@ def remember_predictions(store: RunStore, weights_sha256: str, dataset: str, spl
     Evaluate opens on it at once)."""
     save_tensors(_cache_path(store, weights_sha256, dataset, split),
                  {"probs": result.probs, "labels": result.labels}, {"kind": "predictions"})
+
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(cache: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(cache, threading.Lock())
 
 
 def _cache_path(store: RunStore, weights_sha256: str, dataset: str, split: str) -> Path:

@@ -360,3 +360,24 @@ def test_a_run_name_is_shown_as_plain_text_on_every_page(app, tmp_path):
     texts = [e.value for kind in ("markdown", "caption", "subheader", "info") for e in getattr(app, kind)]
     leaks = [t for t in texts if "![x](" in t or "**loud**" in t]
     assert not leaks, leaks
+
+
+def test_the_warm_up_leaves_the_starters_test_predictions_for_evaluate(tmp_path, monkeypatch):
+    from core.data.datasets import is_available
+    from core.inference import evaluation
+    from core.inference.weights import STARTER, model_source
+    from dashboard import state
+
+    if not is_available("mnist"):
+        pytest.skip("MNIST is not here")
+    store = RunStore(tmp_path)
+    state._warm(store)  # what the background thread runs once per server
+    cached = list((tmp_path / "cache").glob("*-mnist-test.safetensors"))
+    assert len(cached) == 1
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("Evaluate recomputed what the warm-up left")
+
+    monkeypatch.setattr(evaluation, "evaluate", no_recompute)
+    result = evaluation.split_predictions(store, model_source(store, STARTER), "test")
+    assert result.n == 10_000 and result.accuracy > 0.99
