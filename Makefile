@@ -38,7 +38,8 @@ benchmark: $(VENV)/.installed  # about 45 minutes on 2 CPU cores; each script pr
 	$(PY) benchmarks/predict.py
 	$(PY) benchmarks/explain.py
 	$(PY) benchmarks/drawings.py
-	$(PY) benchmarks/load.py --sessions 10 --seconds 60
+	$(PY) benchmarks/pages.py --json benchmarks/results/pages.json
+	$(PY) benchmarks/load.py --sessions 10 --seconds 60 --json benchmarks/results/load.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .digit-lab/test-home
