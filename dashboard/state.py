@@ -118,7 +118,8 @@ def device_label() -> str:
         return f"GPU: {torch.cuda.get_device_name(0)}"
     if torch.backends.mps.is_available():
         return "GPU: Apple MPS"
-    return f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"CPU: {os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'}"
 
 
 def current_dataset() -> str:
