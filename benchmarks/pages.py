@@ -64,7 +64,7 @@ def visit_pages(url: str, server_pid: int, timing_log: Path) -> list[dict]:
             seconds = time.monotonic() - started
             if page.locator("[data-testid='stException']").count():
                 error = error or "an exception box on the page"
-            runs = [r for r in read_log(timing_log)[runs_before:]]
+            runs = read_log(timing_log)[runs_before:]
             rows.append({"page": title, "seconds": round(seconds, 2),
                          "server_seconds": round(max((r["end"] - r["start"] for r in runs), default=0.0), 2),
                          "rss_mb": rss_mb(server_pid), "error": error})

@@ -43,7 +43,12 @@ def _set_server_threads() -> None:
     its test-set evaluation 13 s against 8 s, once per model: it is cached on disk and warmed up, see warm_up).
     Training runs in its own process with its own thread count.
     """
-    threads = int(os.environ.get(SERVER_THREADS) or max(1, (os.cpu_count() or 1) // 2))
+    default = max(1, (os.cpu_count() or 1) // 2)
+    try:
+        threads = int(os.environ.get(SERVER_THREADS) or default)
+    except ValueError:
+        print(f"{SERVER_THREADS}={os.environ[SERVER_THREADS]!r} is not a whole number; using {default}.", flush=True)
+        threads = default
     if threads > 0:
         torch.set_num_threads(threads)
 

@@ -26,7 +26,10 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
     splits = load_splits(dataset)
     x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
             "train": (splits.train_x, splits.train_y)}[split]
-    cache = _cache_path(store, src.sha256 or sha256_file(src.weights), dataset, split)
+    # Keyed by the file's checksum as it is now: predictions kept for weights that were since damaged or replaced
+    # are never shown for them (loading the file then says what is wrong with it).
+    file_sha256 = sha256_file(src.weights)
+    cache = _cache_path(store, file_sha256, dataset, split)
     with _lock_for(cache):  # a second caller (a warm-up, another visitor) waits for the first, then reads its file
         if cache.is_file():
             try:
@@ -37,7 +40,7 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
                 pass
             cache.unlink(missing_ok=True)  # a damaged or foreign cache is recomputed, never trusted
         result = evaluate(model or load_source(src), x, y)
-        remember_predictions(store, src.sha256 or sha256_file(src.weights), dataset, split, result)
+        remember_predictions(store, file_sha256, dataset, split, result)
         return result
 
 
