@@ -64,6 +64,13 @@ class TrainOutcome:
         return self.state.model
 
 
+def cancelled(state: TrainState, epoch_start: float) -> TrainOutcome:
+    """Stopped by request (one process's own check, or the ranks' agreement under torchrun): the epoch's time so far
+    counts, and the run stays resumable."""
+    state.train_seconds += time.perf_counter() - epoch_start
+    return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """auto -> cuda, then mps, then cpu; an explicit device that is absent is an error."""
     has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
@@ -265,8 +272,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             if state.step >= total_steps:
                 break
             if ranks is None and should_stop():  # under torchrun the ranks agree on stopping after the forward pass
-                state.train_seconds += time.perf_counter() - epoch_start
-                return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
+                return cancelled(state, epoch_start)
             idx = private.sample(n_train, gen) if private else order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
             if ranks is not None:
                 idx = ranks.shard(idx)
@@ -290,8 +296,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             if ranks is not None:  # the whole batch's figures, and a stop asked of any rank
                 loss_value, seen, correct, stopping = ranks.step_totals(loss_value, seen, correct, should_stop())
                 if stopping:
-                    state.train_seconds += time.perf_counter() - epoch_start
-                    return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
+                    return cancelled(state, epoch_start)
             if not math.isfinite(loss_value):
                 state.train_seconds += time.perf_counter() - epoch_start
                 return TrainOutcome("diverged", state, (
