@@ -17,7 +17,7 @@ import plotly.graph_objects  # noqa: E402,F401 - server hit by many sessions at 
 import streamlit as st  # noqa: E402
 
 from core.data.datasets import DATASETS  # noqa: E402
-from dashboard import state  # noqa: E402
+from dashboard import server, state  # noqa: E402 - importing server sets the server's torch threads
 
 st.set_page_config(page_title="Digit Lab", page_icon=":material/draw:", layout="wide")
 # Less empty space above each page's title: on a 1366×768 projector the canvas and its answer must fit.
@@ -80,4 +80,4 @@ def admin_sign_in() -> None:
 page = st.navigation({k: v for k, v in PAGES.items() if v})
 sidebar()
 page.run()
-state.warm_up()  # once per server, after its first page: Evaluate and Explain then open quickly
+server.warm_up()  # once per server, after its first page: Evaluate and Explain then open quickly

@@ -366,12 +366,12 @@ def test_the_warm_up_leaves_the_starters_test_predictions_for_evaluate(tmp_path,
     from core.data.datasets import is_available
     from core.inference import evaluation
     from core.inference.weights import STARTER, model_source
-    from dashboard import state
+    from dashboard import server
 
     if not is_available("mnist"):
         pytest.skip("MNIST is not here")
     store = RunStore(tmp_path)
-    state._warm(store)  # what the background thread runs once per server
+    server._warm(store)  # what the background thread runs once per server
     cached = list((tmp_path / "cache").glob("*-mnist-test.safetensors"))
     assert len(cached) == 1
 

@@ -1,0 +1,70 @@
+"""The server process itself: its torch thread count (set when this module is imported, by dashboard/app.py before
+any page runs) and the warm-up after its first page. Per-session state and hand-offs live in dashboard/state.py.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import streamlit as st
+import torch
+
+from core.data.datasets import is_available
+from core.inference.evaluation import split_predictions
+from core.inference.weights import STARTER, model_source
+from core.runs import RunStore
+from dashboard import state
+
+SERVER_THREADS = "DIGIT_LAB_SERVER_THREADS"  # torch threads in the dashboard server; 0 leaves torch's default
+
+
+def _set_server_threads() -> None:
+    """Torch threads in the server: DIGIT_LAB_SERVER_THREADS, else half the cores (one on a 2-core machine).
+
+    The server reads one drawing at a time for many visitors at once, beside their browsers and the training
+    process. On 2 cores, with two threads every op waited at a barrier for a thread the scheduler had parked: a
+    drawing's prediction took about 100 ms in the server instead of 6 ms with one thread. The price is paid by the
+    heavy computations, about 1.6x slower on one thread than on two here (SHAP of the starter 2.5 s against 1.5 s;
+    its test-set evaluation 13 s against 8 s, once per model: it is cached on disk and warmed up, see warm_up).
+    Training runs in its own process with its own thread count.
+    """
+    default = max(1, (os.cpu_count() or 1) // 2)
+    try:
+        threads = int(os.environ.get(SERVER_THREADS) or default)
+    except ValueError:
+        print(f"{SERVER_THREADS}={os.environ[SERVER_THREADS]!r} is not a whole number; using {default}.", flush=True)
+        threads = default
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+_set_server_threads()
+
+WARM_UP = "DIGIT_LAB_WARM_UP"  # "0": no warm-up after the first page (the tests' AppTest process)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread | None:
+    """Once per server, after its first page is drawn: a background thread prepares what the heavy pages need on
+    their first visit (the explanation libraries, the starter's predictions on its test set, cached on disk), so
+    Evaluate and Explain open in seconds rather than after ~15 s of work. A page that needs the predictions before
+    the thread is done waits for it instead of computing them twice (core.inference.evaluation)."""
+    if os.environ.get(WARM_UP, "1") == "0":
+        return None
+    store = state.run_store()
+    thread = threading.Thread(target=_warm, args=(store,), name="digit-lab-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm(store: RunStore) -> None:
+    try:
+        import captum.attr  # noqa: F401 - the explainers' libraries, which core.insight imports on first use:
+        import lime.lime_image  # noqa: F401   ~4 s on a first SHAP otherwise
+        import shap  # noqa: F401
+
+        starter = model_source(store, STARTER)
+        if is_available(starter.dataset):
+            split_predictions(store, starter, "test", starter.dataset)
+    except Exception as error:  # noqa: BLE001 - a warm-up never breaks the app; the pages compute on demand
+        print(f"Digit Lab warm-up skipped: {type(error).__name__}: {error}", flush=True)
