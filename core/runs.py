@@ -284,10 +284,11 @@ def _owner_fields(lease: Lease | None) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version  # not `import torchvision`: that costs ~3 s, for a version string
+
     import torch
-    import torchvision
 
     from core import __version__
 
-    return {"digit_lab": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"digit_lab": __version__, "torch": torch.__version__, "torchvision": version("torchvision"),
             "python": sys.version.split()[0]}

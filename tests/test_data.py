@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,12 +61,13 @@ def _write_idx_gz(folder, split, n=3, image_magic=0x803, label_magic=0x801):
 
 def test_gzipped_idx_files_with_the_right_header_load(tmp_path):
     _write_idx_gz(tmp_path, "train")
-    images, labels = data._read_idx_gz(tmp_path, "train")
+    images, labels = data._read_idx_files(tmp_path, "train")
     assert images.dtype == torch.uint8 and images.shape == (3, 28, 28) and images[0, 0, 5] == 5
     assert labels.dtype == torch.int64 and labels.tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("broken", ["image magic", "label magic", "not gzip", "count mismatch"])
+@pytest.mark.parametrize("broken", ["image magic", "label magic", "not gzip", "count mismatch", "truncated",
+                                    "empty", "bad gzip"])
 def test_a_corrupt_idx_file_is_refused_with_a_message_naming_it(tmp_path, broken):
     _write_idx_gz(tmp_path, "train", image_magic=0x12345678 if broken == "image magic" else 0x803,
                   label_magic=0x803 if broken == "label magic" else 0x801)  # 0x803 = images, not labels
@@ -75,20 +77,46 @@ def test_a_corrupt_idx_file_is_refused_with_a_message_naming_it(tmp_path, broken
     if broken == "count mismatch":
         _write_idx_gz(tmp_path, "train", n=2)
         (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 0x801, 3) + b"\0\1\2"))
+    if broken == "truncated":  # the header promises 3 images, the data holds 2.5
+        images.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 3, 28, 28) + bytes(28 * 28 * 5 // 2)))
+    if broken == "empty":
+        images.write_bytes(b"")
+    if broken == "bad gzip":
+        images.write_bytes(gzip.compress(bytes(5000))[:100])
     with pytest.raises(DataUnavailableError) as error:
-        data._read_idx_gz(tmp_path, "train")
+        data._read_idx_files(tmp_path, "train")
     named = "labels" if broken == "label magic" else "images"
     assert str(tmp_path / f"train-{named}-idx") in str(error.value)
 
 
-def test_fashion_mnist_idx_files_read_with_torchvisions_readers():
+def test_fashion_mnist_idx_files_read_as_torchvisions_readers_read_them(tmp_path):
     if not data._debian_fashion_present():
         if in_ci():
             pytest.fail(f"dataset-fashion-mnist is not installed in CI ({DEBIAN_FASHION})")
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    images, labels = data._read_idx_gz(DEBIAN_FASHION, "t10k")
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    images, labels = data._read_idx_files(DEBIAN_FASHION, "t10k")
     assert images.shape == (10_000, 28, 28) and images.dtype == torch.uint8
     assert torch.bincount(labels).tolist() == [1_000] * 10  # Fashion-MNIST's test split is balanced
+    for name, ours in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", labels)):
+        plain = tmp_path / name  # torchvision's readers take plain files
+        plain.write_bytes(gzip.decompress((DEBIAN_FASHION / f"{name}.gz").read_bytes()))
+        theirs = (read_image_file if "images" in name else read_label_file)(str(plain))
+        assert theirs.dtype == ours.dtype and torch.equal(theirs, ours)
+
+
+def test_mnist_reads_exactly_as_torchvision_reads_it():
+    """Our IDX reader (torchvision's import costs ~3 s) against torchvision's MNIST dataset on the real files."""
+    if not data._torchvision_files_present("MNIST"):
+        pytest.skip("MNIST is not under the data root")
+    from torchvision.datasets import MNIST
+
+    ours = data._torchvision("mnist", data.data_root())
+    for train, (images, labels) in ((True, ours[:2]), (False, ours[2:])):
+        reference = MNIST(str(data.data_root()), train=train, download=False)
+        assert images.dtype == reference.data.dtype and torch.equal(images, reference.data)
+        assert labels.dtype == reference.targets.dtype and torch.equal(labels, reference.targets)
 
 
 def test_unknown_dataset_is_a_clear_error():
@@ -105,3 +133,40 @@ def test_statistics_and_class_samples(digits):
     labels_of = {int(digits.train_y[i]) for i in range(len(digits.train_y))
                  if any(torch.equal(digits.train_x[i], s) for s in sevens)}
     assert labels_of == {7}
+
+
+@pytest.mark.parametrize("download_works", [True, False])
+def test_missing_files_are_downloaded_through_torchvision_then_read(monkeypatch, tmp_path, download_works):
+    """When the files are missing and downloads are allowed, torchvision fetches them (faked here: no network in
+    tests) and the same reader reads them; a failed download is a clear message naming the data root."""
+    import shutil
+
+    import torchvision.datasets
+
+    source = data.data_root() / "MNIST" / "raw"
+    if not data._torchvision_files_present("MNIST"):
+        pytest.skip("MNIST is not under the data root")
+    calls = []
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            if not download_works:
+                raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            prefix = "train" if train else "t10k"
+            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+                shutil.copy(source / f"{prefix}-{kind}", raw / f"{prefix}-{kind}")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path))
+    monkeypatch.delenv("DIGIT_LAB_OFFLINE")
+    if download_works:
+        images, labels, test_images, test_labels = data._torchvision("mnist", tmp_path)
+        assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+        assert images.shape == (60_000, 28, 28) and test_labels.shape == (10_000,)
+    else:
+        with pytest.raises(DataUnavailableError, match="download failed") as error:
+            data._torchvision("mnist", tmp_path)
+        assert str(tmp_path) in str(error.value)

@@ -9,12 +9,11 @@ import functools
 import gzip
 import math
 import os
-import shutil
-import tempfile
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -195,8 +194,8 @@ def _load_cpu(name: str, root: str) -> Splits:
     if name == "digits":
         (tx, ty), (sx, sy) = _sklearn_digits()
     elif name == "fashion-mnist" and not _torchvision_files_present("FashionMNIST") and _debian_fashion_present():
-        tx, ty = _read_idx_gz(DEBIAN_FASHION, "train")
-        sx, sy = _read_idx_gz(DEBIAN_FASHION, "t10k")
+        tx, ty = _read_idx_files(DEBIAN_FASHION, "train")
+        sx, sy = _read_idx_files(DEBIAN_FASHION, "t10k")
     else:
         tx, ty, sx, sy = _torchvision(name, Path(root))
     val = min(VAL_SIZE, len(ty) // 10)
@@ -204,18 +203,21 @@ def _load_cpu(name: str, root: str) -> Splits:
 
 
 def _torchvision(name: str, root: Path) -> tuple[torch.Tensor, ...]:
-    from torchvision import datasets  # torchvision import is slow; only here
+    """MNIST or Fashion-MNIST from torchvision's layout under `root` (`<Folder>/raw/`), downloaded through
+    torchvision first when the files are missing and downloads are possible."""
+    folder = "MNIST" if name == "mnist" else "FashionMNIST"
+    if not _torchvision_files_present(folder):
+        if offline():
+            raise DataUnavailableError(_missing_message(name))
+        from torchvision import datasets  # slow to import (~3 s: it pulls in torch._dynamo); only to download
 
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    download = not _torchvision_files_present(cls.__name__)
-    if download and offline():
-        raise DataUnavailableError(_missing_message(name))
-    try:
-        train = cls(root=str(root), train=True, download=download)
-        test = cls(root=str(root), train=False, download=False)
-    except (RuntimeError, OSError) as error:
-        raise DataUnavailableError(f"{_missing_message(name)} (download failed: {error})") from error
-    return train.data.clone(), train.targets.clone(), test.data.clone(), test.targets.clone()
+        try:
+            getattr(datasets, folder)(root=str(root), train=True, download=True)
+            getattr(datasets, folder)(root=str(root), train=False, download=True)
+        except (RuntimeError, OSError) as error:
+            raise DataUnavailableError(f"{_missing_message(name)} (download failed: {error})") from error
+    raw = root / folder / "raw"
+    return (*_read_idx_files(raw, "train", ""), *_read_idx_files(raw, "t10k", ""))
 
 
 def _torchvision_files_present(folder: str) -> bool:
@@ -230,30 +232,43 @@ def _debian_fashion_present() -> bool:
                for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
 
 
-def _read_idx_gz(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read one split of gzipped IDX files (the format MNIST is published in) with torchvision's readers."""
-    # torchvision's readers check the magic number, element type and dimensions (ours skipped a fixed
-    # header and trusted the rest); they take a path, so each file is decompressed to a temporary file.
-    from torchvision.datasets.mnist import read_image_file, read_label_file  # torchvision import is slow; only here
-
-    def read(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
-        try:
-            with gzip.open(path) as packed, tempfile.NamedTemporaryFile(suffix=".idx") as plain:
-                shutil.copyfileobj(packed, plain)
-                plain.flush()
-                return reader(plain.name)
-        except (OSError, EOFError, zlib.error, AssertionError, KeyError, TypeError, ValueError,
-                RuntimeError) as error:  # torchvision signals a bad header with a bare assert
-            detail = str(error) or "the header's magic number or dimensions are wrong"
-            raise DataUnavailableError(f"Could not read {path} as a gzipped IDX file (MNIST's format); it is "
-                                       f"missing, damaged or of another kind ({detail}).") from error
-
-    images_path, labels_path = (folder / f"{split}-{kind}.gz" for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
-    images, labels = read(images_path, read_image_file), read(labels_path, read_label_file)
+def _read_idx_files(folder: Path, split: str, suffix: str = ".gz") -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's images (N×28×28 uint8) and labels (N, int64) from IDX files, plain or gzipped (`suffix`)."""
+    images_path, labels_path = (folder / f"{split}-{kind}{suffix}" for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+    images, labels = read_idx(images_path, dims=3), read_idx(labels_path, dims=1).long()
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataUnavailableError(f"{images_path} holds {tuple(images.shape)} images for {len(labels)} labels in "
                                    f"{labels_path}; expected N×28×28 images, one per label.")
     return images, labels
+
+
+IDX_UNSIGNED_BYTE = 0x08
+
+
+def read_idx(path: Path, dims: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes with `dims` dimensions (the format MNIST is published in), plain or gzipped.
+
+    Checked as torchvision's `read_image_file`/`read_label_file` check it (two zero bytes, the element type, the
+    number of dimensions), and the data must fill the declared shape exactly; the tests compare the result with
+    torchvision's readers on the real files. Read here with numpy because importing torchvision costs ~3 s (it
+    pulls in torch._dynamo): most of the dashboard's first page and of a training process's start.
+    """
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":  # gzip's magic number, whatever the file is called
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataUnavailableError(f"Could not read {path} as an IDX file (MNIST's format): {error}.") from error
+    header = 4 + 4 * dims
+    if len(data) < header or data[:2] != b"\0\0" or data[2] != IDX_UNSIGNED_BYTE or data[3] != dims:
+        raise DataUnavailableError(f"{path} is not an IDX file of {dims}-dimensional unsigned bytes (MNIST's "
+                                   f"format): its header's magic number is {data[:4].hex() or 'missing'}; the file "
+                                   f"is damaged or of another kind.")
+    shape = struct.unpack(f">{dims}I", data[4:header])
+    if len(data) - header != math.prod(shape):
+        raise DataUnavailableError(f"{path} declares {'×'.join(map(str, shape))} bytes of data but holds "
+                                   f"{len(data) - header}: the file is truncated or damaged.")
+    return torch.from_numpy(np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy())
 
 
 def _expected(name: str) -> str:
