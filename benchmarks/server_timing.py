@@ -6,7 +6,9 @@ Runs Streamlit's own command line unchanged, except that each script run appends
 `received` is when the server took the oldest rerun request this run answered off the websocket (so `end -
 received` is the server's time for a request: its queue plus the script), `start`/`end` bracket the script run
 (reruns that interrupt it are folded in, as the visitor waits for them too), and `predicted` says whether the run
-read a drawing (core.inference.predict.Predictor.predict was called in it). Nothing in the app changes.
+read a drawing (core.inference.predict.Predictor.predict was called in it). Nothing in the app changes, and
+nothing of the app is imported before its first run (importing torch here would hide its cost from the first page):
+the predict is noted from the first run after the one that imported it (a page's first run never reads a drawing).
 """
 from __future__ import annotations
 
@@ -25,10 +27,8 @@ def install(log_path: str) -> None:
     from streamlit.runtime.app_session import AppSession
     from streamlit.runtime.scriptrunner.script_runner import ScriptRunner
 
-    from core.inference.predict import Predictor
-
     log = open(log_path, "a", buffering=1)
-    handle_backmsg, run_script, predict = AppSession.handle_backmsg, ScriptRunner._run_script, Predictor.predict
+    handle_backmsg, run_script = AppSession.handle_backmsg, ScriptRunner._run_script
 
     def timed_backmsg(self, msg) -> None:
         if msg.WhichOneof("type") == "rerun_script":
@@ -38,6 +38,7 @@ def install(log_path: str) -> None:
 
     def timed_run(self, rerun_data) -> None:
         _local.predicted = False
+        note_predictions()
         start = time.monotonic()
         try:
             run_script(self, rerun_data)
@@ -51,13 +52,22 @@ def install(log_path: str) -> None:
             log.write(json.dumps({"session": self._session_id, "received": received, "start": start, "end": end,
                                   "predicted": _local.predicted}) + "\n")
 
-    def noted_predict(self, image):
-        _local.predicted = True
-        return predict(self, image)
+    def note_predictions() -> None:
+        predictor = getattr(sys.modules.get("core.inference.predict"), "Predictor", None)  # None: not (yet) imported
+        with _lock:
+            if predictor is None or getattr(predictor.predict, "noted", False):
+                return
+            predict = predictor.predict
+
+            def noted_predict(self, image):
+                _local.predicted = True
+                return predict(self, image)
+
+            noted_predict.noted = True
+            predictor.predict = noted_predict
 
     AppSession.handle_backmsg = timed_backmsg
     ScriptRunner._run_script = timed_run
-    Predictor.predict = noted_predict
 
 
 if __name__ == "__main__":

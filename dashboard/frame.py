@@ -1,7 +1,6 @@
-"""Digit Lab's entry point: page router (st.navigation) and the frame every page shares.
-
-Run with `streamlit run dashboard/app.py`. The sidebar shows the device, the dataset in use (with a
-notice when the built-in fallback digits stand in for MNIST) and the run the other pages work with.
+"""The page router (st.navigation) and the frame every page shares: the script dashboard/app.py's `st.App` runs for
+each visitor (`streamlit run dashboard/app.py`). The sidebar shows the device, the dataset in use (with a notice
+when the built-in fallback digits stand in for MNIST) and the run the other pages work with.
 """
 from __future__ import annotations
 
@@ -12,12 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
     sys.path.insert(0, str(ROOT))
 
-import pandas  # noqa: E402,F401 - imported once here, before sessions race to import it inside plotly (a cold
-import plotly.graph_objects  # noqa: E402,F401 - server hit by many sessions at once raised "partially initialized")
 import streamlit as st  # noqa: E402
 
 from core.data.datasets import DATASETS  # noqa: E402
-from dashboard import server, state  # noqa: E402 - importing server sets the server's torch threads
+from dashboard import server, state  # noqa: E402 - importing server sets the server's torch threads (AppTest runs
+server.prepare()  # this script without app.py's lifespan; a server has done this before its first visitor: no-op)
 
 st.set_page_config(page_title="Digit Lab", page_icon=":material/draw:", layout="wide")
 # Less empty space above each page's title: on a 1366×768 projector the canvas and its answer must fit.

@@ -1,15 +1,17 @@
-"""The server process itself: its torch thread count (set when this module is imported, by dashboard/app.py before
-any page runs) and the warm-up after its first page. Per-session state and hand-offs live in dashboard/state.py.
+"""The server process itself: its torch thread count (set when this module is imported, before any page runs), what
+it prepares before answering anyone (`prepare`, called by dashboard/app.py's lifespan) and the warm-up after its
+first page. Per-session state and hand-offs live in dashboard/state.py.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
 import streamlit as st
 import torch
 
-from core.data.datasets import is_available
+from core.data.datasets import DATASETS, is_available
 from core.inference.evaluation import split_predictions
 from core.inference.weights import STARTER, model_source
 from core.runs import RunStore
@@ -39,6 +41,26 @@ def _set_server_threads() -> None:
 
 
 _set_server_threads()
+
+@functools.cache  # once per process: the frame calls it on every run too (AppTest runs it without the lifespan)
+def prepare() -> None:
+    """Before the server answers its first visitor: import what every page imports and load the default dataset
+    with its statistics (Home shows them). Without this, a fresh server's first visitor waited about 5 s inside
+    Home's first run for torch, pandas and plotly to import and MNIST to load. A failure here is only printed: the
+    pages meet the same problem and say so in their own words."""
+    import pandas  # noqa: F401 - imported once here, before sessions race to import it inside plotly (a cold
+    import plotly.graph_objects  # noqa: F401 - server hit by many sessions at once raised "partially initialized")
+
+    from dashboard import widgets  # noqa: F401
+
+    try:
+        state.run_store()
+        name, _ = state.resolved_dataset(next(iter(DATASETS)))
+        state.dataset_stats(name)  # loads the splits too
+    except Exception as error:  # noqa: BLE001 - reported by the pages themselves
+        print(f"Digit Lab: preparing the server failed ({type(error).__name__}: {error}); the pages will say why.",
+              flush=True)
+
 
 WARM_UP = "DIGIT_LAB_WARM_UP"  # "0": no warm-up after the first page (the tests' AppTest process)
 

@@ -114,12 +114,6 @@ def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: 
     return go.Figure(dict(data=[bars], layout=frame))
 
 
-def class_counts_figure(counts: dict[str, int]) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=PALETTE[0]))
-    fig.update_xaxes(type="category")
-    return layout(fig, "Training images per class", "class", "images", height=260)
-
-
 def digit_image(image: Any, scale: int = 4) -> np.ndarray:
     """A 28×28 image (uint8 or float in [0, 1], numpy or torch) enlarged with square pixels for display."""
     arr = np.asarray(unit(image.cpu() if hasattr(image, "cpu") else image))

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.conftest import REPO
 
-APP = str(REPO / "dashboard" / "app.py")
+APP = str(REPO / "dashboard" / "frame.py")  # the script that dashboard/app.py's st.App serves
 
 
 @pytest.fixture

@@ -32,6 +32,18 @@ def test_every_page_renders_without_error(app, page, dataset, request):
     assert app.title[0].value
 
 
+def test_home_shows_each_class_with_its_training_count_and_no_plotly_chart(app, mnist):
+    import torch
+
+    app.run()
+    assert_clean(app)
+    captions = [caption for image in app.get("image") for caption in image.captions]
+    counts = torch.bincount(mnist.train_y, minlength=10).tolist()
+    assert sorted(captions) == [f"{digit} · {count:,} training images" for digit, count in enumerate(counts)]
+    # plotly.js (4.7 MB) froze a fresh browser's first page for seconds on 2 cores: Home does without it
+    assert not app.get("plotly_chart")
+
+
 def test_fallback_dataset_is_announced_in_the_sidebar(app, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path / "no-data"))
     app.run()
@@ -222,7 +234,7 @@ def test_first_render_does_not_load_the_explanation_libraries():
     from tests.conftest import REPO
 
     code = ("from streamlit.testing.v1 import AppTest; import sys\n"
-            f"at = AppTest.from_file({str(REPO / 'dashboard' / 'app.py')!r}, default_timeout=120); at.run()\n"
+            f"at = AppTest.from_file({str(REPO / 'dashboard' / 'frame.py')!r}, default_timeout=120); at.run()\n"
             "assert not at.exception\n"
             "print(sorted(m for m in ('shap', 'lime', 'captum') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
