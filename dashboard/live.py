@@ -1,10 +1,13 @@
-"""The Train page's live panel: the watched run's progress every second, its curves and previews every few seconds.
+"""The Train page's live view: the attached run's progress, curves and validation previews.
 
-`live_panel()` shows this session's watched job, else the server's running job (a second tab sees the same
-training), else the latest run in the store, so a reload after a run finished still shows it; `live_charts()`
-draws the same run's curves and validation previews. Watching must not slow training: the progress (a bar and four
-numbers) is cheap to redraw every second, while redrawing charts every second kept the browser busy on a core the
-training needed, so the charts refresh every CHART_SECONDS with at most CHART_POINTS points per line.
+`live_view()` shows this session's watched job, else the server's running job (a second tab sees the same
+training), else the latest run in the store, so a reload after a run finished still shows it. While that run is
+queued or running, the progress redraws every PROGRESS_SECONDS and the curves and previews every CHART_SECONDS;
+once it has ended, the page redraws once and the polling stops. Watching must not slow training, and on a 2-core
+machine the browser shares the cores with it: each redraw cost Chromium about a quarter of a core-second, however
+little changed (benchmarks/watch.py). With the progress every second the browser took 0.31 of a core and training
+ran at 0.78x its unwatched speed; hence every 2 s, curves with at most CHART_POINTS points per line, and nothing
+redrawn while nothing trains.
 """
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from core.errors import DigitLabError, RunNotFoundError
 from core.runs import RESUMABLE, RunRecord
 from dashboard import state, widgets
 
-CHART_SECONDS = 4.0  # how often the curves and previews are redrawn while a run trains
+PROGRESS_SECONDS = 2.0  # how often the progress redraws while the run is queued or running
+CHART_SECONDS = 4.0  # how often the curves and previews redraw meanwhile
 CHART_POINTS = 300  # step points per line on the live loss chart (the stored history is not thinned)
+LIVE = ("queued", "running")
 
 
 def attached_run_id() -> str | None:
@@ -30,24 +35,76 @@ def attached_run_id() -> str | None:
     return job_id
 
 
-@st.fragment(run_every=1.0)
-def live_panel() -> None:
+def live_view() -> None:
+    """The attached run: redrawn while it is queued or running (progress every PROGRESS_SECONDS, curves and previews
+    every CHART_SECONDS), drawn once otherwise."""
+    job = state.job_manager().get(attached_run_id() or "")
+    if job is not None and job.snapshot()["status"] in LIVE:
+        _polling_progress()
+        _polling_charts()
+    else:
+        _progress()
+        _charts()
+
+
+@st.fragment(run_every=PROGRESS_SECONDS)
+def _polling_progress() -> None:
+    if not _progress():  # the run ended since the last redraw: the whole page once (Resume, final figures), then rest
+        st.rerun()
+
+
+@st.fragment(run_every=CHART_SECONDS)
+def _polling_charts() -> None:
+    _charts()
+
+
+def _progress() -> bool:
+    """The attached run's name, progress and figures; True while it is queued or running here."""
     run_id = attached_run_id()
     if run_id is None:
         st.info("No training yet. Choose a preset (or change the settings below) and press **Start training**.",
                 icon=":material/model_training:")
-        return
+        return False
     try:
         record = state.run_store().get(run_id)
     except RunNotFoundError:  # deleted on the Runs page meanwhile
         state.forget_watched_job()
         st.info("That run was deleted. Press **Start training** for a new one.")
-        return
+        return False
     job = state.job_manager().get(run_id)
     if job is None:
         _stored_run(record)
-    else:
-        _live_job(record, job.snapshot())
+        return False
+    snap = job.snapshot()
+    _live_job(record, snap)
+    return snap["status"] in LIVE
+
+
+def _charts() -> None:
+    """The attached run's loss and accuracy curves and validation previews (live, or from the store)."""
+    run_id = attached_run_id()
+    try:
+        record = state.run_store().get(run_id) if run_id is not None else None
+    except RunNotFoundError:
+        return
+    if record is None:
+        return
+    job = state.job_manager().get(run_id)
+    if job is None:
+        history = state.run_store().read_metrics(record.id)
+        if history:
+            _curves([], history, record)
+        return
+    snap = job.snapshot()
+    _curves(thinned(snap["steps"]), snap["history"], record)
+    preview = snap["preview"]
+    if preview:
+        splits = state.dataset_splits(record.dataset)
+        classes = splits.info.classes
+        st.caption("Validation images and the model's current answers")
+        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
+                          [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
+                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
 
 
 def _live_job(record: RunRecord, snap: dict) -> None:
@@ -88,34 +145,6 @@ def _live_job(record: RunRecord, snap: dict) -> None:
         st.error(snap["message"] or f"The run ended as {status}.")
     if status in RESUMABLE:
         _resume_button(record, button)
-
-
-@st.fragment(run_every=CHART_SECONDS)
-def live_charts() -> None:
-    """The attached run's loss and accuracy curves and the validation previews (live, or from the store)."""
-    run_id = attached_run_id()
-    try:
-        record = state.run_store().get(run_id) if run_id is not None else None
-    except RunNotFoundError:
-        return
-    if record is None:
-        return
-    job = state.job_manager().get(run_id)
-    if job is None:
-        history = state.run_store().read_metrics(record.id)
-        if history:
-            _curves([], history, record)
-        return
-    snap = job.snapshot()
-    _curves(thinned(snap["steps"]), snap["history"], record)
-    preview = snap["preview"]
-    if preview:
-        splits = state.dataset_splits(record.dataset)
-        classes = splits.info.classes
-        st.caption("Validation images and the model's current answers")
-        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
-                          [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
-                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
 
 
 def thinned(steps: list, points: int = CHART_POINTS) -> list:

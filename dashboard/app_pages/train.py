@@ -13,7 +13,7 @@ from core.errors import DigitLabError
 from core.models.zoo import ZOO
 from core.training.train import lr_curve
 from dashboard import form, state, widgets
-from dashboard.live import live_charts, live_panel
+from dashboard.live import live_view
 
 
 def apply_preset() -> None:
@@ -132,5 +132,4 @@ with header:
             widgets.error_box(error)
 
 with live:
-    live_panel()  # progress, every second
-    live_charts()  # curves and previews, every few seconds
+    live_view()  # progress every 2 s, curves and previews every 4 s, while the run trains

@@ -51,7 +51,13 @@ def test_fallback_dataset_is_announced_in_the_sidebar(app, tmp_path, monkeypatch
     assert not app.exception
 
 
-def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
+def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path, monkeypatch):
+    import dashboard.live as live
+
+    polled = []  # the live view polls (auto-rerunning fragments) only while the run is queued or running
+    for name in ("_polling_progress", "_polling_charts"):
+        fragment = getattr(live, name)
+        monkeypatch.setattr(live, name, lambda fragment=fragment, name=name: (polled.append(name), fragment())[1])
     app.run()
     app.selectbox(key="app_dataset").set_value("digits").run()
     goto(app, "train")
@@ -68,11 +74,16 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     store = RunStore(tmp_path / "home")
     job_id = store.list()[0].id
     assert any("**from the browser**" in m.value for m in app.markdown)  # the progress shows under the button
+    assert polled == ["_polling_progress", "_polling_charts"]
     deadline = time.time() + 120
     while store.get(job_id).status in ("queued", "running") and time.time() < deadline:
         time.sleep(0.2)
     assert store.get(job_id).status == "completed"
     assert store.get(job_id).timings["steps"] == 5
+    polled.clear()
+    app.run()
+    assert any("Finished: test accuracy" in m.value for m in app.success)
+    assert not polled  # nothing trains: the page is drawn once and the browser rests
     goto(app, "runs")
     assert_clean(app)
     table = app.dataframe(key="runs_table").value
