@@ -32,13 +32,15 @@ lock:
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^digit-lab'; } > constraints.txt
 	rm -rf .lock-venv
 
-benchmark: $(VENV)/.installed  # about 45 minutes on 2 CPU cores; each script prints its table with its reference
-	$(PY) benchmarks/presets.py
+benchmark: $(VENV)/.installed  # about 90 minutes on 2 CPU cores; each script prints its table with its reference
+	$(PY) benchmarks/presets.py seed-mlp seed-cnn fast starter robust private
+	$(PY) benchmarks/presets.py best --seeds 0 1 2
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/predict.py
 	$(PY) benchmarks/explain.py
 	$(PY) benchmarks/drawings.py
 	$(PY) benchmarks/pages.py --json benchmarks/results/pages.json
+	$(PY) benchmarks/watch.py --json benchmarks/results/watch.json
 	$(PY) benchmarks/load.py --sessions 10 --seconds 60 --json benchmarks/results/load.json
 
 clean:

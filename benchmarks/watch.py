@@ -32,9 +32,9 @@ TARGET = 0.85
 FINISHED = ("completed", "failed", "diverged", "cancelled", "interrupted")
 
 
-def cpu_seconds(match) -> float:
-    """User + system CPU seconds of every live process whose command line satisfies `match`."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+def cpu_seconds(match) -> dict[int, float]:
+    """User + system CPU seconds of each live process whose command line satisfies `match`, by process id."""
+    tick, seconds = os.sysconf("SC_CLK_TCK"), {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -44,8 +44,13 @@ def cpu_seconds(match) -> float:
         except OSError:
             continue
         if match(entry, cmdline):
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two `cpu_seconds` readings by the processes alive at the second."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def one_run(browser, url: str, store: RunStore, watched: bool, server_pid: int, timeout_s: float) -> dict:
@@ -58,9 +63,9 @@ def one_run(browser, url: str, store: RunStore, watched: bool, server_pid: int, 
     run_id = next(r.id for r in store.list() if r.id not in known)
     browser_cpu = lambda: cpu_seconds(lambda _e, cmd: "chromium" in cmd)  # noqa: E731
     server_cpu = lambda: cpu_seconds(lambda e, _cmd: e.name == str(server_pid))  # noqa: E731
-    cpu0, server0, started = browser_cpu(), server_cpu(), time.monotonic()
     if not watched:
         page.close()
+    cpu0, server0, started = browser_cpu(), server_cpu(), time.monotonic()
     while store.get(run_id).status not in FINISHED:
         if time.monotonic() - started > timeout_s:
             raise RuntimeError(f"run {run_id} did not finish within {timeout_s:.0f} s")
@@ -71,8 +76,8 @@ def one_run(browser, url: str, store: RunStore, watched: bool, server_pid: int, 
     elapsed = time.monotonic() - started
     row = {"watched": watched, "run_id": run_id, "status": store.get(run_id).status,
            "images_per_second": store.get(run_id).timings.get("images_per_second"),
-           "browser_cpu_per_s": round((browser_cpu() - cpu0) / elapsed, 3),
-           "server_cpu_per_s": round((server_cpu() - server0) / elapsed, 3), "seconds": round(elapsed, 1)}
+           "browser_cpu_per_s": round(cpu_spent(cpu0, browser_cpu()) / elapsed, 3),
+           "server_cpu_per_s": round(cpu_spent(server0, server_cpu()) / elapsed, 3), "seconds": round(elapsed, 1)}
     if watched:
         page.close()
     print(f"{'watched  ' if watched else 'unwatched'}: {row['images_per_second'] or 0:,.0f} images/s "
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             store = RunStore(tmp)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+                print("warm-up run (not counted): the server's first pages and its warm-up", flush=True)
+                one_run(browser, url, store, False, proc.pid, args.timeout)
                 for i in range(args.rounds):
                     for watched in ((True, False) if i % 2 == 0 else (False, True)):
                         rows.append(one_run(browser, url, store, watched, proc.pid, args.timeout))

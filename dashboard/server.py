@@ -8,12 +8,14 @@ import functools
 import os
 import threading
 
+import numpy as np
 import streamlit as st
 import torch
 
-from core.data.datasets import DATASETS, is_available
+from core.data.datasets import DATASETS, is_available, unit
 from core.inference.evaluation import split_predictions
 from core.inference.weights import STARTER, model_source
+from core.models.zoo import ZOO
 from core.runs import RunStore
 from dashboard import state
 
@@ -42,12 +44,17 @@ def _set_server_threads() -> None:
 
 _set_server_threads()
 
+WARM_UP = "DIGIT_LAB_WARM_UP"  # "0": no explanation libraries before the first visitor, no warm-up after it (tests)
+
+
 @functools.cache  # once per process: the frame calls it on every run too (AppTest runs it without the lifespan)
 def prepare() -> None:
-    """Before the server answers its first visitor: import what every page imports and load the default dataset
-    with its statistics (Home shows them). Without this, a fresh server's first visitor waited about 5 s inside
-    Home's first run for torch, pandas and plotly to import and MNIST to load. A failure here is only printed: the
-    pages meet the same problem and say so in their own words."""
+    """Before the server answers its first visitor (about 10 s on 2 cores): import what the pages import, load the
+    default dataset with its statistics (Home shows them), measure the zoo's sizes (the Train page shows them; the
+    first FLOP count takes ~2.5 s) and, unless DIGIT_LAB_WARM_UP=0, import the explanation libraries (~4 s). Without
+    this, a fresh server's first visitor waited about 5 s inside Home's first run, and the Train page's first visit
+    waited behind the warm-up thread's imports. A failure here is only printed: the pages meet the same problem and
+    say so in their own words."""
     import pandas  # noqa: F401 - imported once here, before sessions race to import it inside plotly (a cold
     import plotly.graph_objects  # noqa: F401 - server hit by many sessions at once raised "partially initialized")
 
@@ -57,19 +64,22 @@ def prepare() -> None:
         state.run_store()
         name, _ = state.resolved_dataset(next(iter(DATASETS)))
         state.dataset_stats(name)  # loads the splits too
+        for spec in ZOO.values():
+            spec.flops  # noqa: B018 - measured once per process (cached)
+        if os.environ.get(WARM_UP, "1") != "0":
+            import captum.attr  # noqa: F401 - the explainers' libraries, which core.insight imports on first use
+            import lime.lime_image  # noqa: F401
+            import shap  # noqa: F401
     except Exception as error:  # noqa: BLE001 - reported by the pages themselves
         print(f"Digit Lab: preparing the server failed ({type(error).__name__}: {error}); the pages will say why.",
               flush=True)
 
 
-WARM_UP = "DIGIT_LAB_WARM_UP"  # "0": no warm-up after the first page (the tests' AppTest process)
-
-
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread | None:
-    """Once per server, after its first page is drawn: a background thread prepares what the heavy pages need on
-    their first visit (the explanation libraries, the starter's predictions on its test set, cached on disk), so
-    Evaluate and Explain open in seconds rather than after ~15 s of work. A page that needs the predictions before
+    """Once per server, after its first page is drawn: a background thread computes the starter's predictions on
+    its test set (13 s on one thread; cached on disk) and the Explain page's first view (SHAP of test image 0, 2.5 s;
+    kept by the shared explainer), so Evaluate and Explain open in seconds rather than after ~15 s of work. A page that needs the predictions before
     the thread is done waits for it instead of computing them twice (core.inference.evaluation)."""
     if os.environ.get(WARM_UP, "1") == "0":
         return None
@@ -81,12 +91,12 @@ def warm_up() -> threading.Thread | None:
 
 def _warm(store: RunStore) -> None:
     try:
-        import captum.attr  # noqa: F401 - the explainers' libraries, which core.insight imports on first use:
-        import lime.lime_image  # noqa: F401   ~4 s on a first SHAP otherwise
-        import shap  # noqa: F401
-
         starter = model_source(store, STARTER)
         if is_available(starter.dataset):
             split_predictions(store, starter, "test", starter.dataset)
+            # the Explain page's first view (same image, background and method), kept by the shared explainer
+            first = state.EXPLAIN_DEFAULTS
+            image = unit(state.dataset_splits(starter.dataset).test_x[first["index"]].numpy()).astype(np.float32)
+            state.explainer_for(STARTER, starter.sha256, starter.dataset, first["background"]).shap(image, first["method"])
     except Exception as error:  # noqa: BLE001 - a warm-up never breaks the app; the pages compute on demand
         print(f"Digit Lab warm-up skipped: {type(error).__name__}: {error}", flush=True)

@@ -45,6 +45,20 @@ def run_store() -> RunStore:
     return job_manager().store
 
 
+@st.cache_resource(show_spinner="Preparing the explainer…", max_entries=8)
+def explainer_for(key: str, sha256: str, dataset: str, background: int):
+    """One explainer per model and background size, shared by every session and the warm-up (it works on a private
+    copy of the model and caches what it computed, per image)."""
+    from core.insight.explain import Explainer  # shap, lime and captum load only when explanations are asked for
+    from core.inference.weights import load_source
+
+    source = model_source(run_store(), key)
+    return Explainer(load_source(source), source.model, dataset=dataset, background_size=background)
+
+
+EXPLAIN_DEFAULTS = {"index": 0, "background": 100, "method": "gradient"}  # the Explain page's first view
+
+
 @st.cache_resource(show_spinner="Loading the dataset…")
 def dataset_splits(name: str) -> Splits:
     """A dataset's splits on the CPU, loaded once per server (pages only read them)."""

@@ -6,7 +6,6 @@ import torch
 
 from core.data.datasets import unit
 from core.errors import DigitLabError
-from core.inference.weights import load_source, model_source
 from core.models.zoo import ZOO
 from core.insight.layers import activations, input_filters
 from core.insight.trust import additivity, deletion_curve, randomisation_check
@@ -16,15 +15,6 @@ from dashboard import state, widgets
 st.title("Explain")
 src, dataset, splits = state.selected_source()
 classes = splits.info.classes
-
-
-@st.cache_resource(show_spinner="Preparing the explainer…", max_entries=8)
-def explainer_for(key: str, sha256: str, dataset: str, background: int):
-    """One explainer per model and background size, shared by every session (it works on a private copy)."""
-    from core.insight.explain import Explainer  # shap, lime and captum load only when this page is used
-
-    source = model_source(state.run_store(), key)
-    return Explainer(load_source(source), source.model, dataset=dataset, background_size=background)
 
 
 # -- which image ---------------------------------------------------------------------------------------
@@ -47,6 +37,7 @@ def pick_random(key: str, n: int) -> None:  # a callback: it runs before the num
 
 if source == TEST_IMAGE:
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    st.session_state.setdefault("explain_index", state.EXPLAIN_DEFAULTS["index"])
     index = c1.number_input("Test image number", 0, len(splits.test_y) - 1, key="explain_index")
     c2.button("Random", icon=":material/casino:", key="explain_random", on_click=pick_random,
               args=("explain_index", len(splits.test_y)))
@@ -74,9 +65,10 @@ else:
                    "in the sidebar.")
 image = image.astype(np.float32)
 
-background = st.sidebar.select_slider("SHAP background images", [25, 50, 100, 200], value=100, key="explain_background")
+background = st.sidebar.select_slider("SHAP background images", [25, 50, 100, 200], key="explain_background",
+                                     value=state.EXPLAIN_DEFAULTS["background"])
 try:
-    explainer = explainer_for(src.key, src.sha256, dataset, background)
+    explainer = state.explainer_for(src.key, src.sha256, dataset, background)
 except DigitLabError as error:
     widgets.error_box(error)
     st.stop()
@@ -99,7 +91,7 @@ shap_tab, lime_tab, ig_tab, trust_tab, layers_tab, global_tab = st.tabs(
     key="explain_tab", on_change="rerun")
 methods = ["gradient"] + (["deep"] if "deep" in ZOO[src.model].explainers else [])
 if st.session_state.get("explain_shap_method") not in methods:
-    st.session_state["explain_shap_method"] = "gradient"
+    st.session_state["explain_shap_method"] = state.EXPLAIN_DEFAULTS["method"]
 
 
 def shap_values():

@@ -132,4 +132,4 @@ with header:
             widgets.error_box(error)
 
 with live:
-    live_view()  # progress every 2 s, curves and previews every 4 s, while the run trains
+    live_view()  # progress every 2 s, curves and previews every 4 s

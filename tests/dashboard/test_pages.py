@@ -51,13 +51,7 @@ def test_fallback_dataset_is_announced_in_the_sidebar(app, tmp_path, monkeypatch
     assert not app.exception
 
 
-def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path, monkeypatch):
-    import dashboard.live as live
-
-    polled = []  # the live view polls (auto-rerunning fragments) only while the run is queued or running
-    for name in ("_polling_progress", "_polling_charts"):
-        fragment = getattr(live, name)
-        monkeypatch.setattr(live, name, lambda fragment=fragment, name=name: (polled.append(name), fragment())[1])
+def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     app.run()
     app.selectbox(key="app_dataset").set_value("digits").run()
     goto(app, "train")
@@ -74,16 +68,13 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path, monk
     store = RunStore(tmp_path / "home")
     job_id = store.list()[0].id
     assert any("**from the browser**" in m.value for m in app.markdown)  # the progress shows under the button
-    assert polled == ["_polling_progress", "_polling_charts"]
     deadline = time.time() + 120
     while store.get(job_id).status in ("queued", "running") and time.time() < deadline:
         time.sleep(0.2)
     assert store.get(job_id).status == "completed"
     assert store.get(job_id).timings["steps"] == 5
-    polled.clear()
     app.run()
     assert any("Finished: test accuracy" in m.value for m in app.success)
-    assert not polled  # nothing trains: the page is drawn once and the browser rests
     goto(app, "runs")
     assert_clean(app)
     table = app.dataframe(key="runs_table").value
@@ -385,22 +376,29 @@ def test_a_run_name_is_shown_as_plain_text_on_every_page(app, tmp_path):
     assert not leaks, leaks
 
 
-def test_the_warm_up_leaves_the_starters_test_predictions_for_evaluate(tmp_path, monkeypatch):
+def test_the_warm_up_leaves_evaluate_and_explain_their_first_views(app, tmp_path, monkeypatch):
     from core.data.datasets import is_available
     from core.inference import evaluation
     from core.inference.weights import STARTER, model_source
-    from dashboard import server
+    from core.insight.explain import Explainer
+    from dashboard import server, state
 
     if not is_available("mnist"):
         pytest.skip("MNIST is not here")
-    store = RunStore(tmp_path)
+    store = RunStore(tmp_path / "home")
     server._warm(store)  # what the background thread runs once per server
-    cached = list((tmp_path / "cache").glob("*-mnist-test.safetensors"))
+    cached = list((tmp_path / "home" / "cache").glob("*-mnist-test.safetensors"))
     assert len(cached) == 1
 
     def no_recompute(*args, **kwargs):
-        raise AssertionError("Evaluate recomputed what the warm-up left")
+        raise AssertionError("a page recomputed what the warm-up left")
 
     monkeypatch.setattr(evaluation, "evaluate", no_recompute)
     result = evaluation.split_predictions(store, model_source(store, STARTER), "test")
     assert result.n == 10_000 and result.accuracy > 0.99
+    monkeypatch.setattr(Explainer, "_shap_values", no_recompute)
+    app.run()
+    goto(app, "explain")  # its first view: test image 0 with the starter, SHAP kept by the shared explainer
+    assert_clean(app)
+    assert app.number_input(key="explain_index").value == state.EXPLAIN_DEFAULTS["index"]
+    assert any("SHAP values of each class" in str(c.proto.spec) for c in app.get("plotly_chart"))

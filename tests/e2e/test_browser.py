@@ -156,6 +156,7 @@ def test_training_from_the_browser_streams_progress_and_stops(server, page):
 def test_the_run_settings_stay_open_while_they_are_edited(server, page):
     open_page(page, f"{server}/train")
     page.get_by_text("Run settings (precision, device, seed, limits)").click()
+    _wait_until_idle(page)  # opening it reruns the page (it remembers it is open); a person reads before typing
     seed = page.get_by_label("Seed")
     expect(seed).to_be_visible(timeout=10_000)
     seed.fill("7")
