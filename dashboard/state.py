@@ -17,7 +17,8 @@ import streamlit as st
 import torch
 
 from core.data.datasets import DATASETS, DIGITS, Splits, is_available, load_splits, resolve_dataset
-from core.data.drawing_sets import Drawing, DrawingImages, DrawingSet, DrawingStore, images
+from core.data.drawing_parts import DrawingImages, images
+from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
 from core.errors import DigitLabError
 from core.inference.drawing_scores import DIGIT_DATASETS, SetScore, score_all, score_model
 from core.inference.evaluation import split_predictions

@@ -13,7 +13,8 @@ from PIL import Image
 
 from core.cli import main
 from core.data.drawing_files import export_bytes, export_set, import_bytes, import_path
-from core.data.drawing_sets import DrawingStore, Verdict, as_splits, images, part_ids
+from core.data.drawing_parts import as_splits, images, part_ids
+from core.data.drawing_sets import DrawingStore, Verdict
 from core.data.drawings import class_drawing_set
 from core.data.preprocess import decode_upload, to_model_input
 from core.errors import ConfigError, DrawingSetError

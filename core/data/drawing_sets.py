@@ -1,8 +1,8 @@
 """Labelled drawing sets ("Class 3B", "my digits") kept in the run store, with each drawing's exact model input.
 
 `sets = DrawingStore(store.root)`; `s = sets.create_set("Class 3B")`; `sets.add(s.id, model_input, canvas, label=3,
-drawer=session_id)`; `images(sets, s.id, "train")` gives uint8 tensors to train or evaluate on. Import and export
-as one file live in core.data.drawing_files. Rows live in `<root>/drawings.sqlite` (WAL): the model input as zlib'd
+drawer=session_id)`; core.data.drawing_parts gives a set (or its train or held-out half) as tensors to train or
+evaluate on, and core.data.drawing_files imports and exports a set as one file. Rows live in `<root>/drawings.sqlite` (WAL): the model input as zlib'd
 float32 bytes (bit-exact), the canvas as PNG bytes. A set's name is text people type: it never becomes a path.
 """
 from __future__ import annotations
@@ -18,13 +18,11 @@ import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from core.data.datasets import DATASETS, Splits
 from core.errors import DrawingSetError
 
 DB_NAME = "drawings.sqlite"
@@ -33,8 +31,6 @@ MAX_DRAWER = 200  # characters in a visitor / session id
 MAX_SET_DRAWINGS = 20_000  # drawings in one set: as many as one import may bring
 SIZE = 28
 INPUT_BYTES = SIZE * SIZE * 4  # one float32 model input
-SPLIT_SEED = 0  # the train / held-out split retraining uses; fixed, so "held out" means the same drawings every time
-PARTS = ("all", "train", "heldout")
 
 
 @dataclass(frozen=True)
@@ -83,16 +79,6 @@ class NewDrawing:
     created: float
     verdict: Verdict | None
     source: str
-
-
-@dataclass(frozen=True)
-class DrawingImages:
-    """A set (or one part of it) as a dataset: uint8 images like core.data.datasets.Splits, and labels."""
-
-    x: torch.Tensor  # uint8 (N, 28, 28): round(model input × 255)
-    y: torch.Tensor  # int64 (N,)
-    ids: list[int]  # drawing ids, in the same order
-    inputs: np.ndarray  # float32 (N, 28, 28): the exact model inputs
 
 
 def check_name(name: Any) -> str:
@@ -391,58 +377,3 @@ def _drawing(row: tuple) -> Drawing:
     verdict = Verdict(model_key, int(predicted), float(confidence)) if model_key is not None else None
     return Drawing(int(drawing_id), set_id, int(label), drawer, drawer_name, float(created), verdict, source, digest,
                    decode_input(blob))
-
-
-# -- a set as a dataset ------------------------------------------------------------------------------
-def split_ids(rows: Iterable[tuple[int, int, str]], seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
-    """Deterministic halves of (id, label, digest) rows: (train ids, held-out ids), stratified by label.
-
-    Within each label the drawings are ordered by sha256(seed, their model input), and every second one is held out
-    (a label with one drawing trains). The order depends on the images only, so a set exported and imported again
-    splits the same way, and adding drawings leaves most earlier ones on their side.
-    """
-    by_label: dict[int, list[tuple[str, int]]] = {}
-    for drawing_id, label, digest in rows:
-        key = hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
-        by_label.setdefault(label, []).append((key, drawing_id))
-    train, held = [], []
-    for label in sorted(by_label):
-        ordered = [i for _, i in sorted(by_label[label])]
-        train += ordered[0::2]
-        held += ordered[1::2]
-    return sorted(train), sorted(held)
-
-
-def part_ids(sets: DrawingStore, set_id: str, part: str = "all", seed: int = SPLIT_SEED) -> list[int]:
-    """The ids of a set's drawings in `part`: all, train (the half retraining uses) or heldout (never trained on)."""
-    if part not in PARTS:
-        raise DrawingSetError(f"A part of a drawing set is one of {', '.join(PARTS)} (got {part!r}).")
-    rows = sets.labels_and_digests(set_id)
-    if part == "all":
-        return [r[0] for r in rows]
-    train, held = split_ids(rows, seed)
-    return train if part == "train" else held
-
-
-def images(sets: DrawingStore, set_id: str, part: str = "all", seed: int = SPLIT_SEED) -> DrawingImages:
-    """A set's drawings (or one part) as uint8 N×28×28 images and int64 labels, in the order they were saved."""
-    wanted = set(part_ids(sets, set_id, part, seed))
-    chosen = [d for d in sets.drawings(set_id) if d.id in wanted]
-    inputs = np.stack([d.model_input for d in chosen]) if chosen else np.empty((0, SIZE, SIZE), np.float32)
-    x = torch.from_numpy(np.round(inputs * 255).astype(np.uint8))
-    y = torch.tensor([d.label for d in chosen], dtype=torch.int64)
-    return DrawingImages(x, y, [d.id for d in chosen], inputs)
-
-
-def as_splits(sets: DrawingStore, set_id: str) -> Splits:
-    """A set as a dataset whose test split is the whole set (train and validation empty), for Evaluate and Explain."""
-    data = images(sets, set_id)
-    empty_x, empty_y = torch.empty((0, SIZE, SIZE), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-    return Splits(DATASETS["mnist"], empty_x, empty_y, empty_x, empty_y, data.x, data.y)
-
-
-def train_part_size(set_key: str, root: Path | str | None = None) -> int:
-    """Drawings in a set's train part (0 when the set does not exist): what a run's plan counts."""
-    sets = DrawingStore(root)
-    found = sets.find(set_key)
-    return len(part_ids(sets, found.id, "train")) if found else 0

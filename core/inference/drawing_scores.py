@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from core.data.datasets import DIGIT_DATASETS  # runs trained on these read digits; others (fashion-mnist) are left out
-from core.data.drawing_sets import DrawingStore, images
+from core.data.drawing_parts import images
+from core.data.drawing_sets import DrawingStore
 from core.errors import DigitLabError, DrawingSetError
 from core.inference.metrics import class_report, confusion, reject_curve
 from core.inference.weights import ModelSource, load_source, model_source

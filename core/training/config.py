@@ -342,7 +342,7 @@ def plan(cfg: TrainConfig, sizes: dict[str, int]) -> RunPlan:
         used = min(used, cfg.per_class * 10)  # every dataset here has 10 classes
     drawings = 0
     if cfg.drawings:  # the set's train half, counted from the store unless the caller already loaded it
-        from core.data.drawing_sets import train_part_size
+        from core.data.drawing_parts import train_part_size
 
         drawings = sizes["drawings"] if "drawings" in sizes else train_part_size(cfg.drawings)
     images = (used + (sizes["val"] if cfg.train_on_val else 0) + drawings * cfg.drawings_factor) * cfg.repeat

@@ -33,7 +33,8 @@ def create_run(store: RunStore, cfg: TrainConfig, name: str | None = None, paren
     """A queued run for `cfg`, with the zoo's size figures recorded."""
     spec = ZOO[cfg.model]
     if cfg.drawings:  # a set's name becomes its id; a missing or empty set is refused before the run exists
-        from core.data.drawing_sets import DrawingStore, part_ids
+        from core.data.drawing_parts import part_ids
+        from core.data.drawing_sets import DrawingStore
 
         sets = DrawingStore(store.root)
         found = sets.resolve(cfg.drawings)
@@ -117,7 +118,7 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
     store.truncate_metrics(run_id, state.epoch if state else 0)
     sizes = training_splits(cfg, splits, store.root).sizes()
     if cfg.drawings:  # the set's train half, before oversampling
-        from core.data.drawing_sets import train_part_size
+        from core.data.drawing_parts import train_part_size
 
         sizes["drawings"] = train_part_size(cfg.drawings, store.root)
     store.update(run_id, dataset_sizes=sizes,

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from core.data.drawing_sets import DrawingStore, images, part_ids
+from core.data.drawing_parts import images, part_ids
+from core.data.drawing_sets import DrawingStore
 from core.errors import DigitLabError
 from core.inference.drawing_scores import predict_inputs
 from core.inference.weights import load_source, model_source

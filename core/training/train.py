@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from core.errors import ConfigError
 from core.training.config import RunPlan, TrainConfig, plan
 from core.data.datasets import Splits, augment_batch, to_float
-from core.data.drawing_sets import DrawingImages, DrawingStore
-from core.data.drawing_sets import images as drawing_images
+from core.data.drawing_parts import DrawingImages
+from core.data.drawing_parts import images as drawing_images
+from core.data.drawing_sets import DrawingStore
 from core.inference.metrics import evaluate, predict_probs
 from core.insight.attacks import AttackSettings, perturb
 from core.models.zoo import Classifier, build_model, head_name

@@ -10,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from core.data.drawing_files import export_bytes, import_bytes
-from core.data.drawing_sets import DrawingSet, part_ids
+from core.data.drawing_parts import part_ids
+from core.data.drawing_sets import DrawingSet
 from core.errors import DigitLabError
 from core.inference.drawing_scores import DIGIT_DATASETS, lowest_threshold, threshold_curve
 from core.inference.metrics import class_report, confusion

@@ -158,7 +158,7 @@ def test_the_score_table_includes_the_starter_and_the_sidebar_model_is_scored(ap
 
 
 def test_use_this_threshold_sets_the_draw_and_predict_slider(app, tmp_path):
-    from core.data.drawing_sets import images
+    from core.data.drawing_parts import images
     from core.inference.drawing_scores import lowest_threshold, score_model
 
     sets, set_id = _set_with(tmp_path / "home", digits=(1, 7, 7, 3, 0, 2, 4, 4, 9, 8))
