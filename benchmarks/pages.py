@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import (CHROMIUM, CHROMIUM_ARGS, READY, REPO, TIMING_LOG, VIEWPORT, cpu_count, cpu_model,  # noqa: E402
-                  read_log, rss_mb, start_server, stop_server, wait_healthy)
+from canvas_visitor import CHROMIUM, CHROMIUM_ARGS, READY, VIEWPORT  # noqa: E402
+from server_timing import (REPO, TIMING_LOG, cpu_count, cpu_model, read_log, rss_mb, start_server,  # noqa: E402
+                           stop_server, wait_healthy)
 
 # Page title (as in the navigation), URL path, and what shows once its first render is complete.
 PAGES = [("Home", "", "Digit Lab"), ("Train", "train", "Start training"), ("Runs & compare", "runs", "Runs"),

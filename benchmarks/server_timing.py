@@ -1,4 +1,5 @@
-"""`streamlit` with a stopwatch on every script run, for the load benchmark's server-time figures.
+"""`streamlit` with a stopwatch on every script run, for the benchmarks' server-time figures; and, for the benchmarks
+and the browser tests, starting such a server, waiting for it, reading its log and measuring its process.
 
     python benchmarks/server_timing.py LOG.jsonl run dashboard/app.py [streamlit options]
 Runs Streamlit's own command line unchanged, except that each script run appends one JSON line to LOG.jsonl:
@@ -13,10 +14,19 @@ the predict is noted from the first run after the one that imported it (a page's
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_LOG = "timing.jsonl"  # in the run store of a server started here: one line per script run
+SERVERS: list[subprocess.Popen] = []  # started here: a benchmark's watchdog kills them if all else hangs
 
 _lock = threading.Lock()
 _pending: dict[str, list[float]] = defaultdict(list)  # session id -> arrival times of rerun requests not yet answered
@@ -70,9 +80,125 @@ def install(log_path: str) -> None:
     ScriptRunner._run_script = timed_run
 
 
-if __name__ == "__main__":
-    from pathlib import Path
+# -- starting a timed server, and measuring it and the machine ----------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of `pid` and all its descendants (from /proc), in MB; None once it is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])  # kB
+        except OSError:
+            if p == pid:
+                return None
+        todo.extend(children.get(p, []))
+    return total / 1024
+
+
+class RssSampler(threading.Thread):
+    """Samples a process tree's RSS every second until stopped."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.samples, self._stop_event = pid, [], threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            value = rss_mb(self.pid)
+            if value is not None:
+                self.samples.append(value)
+            self._stop_event.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        value = rss_mb(self.pid)
+        if value is not None:
+            self.samples.append(value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.3)
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {proc.returncode}")
+    raise RuntimeError(f"{url} did not become healthy within {timeout_s:.0f} s")
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """`streamlit run dashboard/app.py` on 127.0.0.1 and a free port, over the run store `home`; every script run
+    is timed into home/timing.jsonl (benchmarks/server_timing.py)."""
+    port = _free_port()
+    log = open(home / "server.log", "w")
+    env = {**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process",
+           "DIGIT_LAB_SERVER_THREADS": ""}  # the server as shipped, even when run from the tests
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "server_timing.py"), str(home / TIMING_LOG), "run",
+         "dashboard/app.py", "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()  # the child holds its own copy
+    SERVERS.append(proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def read_log(path: Path) -> list[dict]:
+    """The script runs a server from `start_server` timed (an empty list when it logged none)."""
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     install(sys.argv[1])
     from streamlit.web.cli import main

@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from load import (CHROMIUM, CHROMIUM_ARGS, PROGRESS, READY, VIEWPORT, cpu_count, cpu_model, start_server,  # noqa: E402
-                  stop_server, wait_healthy)
+from canvas_visitor import CHROMIUM, CHROMIUM_ARGS, READY, VIEWPORT  # noqa: E402
+from load import PROGRESS  # noqa: E402
+from server_timing import cpu_count, cpu_model, start_server, stop_server, wait_healthy  # noqa: E402
 
 from core.runs import RunStore  # noqa: E402
 
