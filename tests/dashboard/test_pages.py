@@ -17,11 +17,7 @@ PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "robustness"
 
 
 @pytest.mark.parametrize("page", PAGES)
-
-
 @pytest.mark.parametrize("dataset", ["digits", "mnist"])
-
-
 def test_every_page_renders_without_error(app, page, dataset, request):
     if dataset == "mnist":
         request.getfixturevalue("mnist")  # skipped locally without MNIST, a failure in CI
@@ -30,18 +26,6 @@ def test_every_page_renders_without_error(app, page, dataset, request):
     goto(app, page)
     assert_clean(app)
     assert app.title[0].value
-
-
-def test_home_shows_each_class_with_its_training_count_and_no_plotly_chart(app, mnist):
-    import torch
-
-    app.run()
-    assert_clean(app)
-    captions = [caption for image in app.get("image") for caption in image.captions]
-    counts = torch.bincount(mnist.train_y, minlength=10).tolist()
-    assert sorted(captions) == [f"{digit} · {count:,} training images" for digit, count in enumerate(counts)]
-    # plotly.js (4.7 MB) froze a fresh browser's first page for seconds on 2 cores: Home does without it
-    assert not app.get("plotly_chart")
 
 
 def test_fallback_dataset_is_announced_in_the_sidebar(app, tmp_path, monkeypatch):
@@ -229,21 +213,6 @@ def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
     assert any("over 100 images" in c.value for c in app.caption)
 
 
-def test_first_render_does_not_load_the_explanation_libraries():
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    code = ("from streamlit.testing.v1 import AppTest; import sys\n"
-            f"at = AppTest.from_file({str(REPO / 'dashboard' / 'frame.py')!r}, default_timeout=120); at.run()\n"
-            "assert not at.exception\n"
-            "print(sorted(m for m in ('shap', 'lime', 'captum') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"  # they load only when the Explain page is opened
-
-
 def test_explain_random_button_picks_another_test_image(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home", n=1)
     open_with_model(app, "explain", ids[0])
@@ -374,31 +343,3 @@ def test_a_run_name_is_shown_as_plain_text_on_every_page(app, tmp_path):
     texts = [e.value for kind in ("markdown", "caption", "subheader", "info") for e in getattr(app, kind)]
     leaks = [t for t in texts if "![x](" in t or "**loud**" in t]
     assert not leaks, leaks
-
-
-def test_the_warm_up_leaves_evaluate_and_explain_their_first_views(app, tmp_path, monkeypatch):
-    from core.data.datasets import is_available
-    from core.inference import evaluation
-    from core.inference.weights import STARTER, model_source
-    from core.insight.explain import Explainer
-    from dashboard import server, state
-
-    if not is_available("mnist"):
-        pytest.skip("MNIST is not here")
-    store = RunStore(tmp_path / "home")
-    server._warm(store)  # what the background thread runs once per server
-    cached = list((tmp_path / "home" / "cache").glob("*-mnist-test.safetensors"))
-    assert len(cached) == 1
-
-    def no_recompute(*args, **kwargs):
-        raise AssertionError("a page recomputed what the warm-up left")
-
-    monkeypatch.setattr(evaluation, "evaluate", no_recompute)
-    result = evaluation.split_predictions(store, model_source(store, STARTER), "test")
-    assert result.n == 10_000 and result.accuracy > 0.99
-    monkeypatch.setattr(Explainer, "_shap_values", no_recompute)
-    app.run()
-    goto(app, "explain")  # its first view: test image 0 with the starter, SHAP kept by the shared explainer
-    assert_clean(app)
-    assert app.number_input(key="explain_index").value == state.EXPLAIN_DEFAULTS["index"]
-    assert any("SHAP values of each class" in str(c.proto.spec) for c in app.get("plotly_chart"))

@@ -1,0 +1,62 @@
+"""A fresh server's first visits: Home without plotly, and what the server prepares and warms up for the others."""
+from __future__ import annotations
+
+import pytest
+
+from core.runs import RunStore
+from tests.dashboard.conftest import assert_clean, goto
+
+
+def test_home_shows_each_class_with_its_training_count_and_no_plotly_chart(app, mnist):
+    import torch
+
+    app.run()
+    assert_clean(app)
+    captions = [caption for image in app.get("image") for caption in image.captions]
+    counts = torch.bincount(mnist.train_y, minlength=10).tolist()
+    assert sorted(captions) == [f"{digit} · {count:,} training images" for digit, count in enumerate(counts)]
+    # plotly.js (4.7 MB) froze a fresh browser's first page for seconds on 2 cores: Home does without it
+    assert not app.get("plotly_chart")
+
+
+def test_first_render_does_not_load_the_explanation_libraries():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from streamlit.testing.v1 import AppTest; import sys\n"
+            f"at = AppTest.from_file({str(REPO / 'dashboard' / 'frame.py')!r}, default_timeout=120); at.run()\n"
+            "assert not at.exception\n"
+            "print(sorted(m for m in ('shap', 'lime', 'captum') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"  # they load only when the Explain page is opened
+
+
+def test_the_warm_up_leaves_evaluate_and_explain_their_first_views(app, tmp_path, monkeypatch):
+    from core.data.datasets import is_available
+    from core.inference import evaluation
+    from core.inference.weights import STARTER, model_source
+    from core.insight.explain import Explainer
+    from dashboard import server, state
+
+    if not is_available("mnist"):
+        pytest.skip("MNIST is not here")
+    store = RunStore(tmp_path / "home")
+    server._warm(store)  # what the background thread runs once per server
+    cached = list((tmp_path / "home" / "cache").glob("*-mnist-test.safetensors"))
+    assert len(cached) == 1
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("a page recomputed what the warm-up left")
+
+    monkeypatch.setattr(evaluation, "evaluate", no_recompute)
+    result = evaluation.split_predictions(store, model_source(store, STARTER), "test")
+    assert result.n == 10_000 and result.accuracy > 0.99
+    monkeypatch.setattr(Explainer, "_shap_values", no_recompute)
+    app.run()
+    goto(app, "explain")  # its first view: test image 0 with the starter, SHAP kept by the shared explainer
+    assert_clean(app)
+    assert app.number_input(key="explain_index").value == state.EXPLAIN_DEFAULTS["index"]
+    assert any("SHAP values of each class" in str(c.proto.spec) for c in app.get("plotly_chart"))
