@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -190,6 +191,29 @@ def test_results_are_cached_and_read_only(box):
     assert box.shap((image * 255).round().to(torch.uint8)) is not first
     with pytest.raises(ValueError):
         first.values[0, 0, 0] = 1.0
+
+
+def test_one_explanation_asked_twice_at_once_is_computed_once(monkeypatch):
+    """The server's warm-up and a visitor (or two visitors) asking for the same explanation: the second waits for
+    the first's result instead of computing it again."""
+    explainer = Explainer(BoxModel(), "box-model", noise(20, 1), explainers=("gradient",))
+    computed, started = [], threading.Event()
+    shap_values = explainer._shap_values
+
+    def slow(*args):
+        computed.append(1)
+        started.set()
+        time.sleep(0.5)
+        return shap_values(*args)
+
+    monkeypatch.setattr(explainer, "_shap_values", slow)
+    image, results = noise(1, 9)[0], []
+    first = threading.Thread(target=lambda: results.append(explainer.shap(image)))
+    first.start()
+    started.wait(10)
+    results.append(explainer.shap(image))  # asked while the first is still computing
+    first.join()
+    assert len(computed) == 1 and results[0] is results[1]
 
 
 def test_concurrent_explanations_match_sequential_ones():

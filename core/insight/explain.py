@@ -100,6 +100,7 @@ class Explainer:
         self._deep_model: nn.Module | None = None  # hooked by DeepExplainer: never used for anything else
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._computing: dict[tuple, threading.Lock] = {}  # key -> held while one caller computes it
         self._cache_size = cache_size
 
     def with_model(self, model: nn.Module) -> "Explainer":
@@ -284,19 +285,35 @@ class Explainer:
         return y
 
     def _cached(self, key: tuple, compute: Callable[[], Any], on_hit: Callable[[], Any] = lambda: None) -> Any:
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
+        """`compute()` once per key: a hit is returned at once, and a caller asking for a key another caller is
+        computing (the server's warm-up and a visitor, two visitors) waits for that result instead of repeating it."""
+        while True:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    break
+                computing = self._computing.get(key)
+                if computing is None:  # this caller computes it
+                    computing = self._computing[key] = threading.Lock()
+                    computing.acquire()
+                    break
+            with computing:  # another caller is computing it: wait, then look again
+                pass
         if hit is not None:
             on_hit()
             return hit
-        value = compute()  # outside the lock: a slow explanation must not block cache hits
-        with self._cache_lock:
-            self._cache[key] = value
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return value
+        try:
+            value = compute()  # outside the cache lock: a slow explanation must not block other keys' hits
+            with self._cache_lock:
+                self._cache[key] = value
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            return value
+        finally:
+            with self._cache_lock:
+                del self._computing[key]
+            computing.release()
 
 
 def _private_copy(model: nn.Module) -> nn.Module:
