@@ -1,12 +1,14 @@
 """The Train page's live view: the attached run's progress, curves and validation previews.
 
-`live_view()` shows this session's watched job, else the server's running job (a second tab sees the same
-training), else the latest run in the store, so a reload after a run finished still shows it. While that run is
-queued or running, the progress redraws every PROGRESS_SECONDS and the curves and previews every CHART_SECONDS.
-Watching must not slow training, and on a 2-core machine the browser shares the cores with it: each redraw cost
-Chromium about a quarter of a core-second, however little changed (benchmarks/watch.py). With the progress every
-second the browser took 0.31 of a core and training ran at 0.78x its unwatched speed; hence every 2 s, and curves
-with at most CHART_POINTS points per line.
+`live_panel()` shows this session's watched job, else the server's running job (a second tab sees the same
+training), else the latest run in the store, so a reload after a run finished still shows it; `live_charts()` draws
+the same run's curves and validation previews. Both redraw themselves (every PROGRESS_SECONDS and CHART_SECONDS),
+even while nothing trains, so a run started elsewhere appears. Watching must not slow training, and on a 2-core
+machine the browser shares the cores with it: each redraw cost Chromium about a quarter of a core-second, however
+little changed (benchmarks/watch.py). With the progress every second the browser took 0.31 of a core and training
+ran at 0.78x its unwatched speed; hence every 2 s, and curves with at most CHART_POINTS points per line. (A version
+that stopped redrawing while nothing trained lost typed settings in Chromium: a number typed into the settings
+reverted about one time in two, the form reset to the first preset; cause not found.)
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from core.errors import DigitLabError, RunNotFoundError
 from core.runs import RESUMABLE, RunRecord
 from dashboard import state, widgets
 
-PROGRESS_SECONDS = 2.0  # how often the progress redraws while the run is queued or running
-CHART_SECONDS = 4.0  # how often the curves and previews redraw meanwhile
+PROGRESS_SECONDS = 2.0  # how often the progress redraws
+CHART_SECONDS = 4.0  # how often the curves and previews redraw
 CHART_POINTS = 300  # step points per line on the live loss chart (the stored history is not thinned)
 
 
@@ -33,27 +35,8 @@ def attached_run_id() -> str | None:
     return job_id
 
 
-def live_view() -> None:
-    """The attached run: progress redrawn every PROGRESS_SECONDS, curves and previews every CHART_SECONDS.
-
-    They poll even when nothing trains, so a run started elsewhere (another tab, another visitor) appears. A version
-    that drew the view once when nothing trained lost typed settings in Chromium: a number typed into the settings
-    reverted, about one time in two, when the form reset to the first preset (cause not found; tests/e2e)."""
-    _polling_progress()
-    _polling_charts()
-
-
 @st.fragment(run_every=PROGRESS_SECONDS)
-def _polling_progress() -> None:
-    _progress()
-
-
-@st.fragment(run_every=CHART_SECONDS)
-def _polling_charts() -> None:
-    _charts()
-
-
-def _progress() -> None:
+def live_panel() -> None:
     """The attached run's name, progress and figures."""
     run_id = attached_run_id()
     if run_id is None:
@@ -71,33 +54,6 @@ def _progress() -> None:
         _stored_run(record)
     else:
         _live_job(record, job.snapshot())
-
-
-def _charts() -> None:
-    """The attached run's loss and accuracy curves and validation previews (live, or from the store)."""
-    run_id = attached_run_id()
-    try:
-        record = state.run_store().get(run_id) if run_id is not None else None
-    except RunNotFoundError:
-        return
-    if record is None:
-        return
-    job = state.job_manager().get(run_id)
-    if job is None:
-        history = state.run_store().read_metrics(record.id)
-        if history:
-            _curves([], history, record)
-        return
-    snap = job.snapshot()
-    _curves(thinned(snap["steps"]), snap["history"], record)
-    preview = snap["preview"]
-    if preview:
-        splits = state.dataset_splits(record.dataset)
-        classes = splits.info.classes
-        st.caption("Validation images and the model's current answers")
-        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
-                          [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
-                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
 
 
 def _live_job(record: RunRecord, snap: dict) -> None:
@@ -138,6 +94,34 @@ def _live_job(record: RunRecord, snap: dict) -> None:
         st.error(snap["message"] or f"The run ended as {status}.")
     if status in RESUMABLE:
         _resume_button(record, button)
+
+
+@st.fragment(run_every=CHART_SECONDS)
+def live_charts() -> None:
+    """The attached run's loss and accuracy curves and validation previews (live, or from the store)."""
+    run_id = attached_run_id()
+    try:
+        record = state.run_store().get(run_id) if run_id is not None else None
+    except RunNotFoundError:
+        return
+    if record is None:
+        return
+    job = state.job_manager().get(run_id)
+    if job is None:
+        history = state.run_store().read_metrics(record.id)
+        if history:
+            _curves([], history, record)
+        return
+    snap = job.snapshot()
+    _curves(thinned(snap["steps"]), snap["history"], record)
+    preview = snap["preview"]
+    if preview:
+        splits = state.dataset_splits(record.dataset)
+        classes = splits.info.classes
+        st.caption("Validation images and the model's current answers")
+        widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
+                          [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
+                           for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
 
 
 def thinned(steps: list, points: int = CHART_POINTS) -> list:

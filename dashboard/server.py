@@ -8,11 +8,10 @@ import functools
 import os
 import threading
 
-import numpy as np
 import streamlit as st
 import torch
 
-from core.data.datasets import DATASETS, is_available, unit
+from core.data.datasets import DATASETS, is_available
 from core.inference.evaluation import split_predictions
 from core.inference.weights import STARTER, model_source
 from core.models.zoo import ZOO
@@ -79,8 +78,9 @@ def prepare() -> None:
 def warm_up() -> threading.Thread | None:
     """Once per server, after its first page is drawn: a background thread computes the starter's predictions on
     its test set (13 s on one thread; cached on disk) and the Explain page's first view (SHAP of test image 0, 2.5 s;
-    kept by the shared explainer), so Evaluate and Explain open in seconds rather than after ~15 s of work. A page that needs the predictions before
-    the thread is done waits for it instead of computing them twice (core.inference.evaluation)."""
+    kept by the shared explainer), so Evaluate and Explain open in seconds rather than after ~15 s of work. A page
+    that needs either before the thread is done waits for it instead of computing it twice (core.inference.evaluation,
+    core.insight.explain)."""
     if os.environ.get(WARM_UP, "1") == "0":
         return None
     store = state.run_store()
@@ -94,9 +94,10 @@ def _warm(store: RunStore) -> None:
         starter = model_source(store, STARTER)
         if is_available(starter.dataset):
             split_predictions(store, starter, "test", starter.dataset)
-            # the Explain page's first view (same image, background and method), kept by the shared explainer
+            # the Explain page's first view (same image, background and method), kept by the shared explainer, which
+            # reads a uint8 test image as the page's [0, 1] floats
             first = state.EXPLAIN_DEFAULTS
-            image = unit(state.dataset_splits(starter.dataset).test_x[first["index"]].numpy()).astype(np.float32)
+            image = state.dataset_splits(starter.dataset).test_x[first["index"]]
             state.explainer_for(STARTER, starter.sha256, starter.dataset, first["background"]).shap(image, first["method"])
     except Exception as error:  # noqa: BLE001 - a warm-up never breaks the app; the pages compute on demand
         print(f"Digit Lab warm-up skipped: {type(error).__name__}: {error}", flush=True)

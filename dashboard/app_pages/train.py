@@ -13,7 +13,7 @@ from core.errors import DigitLabError
 from core.models.zoo import ZOO
 from core.training.train import lr_curve
 from dashboard import form, state, widgets
-from dashboard.live import live_view
+from dashboard.live import live_charts, live_panel
 
 
 def apply_preset() -> None:
@@ -132,4 +132,5 @@ with header:
             widgets.error_box(error)
 
 with live:
-    live_view()  # progress every 2 s, curves and previews every 4 s
+    live_panel()  # progress, every 2 s
+    live_charts()  # curves and previews, every 4 s
