@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +22,13 @@ from core.data.drawing_parts import DrawingImages, images
 from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
 from core.errors import DigitLabError
 from core.inference.drawing_scores import DIGIT_DATASETS, SetScore, score_all, score_model
-from core.inference.evaluation import split_predictions
+from core.inference.evaluation import pending_predictions, split_predictions
 from core.inference.metrics import EvalResult
 from core.policy import VISITOR_KEY, Policy
 from core.training.config import TrainConfig, plan
 from core.training.jobs import Job, JobManager
 from core.runs import RunRecord, RunStore
+from core.storage import sha256_file
 from core.tasks import TaskRunner
 from core.inference.weights import STARTER, ModelSource, model_source
 
@@ -40,6 +42,42 @@ def job_manager() -> JobManager:
 def task_runner() -> TaskRunner:
     """One background runner for long computations (robustness curves, corruptions), shared by sessions."""
     return TaskRunner()
+
+
+@st.cache_resource(show_spinner=False)
+def _scoring() -> tuple[TaskRunner, dict[str, str], threading.Lock]:
+    """The background scorer of test sets (one model at a time), the task scoring each model, and their lock."""
+    return TaskRunner(), {}, threading.Lock()
+
+
+def scoring_progress(src: ModelSource, dataset: str) -> tuple[int, int] | None:
+    """None once `src`'s test-set predictions can be read at once (Evaluate then shows its figures); else how far
+    their computation has come, (images done, images in all). When nobody computes them yet (the server's warm-up
+    computes the starter's), a background task starts. A task that ended without them (it failed: damaged weights)
+    also gives None, and is not tried again for the same file: the page computes them itself and says what is wrong."""
+    try:
+        pending = pending_predictions(run_store(), src, "test", dataset)
+        checksum = sha256_file(src.weights)
+    except (OSError, DigitLabError):
+        return None  # e.g. the weights file is gone: the page's own attempt says so
+    if pending is not None and src.sha256 and checksum != src.sha256:
+        return None  # damaged or replaced weights: loading them says so at once
+    key = f"{checksum}:{dataset}"
+    if pending != (0, 0):
+        return pending
+    runner, tasks, lock = _scoring()
+    with lock:
+        task = runner.get(tasks.get(key))
+        if task is None:
+            store = run_store()
+            tasks[key] = runner.submit(f"Scoring {src.name}",
+                                       lambda _progress: split_predictions(store, src, "test", dataset)).id
+        elif task.status == "done":  # and yet no cache file (deleted since): the page computes them
+            del tasks[key]
+            return None
+        elif task.status == "failed":
+            return None
+    return pending
 
 
 def run_store() -> RunStore:

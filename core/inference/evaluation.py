@@ -39,9 +39,25 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
             except (CheckpointError, KeyError):
                 pass
             cache.unlink(missing_ok=True)  # a damaged or foreign cache is recomputed, never trusted
-        result = evaluate(model or load_source(src), x, y)
-        remember_predictions(store, file_sha256, dataset, split, result)
+        _progress[cache] = (0, len(y))
+        try:
+            result = evaluate(model or load_source(src), x, y,
+                              progress=lambda done, total: _progress.__setitem__(cache, (done, total)))
+            remember_predictions(store, file_sha256, dataset, split, result)
+        finally:
+            _progress.pop(cache, None)
         return result
+
+
+def pending_predictions(store: RunStore, src: ModelSource, split: str = "test",
+                        dataset: str | None = None) -> tuple[int, int] | None:
+    """None when `split_predictions` can answer from its disk cache now; else how far their computation has come,
+    (images done, images in all), which is (0, 0) when nobody in this process is computing them yet."""
+    cache = _cache_path(store, sha256_file(src.weights), dataset or src.dataset, split)
+    progress = _progress.get(cache)
+    if progress is None and cache.is_file():
+        return None
+    return progress or (0, 0)
 
 
 def remember_predictions(store: RunStore, weights_sha256: str, dataset: str, split: str, result: EvalResult) -> None:
@@ -52,6 +68,7 @@ def remember_predictions(store: RunStore, weights_sha256: str, dataset: str, spl
 
 
 _locks: dict[Path, threading.Lock] = {}
+_progress: dict[Path, tuple[int, int]] = {}  # cache file -> (images done, in all) while split_predictions computes it
 _locks_guard = threading.Lock()
 
 

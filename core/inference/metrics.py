@@ -6,6 +6,7 @@ and labels, so they are cheap to test and to cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,20 +38,25 @@ class EvalResult:
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities (N, 10) on the CPU for uint8 images (N, 28, 28) on the model's device."""
+def predict_probs(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 1000,
+                  progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Softmax probabilities (N, 10) on the CPU for uint8 images (N, 28, 28) on the model's device; `progress` is
+    told (images done, images in all) after each batch."""
     was_training = model.training
     model.eval()
-    out = [F.softmax(model(to_float(images_u8[i:i + batch_size])).float(), dim=1).cpu()
-           for i in range(0, len(images_u8), batch_size)]
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        out.append(F.softmax(model(to_float(images_u8[i:i + batch_size])).float(), dim=1).cpu())
+        if progress is not None:
+            progress(min(i + batch_size, len(images_u8)), len(images_u8))
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
-def evaluate(model: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1000) -> EvalResult:
-    """Loss and accuracy of `model` on the given images."""
-    return EvalResult.from_probs(predict_probs(model, images_u8, batch_size), labels.cpu())
+def evaluate(model: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Loss and accuracy of `model` on the given images (`progress` as for predict_probs)."""
+    return EvalResult.from_probs(predict_probs(model, images_u8, batch_size, progress), labels.cpu())
 
 
 # -- classification figures (sklearn's definitions) ----------------------------------------------------

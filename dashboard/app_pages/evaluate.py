@@ -24,6 +24,25 @@ if drawing_sets:
     choice = st.selectbox("Judge the model on", list(collections), format_func=collections.get, key="eval_data",
                           help="Your own handwriting, collected on Draw & predict and the Drawings page, or the test set.")
 st.session_state["eval_data_kept"] = choice
+
+
+@st.fragment(run_every=1.0)
+def scoring_panel() -> None:
+    """A model's first look at the test set (the starter's, on a fresh server: ~13 s) runs in the background: its
+    progress here, then the whole page once its figures can be shown."""
+    progress = state.scoring_progress(src, dataset)
+    if progress is None:
+        st.rerun()
+    done, total = progress
+    st.progress(done / total if total else 0.0,
+                text=f"Scoring {widgets.plain(src.name)} on the test images of {splits.info.title}: "
+                     + (f"{done:,} of {total:,}." if total else "starting.")
+                     + " Its figures appear here when it is done; each model is scored once, then kept on disk.")
+
+
+if choice == state.TEST_SET and state.scoring_progress(src, dataset) is not None:
+    scoring_panel()
+    st.stop()
 try:
     judged = state.judge(src, dataset, splits, choice)
 except DigitLabError as error:

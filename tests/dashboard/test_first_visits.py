@@ -60,3 +60,50 @@ def test_the_warm_up_leaves_evaluate_and_explain_their_first_views(app, tmp_path
     assert_clean(app)
     assert app.number_input(key="explain_index").value == state.EXPLAIN_DEFAULTS["index"]
     assert any("SHAP values of each class" in str(c.proto.spec) for c in app.get("plotly_chart"))
+
+
+def test_evaluate_shows_a_models_first_scoring_as_progress_then_its_figures(app, tmp_path, monkeypatch):
+    """A model without cached test predictions (the starter on a fresh server) is scored in the background: the page
+    draws at once with a progress bar instead of blocking, then shows the figures."""
+    import threading
+    import time
+
+    from core.inference import evaluation
+    from core.inference.weights import model_source
+    from tests.dashboard.pages_helpers import finished_runs, open_with_model
+
+    store, ids = finished_runs(tmp_path / "home", n=1)
+    for cached in (tmp_path / "home" / "cache").glob("*-test.safetensors"):
+        cached.unlink()  # as if the run had finished on another server
+    gate, real = threading.Event(), evaluation.evaluate
+
+    def slow_evaluate(*args, progress=None, **kwargs):
+        progress(1, 2)  # half way
+        assert gate.wait(60)
+        return real(*args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", slow_evaluate)
+    open_with_model(app, "evaluate", ids[0])
+    assert_clean(app)
+    src = model_source(store, ids[0])
+
+    def wait_for(pending):
+        deadline = time.time() + 60
+        while evaluation.pending_predictions(store, src, "test", "digits") != pending and time.time() < deadline:
+            time.sleep(0.05)
+
+    wait_for((1, 2))
+    app.run()  # what the panel's timer does, once a second
+    assert_clean(app)
+    bars = app.get("progress")
+    assert len(bars) == 1 and "Scoring run seed" in bars[0].proto.text and "1 of 2" in bars[0].proto.text
+    assert bars[0].proto.value == 50
+    assert not app.metric  # no figures before the predictions exist
+    gate.set()
+    wait_for(None)
+    app.run()
+    assert_clean(app)
+    assert not app.get("progress")
+    report = store.get(ids[0])
+    assert app.metric[0].label == "Accuracy"
+    assert app.metric[0].value == f"{report.metrics['test_accuracy']:.2%}"
