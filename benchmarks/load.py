@@ -28,7 +28,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, READY, SETUP_MS,  # noqa: E402
-                            VIEWPORT, SessionStats, draw_and_predict, failure, open_predict)
+                            VIEWPORT, SessionStats, behind, draw_and_predict, failure, open_predict)
 from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model, read_log,  # noqa: E402
                            start_server, stop_server, wait_healthy)
 
@@ -43,6 +43,7 @@ class LoadResult:
     cpu_count: int
     cpu_model: str
     load_average_start: float
+    browsers_nice: int = 0  # > 0: the browsers behind the server at this nice, as if on the visitors' own machines
     load_average_end: float = 0.0
     predicts: int = 0
     errors: int = 0
@@ -217,10 +218,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, preset: str | None = "fast",
              timeout_s: float | None = None, verdict_timeout_s: float = 30, server_pid: int | None = None,
              chromium: Path = CHROMIUM, chromium_args: list[str] | None = None, artifacts: Path | None = None,
-             log: Callable[[str], None] = print) -> LoadResult:
+             browsers_nice: int = 0, log: Callable[[str], None] = print) -> LoadResult:
     """Run the load and return its figures; `preset=None` runs no training job. Bounded by `timeout_s`.
 
-    `artifacts`: a folder for a screenshot of each session's page when it meets an error."""
+    `artifacts`: a folder for a screenshot of each session's page when it meets an error. `browsers_nice` > 0: run
+    Chromium at that nice (`canvas_visitor.behind`), behind the server as a class's browsers on their own laptops
+    would be; at 0 they share the cores with the server evenly. (The training job's worker runs at nice 10.)"""
     if artifacts is not None:
         artifacts.mkdir(parents=True, exist_ok=True)
     timeout_s = timeout_s or seconds + 480
@@ -228,11 +231,15 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     say = log
     log = lambda message: say(f"[{time.monotonic() - began:5.1f} s] {message}")  # noqa: E731
     result = LoadResult(sessions=sessions, seconds=seconds, cpu_count=cpu_count(), cpu_model=cpu_model(),
-                        load_average_start=os.getloadavg()[0], train_preset=preset or "")
+                        load_average_start=os.getloadavg()[0], train_preset=preset or "",
+                        browsers_nice=browsers_nice)
     stats = [SessionStats() for _ in range(sessions)]
     home = proc = sampler = None
     timing: list[dict] = []
     errors: list[tuple[str, str]] = []  # (kind, what happened) outside the sessions' own loops
+    launchers = Path(tempfile.mkdtemp(prefix="digit-lab-load-browser-"))
+    if browsers_nice:
+        chromium = behind(chromium, launchers, browsers_nice)
     try:
         if url is None:
             home = Path(tempfile.mkdtemp(prefix="digit-lab-load-"))
@@ -275,7 +282,10 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
                 log("server log (tail):\n" + server_log[-2000:])
         if home is not None:
             timing = read_log(home / TIMING_LOG)
+            if artifacts is not None:
+                (artifacts / "load-timing.json").write_text(json.dumps(timing))
             shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(launchers, ignore_errors=True)
 
     errors = [e for s in stats for e in s.errors] + errors
     round_trips = [t for s in stats for t in s.round_trip_ms]
@@ -329,8 +339,9 @@ def table(r: LoadResult) -> str:
         f"{_fmt(r.server_rss_final_mb)} MB |",
         "",
         f"machine: {r.cpu_count} CPU cores ({r.cpu_model}); load average {r.load_average_start:.1f} at the start, "
-        f"{r.load_average_end:.1f} at the end (other jobs may share the cores; "
-        "the browsers run on them too)",
+        f"{r.load_average_end:.1f} at the end (other jobs may share the cores; the browsers run on them too, "
+        + (f"behind the server: nice {r.browsers_nice}, as if on the visitors' own machines)" if r.browsers_nice
+           else "at the server's priority)"),
         f"server time: on the server's own clock, for each script run that read a drawing "
         f"({r.predict_server_samples} runs): the rerun request taken off the websocket -> the script's end "
         "(queueing + the run); in brackets the script run alone",
@@ -362,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="fast", help="the training job's preset; 'none' for no job")
     parser.add_argument("--verdict-timeout", type=float, default=30, help="seconds a verdict may take")
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run (default seconds + 480)")
+    parser.add_argument("--browsers-nice", type=int, default=0, metavar="N",
+                        help="run the browsers at nice N (1-19; their whole session too), unable to raise it, as if "
+                             "on the visitors' own machines (default 0: at the server's priority)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--artifacts", type=Path, help="a folder for screenshots of pages that met an error")
     args = parser.parse_args(argv)
@@ -381,8 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}", flush=True)
     result = run_load(args.sessions, args.seconds, args.url, None if args.preset == "none" else args.preset,
                       timeout_s, args.verdict_timeout, args.server_pid, artifacts=args.artifacts,
-
-                      log=lambda m: print(m, flush=True))
+                      browsers_nice=args.browsers_nice, log=lambda m: print(m, flush=True))
     print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,30 @@ def test_a_crashed_training_process_leaves_the_run_resumable_and_the_next_job_ru
     assert jobs.wait(resumed.id, timeout=120).status == "cancelled"
 
 
+def test_the_training_process_yields_the_cpu_in_a_scheduling_group_of_its_own(store, tiny_cfg):
+    """Nice 10 and, where Linux groups the CPU by session (autogroups), a session of its own lowered to 10 too:
+    a nice inside the server's session would yield only to the server, not to a browser in another session."""
+    import os
+    from pathlib import Path
+
+    ours = Path("/proc/self/autogroup")
+    before = ours.read_text() if ours.exists() else None
+    jobs = JobManager(store, worker="process")
+    job = jobs.submit(tiny_cfg.replace(epochs=500, limit_batches=None))
+    _wait_for(lambda: job.snapshot()["step"] >= 1)
+    child = jobs._processes[job.device].pid
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, child) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+        assert os.getsid(child) == child != os.getsid(0)
+        group = Path(f"/proc/{child}/autogroup")
+        if group.exists():
+            assert group.read_text().split()[-1] == "10"  # e.g. "/autogroup-746 nice 10"
+            assert ours.read_text() == before  # the server's own group untouched
+    finally:
+        jobs.stop(job.id)
+    assert jobs.wait(job.id, timeout=60).status == "cancelled"
+
+
 def test_an_unknown_worker_mode_is_refused_with_a_sentence(store):
     with pytest.raises(DigitLabError, match="DIGIT_LAB_WORKER"):
         JobManager(store, worker="fiber")

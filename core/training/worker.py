@@ -10,7 +10,10 @@ Why: a training thread inside the server competes with every page rerun for the 
 slowed it down; in its own process it does not, and a crash in training (out of memory, a native library's abort)
 ends that run as interrupted instead of taking the server down. The process runs at a lower priority (nice 10,
 `DIGIT_LAB_WORKER_NICE`): when a class is predicting, their pages come first and training takes what is left;
-when nobody else needs the CPU, training has all of it.
+when nobody else needs the CPU, training has all of it. It starts in a session of its own and lowers that session's
+scheduling group too: Linux (with autogroups, the default on desktops and here) shares the CPU between sessions
+before it looks at nice values, so a nice inside the server's session yielded only to the server itself, while a
+browser on the same machine, in its own session, still split the cores evenly with server and training together.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ class TrainingProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
         self.process = subprocess.Popen([sys.executable, "-m", "core.training.worker", "--home", str(store_root)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                        cwd=REPO, env=env)
+                                        cwd=REPO, env=env, start_new_session=True)  # its own CPU group
         self._write_lock = threading.Lock()
 
     @property
@@ -149,6 +152,18 @@ def serve(home: str, commands=sys.stdin, out=sys.stdout) -> int:
 NICE = 10  # the training process yields the CPU to the server and its pages; alone on a machine it still gets all of it
 
 
+def lower_priority(nice: int) -> None:
+    """Lower this process's priority by `nice`, and its session's scheduling group (Linux autogroup) to `nice` when
+    this process leads its session (as TrainingProcess starts it): never a group it shares with the server."""
+    if hasattr(os, "nice"):
+        os.nice(nice)  # a crowd's predictions are answered first; training takes what is left
+    if hasattr(os, "getsid") and os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice))
+        except (OSError, ValueError):  # no autogroups (disabled, not Linux): the nice above is all there is
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train runs sent as JSON lines on stdin (the dashboard's worker).")
     parser.add_argument("--home", required=True, help="the run store's folder")
@@ -156,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="scheduling priority to lower this process by (0 = as the server)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if args.nice and hasattr(os, "nice"):
-        os.nice(args.nice)  # a crowd's predictions are answered first; training takes what is left
+    if args.nice:
+        lower_priority(args.nice)
     return serve(args.home)
 
 
