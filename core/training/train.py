@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import ConfigError
+from core.training.allocator import keep_freed_memory
 from core.training.config import RunPlan, TrainConfig, plan
 from core.data.datasets import Splits, augment_batch, to_float
 from core.data.drawing_parts import DrawingImages
@@ -208,7 +209,9 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     With `cfg.drawings` the set's train half (from the drawing store at `drawings_root`, default $DIGIT_LAB_HOME)
     joins the training images. Under torchrun (`ranks`, core.training.distributed) every rank trains on its shard of
     each batch through DistributedDataParallel; figures (loss, accuracy, images) are the whole batch's.
+    The process's C allocator keeps freed memory for the next step from here on (core.training.allocator).
     """
+    keep_freed_memory()
     with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave
         return _train(cfg, splits, cleanup, device=device, on_event=on_event, should_stop=should_stop,
                       save_state=save_state, resume=resume, init_weights=init_weights, drawings_root=drawings_root,
