@@ -18,7 +18,7 @@ import torch
 from core.training.config import TrainConfig
 from core.errors import CheckpointError
 from core.storage import atomic_write_json, load_tensors, save_tensors
-from core.training.train import TrainState, make_optimizer
+from core.training.train import TrainState, make_optimizer, place
 from core.inference.weights import model_from_tensors
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,8 @@ def _restore(folder: Path, info: dict[str, Any], cfg: TrainConfig, device: torch
     tensors, meta = load_tensors(folder / _file(info), info["sha256"])
     if meta.get("model") != cfg.model:
         raise CheckpointError(f"The checkpoint is for {meta.get('model')!r}, not {cfg.model!r}.")
-    model = model_from_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, cfg.model,
-                               source="checkpoint", dropout=cfg.dropout).to(device)
+    model = place(model_from_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, cfg.model,
+                                     source="checkpoint", dropout=cfg.dropout), device)
     optimizer = make_optimizer(cfg, model)
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
