@@ -185,3 +185,41 @@ def test_focus_errors_needs_a_starting_model():
 
     with pytest.raises(ConfigError, match="init_from"):
         TrainConfig(focus_errors=2.0)
+
+
+def test_training_runs_convolutions_channels_last_and_saves_plain_weights(store, tiny_cfg, monkeypatch):
+    """The layout is how core trains (faster on oneDNN); the weights file is the same as before."""
+    placed = train_module.place(train_module.build_model("seed-cnn"), torch.device("cpu"))
+    convs = [m.weight for m in placed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not any(w.is_contiguous() for w in convs if w.shape[1] > 1)  # one input channel: the layouts coincide
+    layouts, real_place = [], train_module.place
+
+    def spy(model, device):
+        placed = real_place(model, device)
+        layouts.extend(m.weight.is_contiguous(memory_format=torch.channels_last)
+                       for m in placed.modules() if isinstance(m, torch.nn.Conv2d))
+        return placed
+
+    monkeypatch.setattr(train_module, "place", spy)
+    run = execute_run(store, create_run(store, tiny_cfg).id)
+    assert run.status == "completed" and layouts and all(layouts)
+    weights, _ = load_tensors(store.weights_path(run.id))
+    assert all(t.is_contiguous() for t in weights.values())
+
+
+def test_the_allocator_keeps_freed_memory_on_glibc_unless_told_not_to():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = "from core.training.allocator import keep_freed_memory as k; print(k(), k())"
+    tuned = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert tuned.stdout.split() == [str(glibc)] * 2, tuned.stderr
+    plain = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "DIGIT_LAB_MALLOC": "default"},
+                           capture_output=True, text=True, timeout=120)
+    assert plain.stdout.split() == ["False", "False"], plain.stderr
