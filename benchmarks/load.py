@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import math
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -31,58 +30,9 @@ from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, R
                             VIEWPORT, SessionStats, behind, draw_and_predict, failure, open_predict)
 from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model, read_log,  # noqa: E402
                            start_server, stop_server, wait_healthy)
+from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
 PROGRESS = re.compile(r"running · epoch \d+/\d+ · step (\d+)/")
-TARGET_MS = 200.0  # the issue's target for a predict's p95, server time
-
-
-@dataclass
-class LoadResult:
-    sessions: int
-    seconds: float
-    cpu_count: int
-    cpu_model: str
-    load_average_start: float
-    browsers_nice: int = 0  # > 0: the browsers behind the server at this nice, as if on the visitors' own machines
-    load_average_end: float = 0.0
-    predicts: int = 0
-    errors: int = 0
-    error_kinds: dict[str, int] = field(default_factory=dict)
-    error_samples: list[str] = field(default_factory=list)
-    predicts_per_session: list[int] = field(default_factory=list)
-    read_as_drawn: int = 0
-    redrawn: int = 0
-    round_trip_p50_ms: float | None = None  # mouse-up -> verdict on screen, in the browser
-    round_trip_p95_ms: float | None = None
-    rerun_p50_ms: float | None = None  # the script's start -> finish (websocket frames): server time
-    rerun_p95_ms: float | None = None
-    server_p50_ms: float | None = None  # the rerun request sent -> the script finished: + the server's queue
-    server_p95_ms: float | None = None
-    rerun_samples: int = 0
-    # From the server's own clock (benchmarks/server_timing.py; only for a server this script starts): the
-    # runs that read a drawing, from the rerun request leaving the websocket queue to the script's end.
-    predict_server_p50_ms: float | None = None
-    predict_server_p95_ms: float | None = None
-    predict_script_p50_ms: float | None = None  # the script run alone (start -> end)
-    predict_script_p95_ms: float | None = None
-    predict_server_samples: int = 0
-    train_preset: str = ""
-    train_step_start: int | None = None
-    train_step_end: int | None = None
-    train_images_per_second: float | None = None
-    train_stopped: bool = False
-    train_stop_seconds: float | None = None
-    server_rss_start_mb: float | None = None
-    server_rss_peak_mb: float | None = None
-    server_rss_final_mb: float | None = None
-    wall_seconds: float = 0.0
-
-    @property
-    def target_met(self) -> bool | None:
-        """The predict's p95 server time against the target: the server's own clock where it was read, else the
-        script's start -> finish as the browser saw the frames (which adds the browser's own delays)."""
-        p95 = self.predict_server_p95_ms if self.predict_server_p95_ms is not None else self.rerun_p95_ms
-        return None if p95 is None else p95 <= TARGET_MS
 
 
 def check_loopback(url: str) -> str:
@@ -206,15 +156,6 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100  # linear interpolation, as numpy.percentile
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, preset: str | None = "fast",
              timeout_s: float | None = None, verdict_timeout_s: float = 30, server_pid: int | None = None,
              chromium: Path = CHROMIUM, chromium_args: list[str] | None = None, artifacts: Path | None = None,
@@ -296,17 +237,17 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     result.redrawn = sum(s.redrawn for s in stats)
     result.errors, result.error_samples = len(errors), [f"{kind}: {detail}" for kind, detail in errors[:20]]
     result.error_kinds = {kind: n for kind in ERROR_KINDS if (n := sum(k == kind for k, _ in errors))}
-    result.round_trip_p50_ms, result.round_trip_p95_ms = _percentile(round_trips, 50), _percentile(round_trips, 95)
-    result.rerun_p50_ms, result.rerun_p95_ms = _percentile(reruns, 50), _percentile(reruns, 95)
+    result.round_trip_p50_ms, result.round_trip_p95_ms = percentile(round_trips, 50), percentile(round_trips, 95)
+    result.rerun_p50_ms, result.rerun_p95_ms = percentile(reruns, 50), percentile(reruns, 95)
     result.rerun_samples = len(reruns)
     servers = [t for s in stats for t in s.server_ms]
-    result.server_p50_ms, result.server_p95_ms = _percentile(servers, 50), _percentile(servers, 95)
+    result.server_p50_ms, result.server_p95_ms = percentile(servers, 50), percentile(servers, 95)
     if timing:
         predicts = [r for r in timing if r["predicted"]]
         waits = [1000 * (r["end"] - r["received"]) for r in predicts]
         runs = [1000 * (r["end"] - r["start"]) for r in predicts]
-        result.predict_server_p50_ms, result.predict_server_p95_ms = _percentile(waits, 50), _percentile(waits, 95)
-        result.predict_script_p50_ms, result.predict_script_p95_ms = _percentile(runs, 50), _percentile(runs, 95)
+        result.predict_server_p50_ms, result.predict_server_p95_ms = percentile(waits, 50), percentile(waits, 95)
+        result.predict_script_p50_ms, result.predict_script_p95_ms = percentile(runs, 50), percentile(runs, 95)
         result.predict_server_samples = len(predicts)
     if sampler is not None and sampler.samples:
         result.server_rss_start_mb = sampler.samples[0]
@@ -315,53 +256,6 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     result.load_average_end = os.getloadavg()[0]
     result.wall_seconds = time.monotonic() - began
     return result
-
-
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
-
-
-def table(r: LoadResult) -> str:
-    """The figures as a markdown table, with what each column measures underneath."""
-    target = {None: "n/a", True: "PASS", False: "FAIL"}[r.target_met]
-    steps = (f"{r.train_step_start}→{r.train_step_end}" if r.train_step_end is not None
-             else str(r.train_step_start or "–"))
-    rows = [
-        "| sessions | seconds | predicts | errors | server time p50 / p95 (script alone) | round trip p50 / p95 | "
-        "frames: rerun p50 / p95 | frames: request → finished p50 / p95 | training images/s (steps) | "
-        "server RSS peak / final |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {r.sessions} | {r.seconds:g} | {r.predicts} | {r.errors} | {_fmt(r.predict_server_p50_ms)} / "
-        f"{_fmt(r.predict_server_p95_ms)} ms ({_fmt(r.predict_script_p50_ms)} / {_fmt(r.predict_script_p95_ms)}) | "
-        f"{_fmt(r.round_trip_p50_ms)} / {_fmt(r.round_trip_p95_ms)} ms | {_fmt(r.rerun_p50_ms)} / "
-        f"{_fmt(r.rerun_p95_ms)} ms | {_fmt(r.server_p50_ms)} / {_fmt(r.server_p95_ms)} ms | "
-        f"{_fmt(r.train_images_per_second)} ({steps}) | {_fmt(r.server_rss_peak_mb)} / "
-        f"{_fmt(r.server_rss_final_mb)} MB |",
-        "",
-        f"machine: {r.cpu_count} CPU cores ({r.cpu_model}); load average {r.load_average_start:.1f} at the start, "
-        f"{r.load_average_end:.1f} at the end (other jobs may share the cores; the browsers run on them too, "
-        + (f"behind the server: nice {r.browsers_nice}, as if on the visitors' own machines)" if r.browsers_nice
-           else "at the server's priority)"),
-        f"server time: on the server's own clock, for each script run that read a drawing "
-        f"({r.predict_server_samples} runs): the rerun request taken off the websocket -> the script's end "
-        "(queueing + the run); in brackets the script run alone",
-        "round trip (browser): mouse-up on the canvas -> the verdict on screen (canvas encoding, websocket, "
-        "queueing, the rerun, rendering)",
-        f"frames: the script's start -> finish frames (and the rerun request sent -> the finish frame) as the browser "
-        f"receives them on loopback, so they add the browser's own delays ({r.rerun_samples} samples)",
-        f"target: predict server time p95 <= {TARGET_MS:.0f} ms: {target} (reported, not enforced)",
-        f"predicts per session: {r.predicts_per_session}; read as the digit drawn: {r.read_as_drawn} of {r.predicts}; "
-        f"strokes drawn again because a fresh canvas missed them: {r.redrawn}",
-        f"training job ({r.train_preset or 'none'}): "
-        + (f"stopped, {r.train_stop_seconds:.0f} s from the click to the page saying so" if r.train_stopped
-           else "NOT stopped")
-        + f"; server RSS at the start {_fmt(r.server_rss_start_mb)} MB; wall {r.wall_seconds:.0f} s",
-    ]
-    if r.errors:
-        rows.append("errors by kind: " + ", ".join(f"{kind} {n}" for kind, n in r.error_kinds.items())
-                    + " (timeout: nothing within the verdict timeout; every kind counts)")
-        rows.append("errors:\n  " + "\n  ".join(r.error_samples))
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,11 +49,12 @@ def split_predictions(store: RunStore, src: ModelSource, split: str = "test", da
         return result
 
 
-def pending_predictions(store: RunStore, src: ModelSource, split: str = "test",
-                        dataset: str | None = None) -> tuple[int, int] | None:
+def pending_predictions(store: RunStore, src: ModelSource, split: str = "test", dataset: str | None = None,
+                        file_sha256: str | None = None) -> tuple[int, int] | None:
     """None when `split_predictions` can answer from its disk cache now; else how far their computation has come,
-    (images done, images in all), which is (0, 0) when nobody in this process is computing them yet."""
-    cache = _cache_path(store, sha256_file(src.weights), dataset or src.dataset, split)
+    (images done, images in all), which is (0, 0) when nobody in this process is computing them yet.
+    `file_sha256`: the weights file's checksum, when the caller has just computed it."""
+    cache = _cache_path(store, file_sha256 or sha256_file(src.weights), dataset or src.dataset, split)
     progress = _progress.get(cache)
     if progress is None and cache.is_file():
         return None

@@ -5,7 +5,6 @@ reads the set, a confidence threshold for Draw & predict, fine-tuning on the set
 """
 import re
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -17,7 +16,7 @@ from core.inference.drawing_scores import DIGIT_DATASETS, lowest_threshold, thre
 from core.inference.metrics import class_report, confusion
 from core.inference.weights import STARTER, model_source
 from core.training.retrain import retrain_config
-from dashboard import state, widgets
+from dashboard import judging, state, widgets
 
 DIGITS = tuple(str(d) for d in range(10))
 PER_PAGE = 40  # drawings in one page of the gallery
@@ -149,7 +148,7 @@ def scored(current: DrawingSet, key: str, part: str):
             st.info(f"{widgets.plain(src.name)}, the sidebar's model, was trained on {src.dataset}: it does not read "
                     "digits. Choose a digit model in the sidebar.", icon=":material/info:")
             return None, None
-        return src, state.set_score(current.id, state.set_version(current.id), src.key, src.sha256, part)
+        return src, judging.set_score(current.id, judging.set_version(current.id), src.key, src.sha256, part)
     except DigitLabError as error:
         widgets.error_box(error)
         return None, None
@@ -158,7 +157,7 @@ def scored(current: DrawingSet, key: str, part: str):
 def scores_tab(current: DrawingSet, part: str) -> None:
     runs = tuple((r.id, r.weights_sha256) for r in store.list(status="completed"))
     try:
-        rows = state.set_score_table(current.id, state.set_version(current.id), runs, part)
+        rows = judging.set_score_table(current.id, judging.set_version(current.id), runs, part)
     except DigitLabError as error:
         widgets.error_box(error)
         return

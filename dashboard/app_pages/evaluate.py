@@ -9,16 +9,16 @@ from core.errors import DigitLabError
 from core.inference.weights import model_source
 from core.inference.drawing_scores import DIGIT_DATASETS
 from core.inference.metrics import calibration, class_report, confusion, mcnemar, reject_curve
-from dashboard import state, widgets
+from dashboard import judging, state, widgets
 
 store = state.run_store()
 st.title("Evaluate")
 src, dataset, splits = state.selected_source()
-drawing_sets = state.judging_sets(src)
-collections = {state.TEST_SET: f"The test set of {splits.info.title}",
+drawing_sets = judging.judging_sets(src)
+collections = {judging.TEST_SET: f"The test set of {splits.info.title}",
                **{s.id: f"The drawing set “{s.name}” ({s.count:,} drawings)" for s in drawing_sets}}
 kept = st.session_state.get("eval_data", st.session_state.get("eval_data_kept"))  # survives visits to other pages
-choice = kept if kept in collections else state.TEST_SET  # e.g. the set was deleted, or the model reads no digits
+choice = kept if kept in collections else judging.TEST_SET  # e.g. the set was deleted, or the model reads no digits
 if drawing_sets:
     st.session_state["eval_data"] = choice
     choice = st.selectbox("Judge the model on", list(collections), format_func=collections.get, key="eval_data",
@@ -30,7 +30,7 @@ st.session_state["eval_data_kept"] = choice
 def scoring_panel() -> None:
     """A model's first look at the test set (the starter's, on a fresh server: ~13 s) runs in the background: its
     progress here, then the whole page once its figures can be shown."""
-    progress = state.scoring_progress(src, dataset)
+    progress = judging.scoring_progress(src, dataset)
     if progress is None:
         st.rerun()
     done, total = progress
@@ -40,11 +40,11 @@ def scoring_panel() -> None:
                      + " Its figures appear here when it is done; each model is scored once, then kept on disk.")
 
 
-if choice == state.TEST_SET and state.scoring_progress(src, dataset) is not None:
+if choice == judging.TEST_SET and judging.scoring_progress(src, dataset) is not None:
     scoring_panel()
     st.stop()
 try:
-    judged = state.judge(src, dataset, splits, choice)
+    judged = judging.judge(src, dataset, splits, choice)
 except DigitLabError as error:
     widgets.error_box(error)
     st.stop()
@@ -166,7 +166,7 @@ with compare_tab:
                                  format_func=names.get, key="eval_compare")
         try:
             other_src = model_source(store, other_key)
-            other = state.judge(other_src, dataset, splits, choice).result.probs.numpy()
+            other = judging.judge(other_src, dataset, splits, choice).result.probs.numpy()
         except DigitLabError as error:
             widgets.error_box(error)
         else:

@@ -10,7 +10,7 @@ from core.models.zoo import ZOO
 from core.insight.layers import activations, input_filters
 from core.insight.trust import additivity, deletion_curve, randomisation_check
 from dashboard import explain_plots as plots
-from dashboard import state, widgets
+from dashboard import judging, state, widgets
 
 st.title("Explain")
 src, dataset, splits = state.selected_source()
@@ -19,7 +19,7 @@ classes = splits.info.classes
 
 # -- which image ---------------------------------------------------------------------------------------
 offers = state.explain_offers()  # images other pages sent or offered, with the model that read them
-drawing_sets = state.judging_sets(src)  # the visitors' own handwriting, when the model reads digits
+drawing_sets = judging.judging_sets(src)  # the visitors' own handwriting, when the model reads digits
 TEST_IMAGE, DRAWING = "A test image", "A drawing from a set"
 choices = [f"The image from {origin}" for origin in offers] + [TEST_IMAGE] + ([DRAWING] if drawing_sets else [])
 focus = state.take_explain_focus()
@@ -49,7 +49,7 @@ elif source == DRAWING:
         st.session_state["explain_set"] = handed if handed in set_names else next(iter(set_names))
     c0, c1, c2 = st.columns([2, 2, 1], vertical_alignment="bottom")
     set_id = c0.selectbox("Drawing set", list(set_names), format_func=set_names.get, key="explain_set")
-    drawings = state.drawing_images(set_id, state.set_version(set_id))
+    drawings = judging.drawing_images(set_id, judging.set_version(set_id))
     if not 0 <= st.session_state.get("explain_drawing", 0) < len(drawings.ids):
         st.session_state["explain_drawing"] = 0  # the set changed or shrank
     index = int(c1.number_input("Drawing number", 0, len(drawings.ids) - 1, key="explain_drawing"))

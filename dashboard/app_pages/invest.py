@@ -118,7 +118,6 @@ def progress_line(exp) -> None:
 
 def results(exp, live: bool) -> None:
     """The verdict, the labels curve, accuracy against compute and the break-even, from the stored runs."""
-    spec = exp.settings
     points, pretrain = experiment_points(store, exp), pretrain_summary(store, exp)
     summary = summarise(points)
     if not summary:

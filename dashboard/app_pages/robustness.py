@@ -10,7 +10,7 @@ from core.errors import DigitLabError
 from core.insight.attacks import (CORRUPTIONS, SEVERITY_PARAMS, AttackSettings, attack_image, corruption_table,
                                   robustness_curve)
 from core.inference.weights import load_source, model_source
-from dashboard import state, widgets
+from dashboard import judging, state, widgets
 
 st.title("Robustness & privacy")
 src, dataset, splits = state.selected_source()
@@ -65,7 +65,7 @@ if one_tab.open is not False:
             if source == "A test image":
                 index = int(eps_col.number_input("Test image number", 0, len(splits.test_y) - 1, key="robust_index"))
             else:
-                probs = state.predictions(src.key, src.sha256, dataset).probs.numpy()
+                probs = judging.predictions(src.key, src.sha256, dataset).probs.numpy()
                 wrong = np.flatnonzero(probs.argmax(1) != splits.test_y.numpy())
                 wrong = wrong[np.argsort(-probs[wrong].max(1))]  # the most confident mistakes first
                 rank = eps_col.slider("Mistake (most confident first)", 1, max(len(wrong), 1), 1, key="robust_mistake",
