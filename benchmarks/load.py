@@ -32,7 +32,7 @@ from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model
                            start_server, stop_server, wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
-PROGRESS = re.compile(r"running · epoch \d+/\d+ · step (\d+)/")
+PROGRESS = re.compile(r"(?:queued|running) · epoch \d+/\d+ · step (\d+)/")  # the job's bar: started, or starting
 
 
 def check_loopback(url: str) -> str:
@@ -249,6 +249,9 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
         result.predict_server_p50_ms, result.predict_server_p95_ms = percentile(waits, 50), percentile(waits, 95)
         result.predict_script_p50_ms, result.predict_script_p95_ms = percentile(runs, 50), percentile(runs, 95)
         result.predict_server_samples = len(predicts)
+        result.predict_cpu_p50_ms = percentile([1000 * r["cpu"] for r in predicts if "cpu" in r], 50)
+        waited = [1000 * r["runqueue"] for r in predicts if "runqueue" in r]
+        result.predict_runqueue_p50_ms, result.predict_runqueue_p95_ms = percentile(waited, 50), percentile(waited, 95)
     if sampler is not None and sampler.samples:
         result.server_rss_start_mb = sampler.samples[0]
         result.server_rss_peak_mb = max(sampler.samples)

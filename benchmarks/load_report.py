@@ -37,6 +37,9 @@ class LoadResult:
     predict_script_p50_ms: float | None = None  # the script run alone (start -> end)
     predict_script_p95_ms: float | None = None
     predict_server_samples: int = 0
+    predict_cpu_p50_ms: float | None = None  # of which the script's thread ran on a core (CPU time) ...
+    predict_runqueue_p50_ms: float | None = None  # ... and waited for one, runnable (Linux schedstat)
+    predict_runqueue_p95_ms: float | None = None
     train_preset: str = ""
     train_step_start: int | None = None
     train_step_end: int | None = None
@@ -97,6 +100,9 @@ def table(r: LoadResult) -> str:
         "queueing, the rerun, rendering)",
         f"frames: the script's start -> finish frames (and the rerun request sent -> the finish frame) as the browser "
         f"receives them on loopback, so they add the browser's own delays ({r.rerun_samples} samples)",
+        f"of the script run: CPU time p50 {_fmt(r.predict_cpu_p50_ms, 1)} ms; waiting for a core (runnable, the "
+        f"cores busy with other processes) p50 / p95 {_fmt(r.predict_runqueue_p50_ms)} / "
+        f"{_fmt(r.predict_runqueue_p95_ms)} ms",
         f"target: predict server time p95 <= {TARGET_MS:.0f} ms: {target} (reported, not enforced)",
         f"predicts per session: {r.predicts_per_session}; read as the digit drawn: {r.read_as_drawn} of {r.predicts}; "
         f"strokes drawn again because a fresh canvas missed them: {r.redrawn}",

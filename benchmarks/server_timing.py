@@ -3,13 +3,15 @@ and the browser tests, starting such a server, waiting for it, reading its log a
 
     python benchmarks/server_timing.py LOG.jsonl run dashboard/app.py [streamlit options]
 Runs Streamlit's own command line unchanged, except that each script run appends one JSON line to LOG.jsonl:
-    {"session": id, "received": t, "start": t, "end": t, "predicted": bool}   (time.monotonic() seconds)
-`received` is when the server took the oldest rerun request this run answered off the websocket (so `end -
-received` is the server's time for a request: its queue plus the script), `start`/`end` bracket the script run
-(reruns that interrupt it are folded in, as the visitor waits for them too), and `predicted` says whether the run
-read a drawing (core.inference.predict.Predictor.predict was called in it). Nothing in the app changes, and
-nothing of the app is imported before its first run (importing torch here would hide its cost from the first page):
-the predict is noted from the first run after the one that imported it (a page's first run never reads a drawing).
+    {"session": id, "received": t, "start": t, "end": t, "cpu": s, "runqueue": s, "predicted": bool}
+(times in time.monotonic() seconds). `received` is when the server took the oldest rerun request this run answered
+off the websocket (so `end - received` is the server's time for a request: its queue plus the script); `start`/`end`
+bracket the script run; of that, `cpu` is the time its thread ran on a core and `runqueue` the time it waited,
+runnable, for one (Linux schedstat; 0 elsewhere), the rest it waited for the GIL, a lock or I/O. Reruns that
+interrupt a run are folded in (the visitor waits for them too). `predicted` says whether the run read a drawing
+(core.inference.predict.Predictor.predict was called in it). Nothing in the app changes, and nothing of the app is
+imported before its first run (importing torch here would hide its cost from the first page): the predict is noted
+from the first run after the one that imported it (a page's first run never reads a drawing).
 """
 from __future__ import annotations
 
@@ -49,18 +51,25 @@ def install(log_path: str) -> None:
     def timed_run(self, rerun_data) -> None:
         _local.predicted = False
         note_predictions()
-        start = time.monotonic()
+        start, cpu, queued = time.monotonic(), time.thread_time(), _runqueue_wait()
         try:
             run_script(self, rerun_data)
         finally:
-            end = time.monotonic()
+            end, cpu, queued = time.monotonic(), time.thread_time() - cpu, _runqueue_wait() - queued
             with _lock:
                 waiting = _pending[self._session_id]
                 answered = [t for t in waiting if t <= end]
                 _pending[self._session_id] = [t for t in waiting if t > end]
             received = min(answered, default=start)
             log.write(json.dumps({"session": self._session_id, "received": received, "start": start, "end": end,
-                                  "predicted": _local.predicted}) + "\n")
+                                  "cpu": cpu, "runqueue": queued, "predicted": _local.predicted}) + "\n")
+
+    def _runqueue_wait() -> float:
+        """Seconds this thread has waited for a core so far (Linux schedstat), 0 where unknown."""
+        try:
+            return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
 
     def note_predictions() -> None:
         predictor = getattr(sys.modules.get("core.inference.predict"), "Predictor", None)  # None: not (yet) imported

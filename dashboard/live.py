@@ -62,7 +62,9 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     head, button = st.columns([4, 1], vertical_alignment="center")
     head.markdown(f"**{widgets.plain(record.name)}**" + _what(record))
     if status == "queued":
-        st.info(f"Queued — position {jobs.queue_position(record.id) or 1} behind the run on {snap['device']}.")
+        position = jobs.queue_position(record.id)
+        st.info(f"Queued — position {position} behind the run on {snap['device']}." if position else
+                "Starting — the training process is loading the model and the data.")
     total = max(snap["total_steps"], 1)
     text = f"{status} · epoch {snap['epoch']}/{snap['epochs']} · step {snap['step']}/{snap['total_steps']}"
     if snap["phase"]:

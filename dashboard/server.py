@@ -89,7 +89,21 @@ def warm_up() -> threading.Thread | None:
     return thread
 
 
+WARM_UP_NICE = 19  # the warm-up thread's scheduling priority (Linux: per thread): behind every visitor's rerun
+
+
+def _behind_visitors() -> None:
+    """Lower the calling thread's priority, so its work (on the server's one torch thread) takes only the CPU that
+    visitors' reruns leave. On a fresh server a class arrives during the warm-up: at the same priority it took half
+    of the server's share of the cores, and each drawing's answer waited for it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_UP_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the warm-up only runs at the visitors' priority
+        pass
+
+
 def _warm(store: RunStore) -> None:
+    _behind_visitors()
     try:
         starter = model_source(store, STARTER)
         if is_available(starter.dataset):

@@ -5,11 +5,15 @@ the explanation figures live in dashboard/explain_plots.py.
 """
 from __future__ import annotations
 
+import base64
+import html
+import io
 from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
 from core.data.datasets import unit
 from core.insight.compare import escape_markdown
@@ -102,16 +106,41 @@ def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, l
 
 
 def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: int | None = None,
-                     height: int = 280) -> go.Figure:
-    """One bar per class, the answer highlighted, each bar labelled. Built from one dict: it is redrawn on every
-    stroke, and plotly's attribute-by-attribute updates cost ten times more (18 ms against 1.6 ms here)."""
-    frame = layout_spec("Probabilities", "class", "probability", height)
-    frame["yaxis"].update(range=[0, 1.18], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1.0])
-    frame["xaxis"].update(type="category")
-    bars = dict(type="bar", x=list(classes), y=[float(p) for p in probs], cliponaxis=False,
-                marker=dict(color=[PALETTE[0] if i == highlight else "#a5b4fc" for i in range(len(probs))]),
-                text=[f"{p:.0%}" for p in probs], textposition="outside")
-    return go.Figure(dict(data=[bars], layout=frame))
+                     title: str = "Probabilities", bar_px: int = 110) -> str:
+    """One bar per class, the answer highlighted, each bar labelled with its percentage, as a small HTML block for
+    `st.html`. Not a plotly figure: Draw & predict redraws it on every stroke, for every visitor of a shared server,
+    and plotly cost the server ~12 ms to build and serialise it and each browser a full chart render per stroke."""
+    probs = [min(max(float(p), 0.0), 1.0) for p in probs]
+    cells, names = [], []
+    for i, (name, p) in enumerate(zip(classes, probs)):
+        colour = PALETTE[0] if i == highlight else "#a5b4fc"
+        weight = "font-weight:600;" if i == highlight else ""
+        cells.append(f'<div style="display:flex;flex-direction:column;justify-content:flex-end;align-items:center;'
+                     f'min-width:0"><span style="font-size:0.7rem;{weight}">{p:.0%}</span>'
+                     f'<div style="width:100%;height:{max(1, round(p * bar_px))}px;background:{colour};'
+                     f'border-radius:3px 3px 0 0"></div></div>')
+        names.append(f'<span style="text-align:center;font-size:0.75rem;line-height:1.1;overflow-wrap:anywhere;'
+                     f'min-width:0;{weight}">{html.escape(str(name))}</span>')
+    grid = f"display:grid;grid-template-columns:repeat({len(probs)},minmax(0,1fr));gap:4px"
+    summary = ", ".join(f"{name} {p:.1%}" for name, p in zip(classes, probs))
+    return (f'<div role="img" aria-label="{html.escape(title)}: {html.escape(summary)}">'
+            f'<div style="font-weight:600;margin-bottom:0.25rem">{html.escape(title)}</div>'
+            f'<div style="{grid};align-items:end;height:{bar_px + 18}px;border-bottom:1px solid #9ca3af">'
+            f'{"".join(cells)}</div><div style="{grid};margin-top:2px">{"".join(names)}</div></div>')
+
+
+def model_view(image: Any, lines: Sequence[str], caption: str = "What the model sees (28×28)", px: int = 112) -> str:
+    """The 28×28 image a model read, enlarged by the browser with square pixels (sent as a 28×28 PNG inside the
+    block: no media file to fetch), beside `lines` of HTML text, as one HTML block for `st.html`."""
+    arr = (np.asarray(unit(image.cpu() if hasattr(image, "cpu") else image), np.float32).clip(0, 1) * 255).round()
+    buffer = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8), mode="L").save(buffer, format="PNG")
+    src = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return (f'<div style="display:flex;gap:1.25rem;align-items:flex-start;margin-bottom:0.5rem">'
+            f'<figure style="margin:0;width:{px}px"><img src="{src}" width="{px}" height="{px}" alt="{html.escape(caption)}" '
+            f'style="image-rendering:pixelated;display:block;border-radius:2px">'
+            f'<figcaption style="font-size:0.75rem;opacity:0.7;margin-top:0.2rem">{html.escape(caption)}</figcaption>'
+            f'</figure><div style="line-height:1.6">{"<br>".join(lines)}</div></div>')
 
 
 def digit_image(image: Any, scale: int = 4) -> np.ndarray:

@@ -200,9 +200,12 @@ class DrawingStore:
 
     def list_sets(self) -> list[DrawingSet]:
         """Every set with its counts, by name."""
-        with self._db() as db:
-            rows = db.execute("SELECT id FROM sets ORDER BY name COLLATE NOCASE, created").fetchall()
-        return [self.get_set(r[0]) for r in rows]
+        with self._db() as db:  # one query: Draw & predict lists the sets on every stroke
+            rows = db.execute("SELECT id, name, created, owner FROM sets ORDER BY name COLLATE NOCASE, created").fetchall()
+            counts: dict[str, dict[int, int]] = {}
+            for set_id, label, n in db.execute("SELECT set_id, label, COUNT(*) FROM drawings GROUP BY set_id, label"):
+                counts.setdefault(set_id, {})[label] = n
+        return [self._described(row, counts.get(row[0], {})) for row in rows]
 
     def get_set(self, set_id: str) -> DrawingSet:
         with self._db() as db:
@@ -211,6 +214,11 @@ class DrawingStore:
                 raise DrawingSetError(f"No drawing set with id {set_id!r}.")
             counts = dict(db.execute("SELECT label, COUNT(*) FROM drawings WHERE set_id = ? GROUP BY label",
                                      (set_id,)).fetchall())
+        return self._described(row, counts)
+
+    @staticmethod
+    def _described(row: tuple, counts: dict[int, int]) -> DrawingSet:
+        """A set from its row (id, name, created, owner) and its drawings per label."""
         per_label = tuple(int(counts.get(d, 0)) for d in range(10))
         return DrawingSet(row[0], row[1], row[2], row[3], sum(per_label), per_label)
 

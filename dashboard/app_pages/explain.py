@@ -82,7 +82,7 @@ left, right = st.columns([1, 3])
 left.image(widgets.digit_image(image, 5), width=140, clamp=True)
 right.markdown(f"**{widgets.plain(src.name)}** reads **{classes[predicted]}** ({probs[predicted]:.1%})"
                + (f"; the true label is **{classes[true_label]}**" if true_label is not None else "") + ".")
-right.plotly_chart(widgets.probability_bars(probs, classes, predicted).update_layout(height=220), key="explain_probs")
+right.html(widgets.probability_bars(probs, classes, predicted))
 
 # Only the open tab is computed (results are cached per model and image in the explainer), so the page
 # answers quickly and a tab costs its time only when a person opens it.

@@ -4,13 +4,14 @@ Each source (drawing, upload, test image) is its own tab and only the open tab i
 screen always belongs to the image beside it.
 """
 import hashlib
+import html
 
 import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas  # Components v2: import only inside a running app
 
 from core.data.datasets import unit
-from core.data.drawing_sets import Verdict
+from core.data.drawing_sets import DrawingSet, Verdict
 from core.errors import DigitLabError, EmptyDrawingError
 from core.inference.predict import Prediction, Predictor
 from core.data.preprocess import decode_upload
@@ -40,20 +41,18 @@ def show_result(prediction: Prediction, origin: str, true_label: int | None = No
         st.markdown(f"### Not sure — draw again ({label}? only {prediction.confidence:.0%})")
     if canvas is not None and tuple(prediction.classes) == DIGITS:  # a garment model's answer is no digit label
         save_controls(prediction, canvas, set_slot)
-    seen, top = st.columns([1, 2])
-    seen.image(widgets.digit_image(prediction.model_input, scale=4), width=112, clamp=True,
-               caption="What the model sees (28×28)")
-    top.markdown("Top 3:  \n" + "  \n".join(f"**{prediction.classes[i]}** {p:.1%}" for i, p in prediction.top(3)))
+    # What the model saw, its top 3 and the probabilities: one HTML block, as this runs on every stroke
+    top = [f"<b>{html.escape(prediction.classes[i])}</b> {p:.1%}" for i, p in prediction.top(3)]
     if len(chosen) > 1:
-        top.caption(f"Ensemble of {len(chosen)} models: probabilities averaged.")
+        top.append(f'<small>Ensemble of {len(chosen)} models: probabilities averaged.</small>')
+    st.html(widgets.model_view(prediction.model_input, ["Top 3:", *top])
+            + widgets.probability_bars(prediction.probs, prediction.classes, prediction.label, bar_px=80))
     request = state.ExplainRequest(origin, prediction.model_input, chosen[0], true_label)
     state.offer_to_explain(request)
-    if top.button("Explain this prediction", icon=":material/lightbulb:", key=f"predict_explain_{origin}",
-                  help="Opens Explain on this image with " + (names[chosen[0]] if len(chosen) == 1 else
-                                                              f"the first model of the ensemble, {names[chosen[0]]}")):
+    if st.button("Explain this prediction", icon=":material/lightbulb:", key=f"predict_explain_{origin}",
+                 help="Opens Explain on this image with " + (names[chosen[0]] if len(chosen) == 1 else
+                                                             f"the first model of the ensemble, {names[chosen[0]]}")):
         state.send_to_explain(request)
-    st.plotly_chart(widgets.probability_bars(prediction.probs, prediction.classes, prediction.label, height=220),
-                    key=f"predict_probs_{origin}")
 
 
 def verdict_key() -> str:
@@ -61,13 +60,12 @@ def verdict_key() -> str:
     return chosen[0] if len(chosen) == 1 else "ensemble:" + "+".join(chosen)
 
 
-def chosen_set_name(sets) -> str:
+def chosen_set_name(listed: list[DrawingSet]) -> str:
     """The name of the set the save buttons save to: the chooser's set, or the new set's name as typed."""
     choice = st.session_state.get("predict_save_set")
-    if choice and choice != NEW_SET:
-        found = sets.find(choice)
-        if found is not None:
-            return found.name
+    found = next((s for s in listed if s.id == choice), None) if choice and choice != NEW_SET else None
+    if found is not None:
+        return found.name
     typed = st.session_state.get("predict_save_new")
     return DEFAULT_SET if typed is None else typed.strip()
 
@@ -78,7 +76,7 @@ def save_drawing(prediction: Prediction, canvas: np.ndarray, label: int | None) 
     try:
         if label is None:
             raise DigitLabError("Pick the digit it really is first.")
-        name = chosen_set_name(sets)
+        name = chosen_set_name(sets.list_sets())
         target = sets.find(name) or sets.create_set(name, owner=state.visitor_id())
         drawing = sets.add(target.id, prediction.model_input, canvas, label=label, drawer=state.visitor_id(),
                            drawer_name=st.session_state.get("predict_save_drawer") or None,
@@ -106,9 +104,8 @@ def undo_save() -> None:
 
 
 def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
-    """One compact row under the verdict, "Yes, save it" and "No — save as…" (a digit picker); the set it goes to and
-    who drew it in `set_slot` (under the canvas)."""
-    sets = state.drawing_store()
+    """One compact row under the verdict, "Yes, save it" and "No — save as…" (a digit picker, filled in only when
+    opened: this runs on every stroke); the set it goes to and who drew it in `set_slot` (under the canvas)."""
     digest = hashlib.sha256(np.ascontiguousarray(prediction.model_input, dtype="<f4").tobytes()).hexdigest()
     saved = st.session_state.get("predict_saved")
     label = prediction.classes[prediction.label]
@@ -124,28 +121,32 @@ def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
     row.button(f"Yes, it's {widgets.article(label)} {label} — save it", icon=":material/check:",
                key="predict_save_right", on_click=save_drawing, args=(prediction, canvas, prediction.label),
                help=f"Save this drawing, labelled {label}, in the drawing set chosen beside.")
-    true_key = f"predict_save_true_{digest[:12]}"  # a new drawing starts on the model's second guess
-    with row.popover("No — save as…", icon=":material/edit:"):
-        second = next(i for i, _ in prediction.top(2) if i != prediction.label)
-        true = st.pills("It is", list(range(len(prediction.classes))), format_func=prediction.classes.__getitem__,
-                        key=true_key, default=second)
-        st.button(f"Save as {prediction.classes[true]}" if true is not None else "Pick the right digit",
-                  key="predict_save_wrong", disabled=true is None, type="primary", on_click=save_drawing,
-                  args=(prediction, canvas, true))
-    existing = {s.id: f"{s.name} ({s.count})" for s in sets.list_sets()}
+    wrong = row.popover("No — save as…", icon=":material/edit:", key="predict_save_as", on_change="rerun")
+    if wrong.open is not False:  # None when popovers are not tracked (AppTest): then it is filled
+        with wrong:
+            true_key = f"predict_save_true_{digest[:12]}"  # a new drawing starts on the model's second guess
+            second = next(i for i, _ in prediction.top(2) if i != prediction.label)
+            true = st.pills("It is", list(range(len(prediction.classes))), format_func=prediction.classes.__getitem__,
+                            key=true_key, default=second)
+            st.button(f"Save as {prediction.classes[true]}" if true is not None else "Pick the right digit",
+                      key="predict_save_wrong", disabled=true is None, type="primary", on_click=save_drawing,
+                      args=(prediction, canvas, true))
+    listed = state.drawing_store().list_sets()
+    existing = {s.id: f"{s.name} ({s.count})" for s in listed}
     if st.session_state.get("predict_save_set") not in [*existing, NEW_SET]:  # first time, or its set was deleted
-        mine = sets.find(DEFAULT_SET)
+        mine = next((s for s in listed if s.name == DEFAULT_SET), None)
         st.session_state["predict_save_set"] = mine.id if mine else NEW_SET
     handed = state.current_drawing_set()  # the set last saved to or opened on the Drawings page
     if handed in existing and st.session_state.get("predict_save_set_handed") != handed:
         st.session_state["predict_save_set"] = st.session_state["predict_save_set_handed"] = handed
-    shown = chosen_set_name(sets) or "?"
+    shown = chosen_set_name(listed) or "?"
+    # Always filled, unlike the one above: a widget left unrendered loses its value (the set, who drew it)
     with set_slot.popover(f"Saves to: {shown[:24] + '…' if len(shown) > 25 else shown}", icon=":material/folder:",
-                     help="The drawing set the buttons save to, and who drew it."):
+                          help="The drawing set the buttons save to, and who drew it."):
         choice = st.selectbox("Save to", [*existing, NEW_SET], key="predict_save_set",
                               format_func=lambda k: existing.get(k, "A new set…"))
         if choice == NEW_SET:
-            st.text_input("New set's name", DEFAULT_SET if sets.find(DEFAULT_SET) is None else "",
+            st.text_input("New set's name", DEFAULT_SET if DEFAULT_SET not in {s.name for s in listed} else "",
                           key="predict_save_new", max_chars=80)
         st.text_input("Drawn by (optional)", key="predict_save_drawer", max_chars=80,
                       placeholder="a name, or leave empty")
@@ -191,10 +192,10 @@ def draw_and_read() -> None:
         set_slot = st.container()  # where saved drawings go: filled once there is a verdict
     with right:
         try:
-            if canvas.image_data is None:
+            drawn = canvas.image_data  # decoded from the component's PNG on each access: read once
+            if drawn is None:
                 raise EmptyDrawingError("The canvas is empty — draw a digit first.")
-            show_result(predictor.predict(canvas.image_data), "Draw & predict", canvas=canvas.image_data,
-                        set_slot=set_slot)
+            show_result(predictor.predict(drawn), "Draw & predict", canvas=drawn, set_slot=set_slot)
         except EmptyDrawingError:
             st.info("Draw a digit on the black square: the answer appears here when you lift the pen.",
                     icon=":material/draw:")

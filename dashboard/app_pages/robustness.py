@@ -89,10 +89,8 @@ if one_tab.open is not False:
         b.image(widgets.signed_image(delta, 5), width=140, caption=f"perturbation (amplified; max |Δ| {np.abs(delta).max():.2f})")
         c.image(widgets.digit_image(result.adversarial, 5), width=140, clamp=True, caption="adversarial")
         left, right = st.columns(2)
-        left.plotly_chart(widgets.probability_bars(clean_probs, classes, before, height=220).update_layout(
-            title_text="Before the attack"), key="robust_probs_before")
-        right.plotly_chart(widgets.probability_bars(adv_probs, classes, after, height=220).update_layout(
-            title_text="After the attack"), key="robust_probs_after")
+        left.html(widgets.probability_bars(clean_probs, classes, before, "Before the attack"))
+        right.html(widgets.probability_bars(adv_probs, classes, after, "After the attack"))
         if st.button("Explain the adversarial image", icon=":material/lightbulb:", key="robust_explain"):
             state.send_to_explain(state.ExplainRequest("Robustness & privacy", result.adversarial, src.key, label))
 

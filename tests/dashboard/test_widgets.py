@@ -12,9 +12,20 @@ def test_a_single_epoch_does_not_stretch_the_accuracy_axis():
     assert 0.85 < low < 0.91 and 0.95 < high <= 1.0  # not 0-150%
 
 
-def test_probability_labels_are_not_clipped_at_100_percent():
-    fig = widgets.probability_bars([1.0] + [0.0] * 9, [str(i) for i in range(10)], 0)
-    assert fig.data[0].cliponaxis is False and fig.layout.yaxis.range[1] > 1.1
+def test_probability_bars_label_every_class_and_scale_to_the_probability():
+    import re
+
+    block = widgets.probability_bars([0.75, 0.25] + [0.0] * 8, [str(i) for i in range(10)], 0, bar_px=100)
+    heights = [int(h) for h in re.findall(r"height:(\d+)px;background", block)]
+    assert heights == [75, 25] + [1] * 8  # an empty class still shows a sliver, a certain one its full height
+    assert ">100%<" not in block and ">75%<" in block and ">25%<" in block
+    assert block.count(widgets.PALETTE[0]) == 1  # only the answer is highlighted
+    assert 'aria-label="Probabilities: 0 75.0%, 1 25.0%, 2 0.0%' in block
+
+
+def test_probability_bars_escape_class_names():
+    block = widgets.probability_bars([1.0, 0.0], ["<b>x</b>", "T-shirt/top"], 0, title="A & B")
+    assert "<b>x</b>" not in block and "&lt;b&gt;x&lt;/b&gt;" in block and "A &amp; B" in block
 
 
 def test_attribution_grid_has_no_legend():
