@@ -1,6 +1,8 @@
 """A fresh server's first visits: Home without plotly, and what the server prepares and warms up for the others."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from core.runs import RunStore
@@ -107,3 +109,22 @@ def test_evaluate_shows_a_models_first_scoring_as_progress_then_its_figures(app,
     report = store.get(ids[0])
     assert app.metric[0].label == "Accuracy"
     assert app.metric[0].value == f"{report.metrics['test_accuracy']:.2%}"
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Linux feature")
+def test_the_warm_up_thread_runs_behind_the_visitors():
+    import threading
+
+    from dashboard import server
+
+    seen = {}
+
+    def warm_thread():
+        server._behind_visitors()
+        seen["warm-up"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=warm_thread)
+    thread.start()
+    thread.join()
+    assert seen["warm-up"] == server.WARM_UP_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < server.WARM_UP_NICE  # only that thread
