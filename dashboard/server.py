@@ -76,20 +76,22 @@ def prepare() -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread | None:
-    """Once per server, after its first page is drawn: a background thread computes the starter's predictions on
-    its test set (13 s on one thread; cached on disk) and the Explain page's first view (SHAP of test image 0, 2.5 s;
-    kept by the shared explainer), so Evaluate and Explain open in seconds rather than after ~15 s of work. A page
+    """Once per server, 2 s after its first page's run (while the browser draws that page the cores are its own): a
+    background thread computes the Explain page's first view (SHAP of test image 0, 2.5 s; kept by the shared
+    explainer) and the starter's predictions on its test set (13 s on one thread; cached on disk), so Evaluate and Explain open in seconds rather than after ~15 s of work. A page
     that needs either before the thread is done waits for it instead of computing it twice (core.inference.evaluation,
     core.insight.explain)."""
     if os.environ.get(WARM_UP, "1") == "0":
         return None
     store = state.run_store()
-    thread = threading.Thread(target=_warm, args=(store,), name="digit-lab-warm-up", daemon=True)
+    thread = threading.Timer(WARM_UP_DELAY, _warm, args=(store,))
+    thread.name, thread.daemon = "digit-lab-warm-up", True
     thread.start()
     return thread
 
 
-WARM_UP_NICE = 19  # the warm-up thread's scheduling priority (Linux: per thread): behind every visitor's rerun
+WARM_UP_DELAY = 2.0  # seconds after the first page's run: its browser draws the page first, on the same cores
+WARM_UP_NICE = 10  # the warm-up thread's scheduling priority (Linux: per thread): behind every visitor's rerun
 
 
 def _behind_visitors() -> None:
@@ -107,11 +109,12 @@ def _warm(store: RunStore) -> None:
     try:
         starter = model_source(store, STARTER)
         if is_available(starter.dataset):
-            split_predictions(store, starter, "test", starter.dataset)
-            # the Explain page's first view (same image, background and method), kept by the shared explainer, which
-            # reads a uint8 test image as the page's [0, 1] floats
+            # First the Explain page's first view (same image, background and method; ~2.5 s), kept by the shared
+            # explainer, which reads a uint8 test image as the page's [0, 1] floats: that page waits for it. Then
+            # the test-set predictions (~13 s), which Evaluate shows as progress while they run.
             first = state.EXPLAIN_DEFAULTS
             image = state.dataset_splits(starter.dataset).test_x[first["index"]]
             state.explainer_for(STARTER, starter.sha256, starter.dataset, first["background"]).shap(image, first["method"])
+            split_predictions(store, starter, "test", starter.dataset)
     except Exception as error:  # noqa: BLE001 - a warm-up never breaks the app; the pages compute on demand
         print(f"Digit Lab warm-up skipped: {type(error).__name__}: {error}", flush=True)

@@ -321,3 +321,12 @@ def apply_predict_threshold() -> None:
     value = st.session_state.pop(_PREDICT_THRESHOLD, None)
     if value is not None:
         st.session_state["predict_threshold"] = min(1.0, max(0.0, float(value)))
+
+
+def keep_widget_values(*keys: str) -> None:
+    """Keep these widgets' values while they are not drawn (a page's closed lazy tab): Streamlit forgets a widget's
+    value in any run that does not draw it, and the tab would reopen on its defaults. Writing a value back to
+    session state before the widgets are drawn keeps it."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]

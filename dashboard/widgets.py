@@ -129,13 +129,31 @@ def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: 
             f'{"".join(cells)}</div><div style="{grid};margin-top:2px">{"".join(names)}</div></div>')
 
 
-def model_view(image: Any, lines: Sequence[str], caption: str = "What the model sees (28×28)", px: int = 112) -> str:
-    """The 28×28 image a model read, enlarged by the browser with square pixels (sent as a 28×28 PNG inside the
-    block: no media file to fetch), beside `lines` of HTML text, as one HTML block for `st.html`."""
+def png_data_url(image: Any) -> str:
+    """A greyscale image (uint8 or float in [0, 1], numpy or torch) as a PNG `data:` URL, at its own size: an HTML
+    block shows it enlarged with `image-rendering: pixelated`, without a media file for the browser to fetch."""
     arr = (np.asarray(unit(image.cpu() if hasattr(image, "cpu") else image), np.float32).clip(0, 1) * 255).round()
     buffer = io.BytesIO()
     Image.fromarray(arr.astype(np.uint8), mode="L").save(buffer, format="PNG")
-    src = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def tile_grid(images: Sequence[Any], captions: Sequence[str], columns: int = 5) -> str:
+    """Greyscale images with their captions in a grid of `columns`, each as wide as its column, as one HTML block
+    (Home's samples: one element and no media requests instead of ten images)."""
+    cells = "".join(
+        f'<figure style="margin:0;min-width:0"><img src="{png_data_url(image)}" alt="{html.escape(caption)}" '
+        f'style="width:100%;image-rendering:pixelated;display:block;border-radius:2px">'
+        f'<figcaption style="font-size:0.8rem;opacity:0.7;text-align:center;margin-top:0.2rem">{html.escape(caption)}'
+        f'</figcaption></figure>' for image, caption in zip(images, captions))
+    return (f'<div style="display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));gap:1rem">'
+            f'{cells}</div>')
+
+
+def model_view(image: Any, lines: Sequence[str], caption: str = "What the model sees (28×28)", px: int = 112) -> str:
+    """The 28×28 image a model read, enlarged by the browser with square pixels (sent as a 28×28 PNG inside the
+    block: no media file to fetch), beside `lines` of HTML text, as one HTML block for `st.html`."""
+    src = png_data_url(image)
     return (f'<div style="display:flex;gap:1.25rem;align-items:flex-start;margin-bottom:0.5rem">'
             f'<figure style="margin:0;width:{px}px"><img src="{src}" width="{px}" height="{px}" alt="{html.escape(caption)}" '
             f'style="image-rendering:pixelated;display:block;border-radius:2px">'

@@ -94,120 +94,133 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
         st.caption(f"Showing {limit} of {len(indices)}.")
 
 
+# Only the open tab is drawn: the first view shows the confusion matrix alone, not five tabs' charts and galleries
+state.keep_widget_values("eval_normalize", "eval_cell_true", "eval_cell_pred", "eval_mistake_true", "eval_mistake_pred",
+                         "eval_threshold", "eval_compare", "eval_retrain_epochs", "eval_retrain_focus", "eval_retrain_lr")
 confusion_tab, mistakes_tab, calibration_tab, compare_tab, retrain_tab = st.tabs(
     ["Confusion matrix", "Mistakes", "Calibration & reject option", "Compare with another model",
-     "Retrain on hard cases"])
+     "Retrain on hard cases"], key="eval_tab", on_change="rerun")
 
-with confusion_tab:
-    normalized = st.toggle("Normalise rows (recall per class)", key="eval_normalize")
-    raw = confusion(labels, preds, len(classes))
-    matrix = confusion(labels, preds, len(classes), normalize=True) if normalized else raw
-    event = st.plotly_chart(widgets.confusion_figure(matrix, classes, normalized), key="eval_confusion",
-                            on_select="rerun", selection_mode="points")
-    clicked = widgets.selected_cell(event)
-    if clicked is not None and clicked != st.session_state.get("eval_cell_clicked"):
-        st.session_state["eval_cell_clicked"] = clicked  # apply a click once; the boxes stay free to change
-        st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = clicked
-    off = raw - np.diag(np.diag(raw))
-    worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion
-    st.session_state.setdefault("eval_cell_true", int(worst[0]))
-    st.session_state.setdefault("eval_cell_pred", int(worst[1]))
-    c1, c2 = st.columns(2)
-    true_cls = c1.selectbox("Cell: true class", range(len(classes)), format_func=classes.__getitem__,
-                            key="eval_cell_true")
-    pred_cls = c2.selectbox("Cell: predicted class", range(len(classes)), format_func=classes.__getitem__,
-                            key="eval_cell_pred")
-    cell = np.flatnonzero((labels == true_cls) & (preds == pred_cls))
-    st.markdown(f"**{len(cell)}** {'drawings' if on_drawings else 'test images'} are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
-    gallery(cell[np.argsort(-conf[cell])], "eval_cell_explain", explain=True)
 
-with mistakes_tab:
-    f1, f2 = st.columns(2)
-    options = [None, *range(len(classes))]
-    label_of = lambda c: "any" if c is None else classes[c]  # noqa: E731
-    only_true = f1.selectbox("True class", options, format_func=label_of, key="eval_mistake_true")
-    only_pred = f2.selectbox("Predicted class", options, format_func=label_of, key="eval_mistake_pred")
-    wrong = preds != labels
-    if only_true is not None:
-        wrong &= labels == only_true
-    if only_pred is not None:
-        wrong &= preds == only_pred
-    mistakes = np.flatnonzero(wrong)
-    st.caption("Most confident mistakes first: the ones a confidence threshold cannot catch.")
-    gallery(mistakes[np.argsort(-conf[mistakes])], "eval_mistake_explain", limit=24, explain=True)
+def is_open(tab) -> bool:
+    return tab.open is not False  # None when tabs are not tracked (AppTest): then every tab is drawn
 
-with calibration_tab:
-    cal = calibration(probs, labels)
-    slider, k1, k2, k3 = st.columns([2, 1, 1, 1])
-    threshold = slider.slider("Confidence threshold", 0.0, 0.99, 0.7, 0.01, key="eval_threshold")
-    kept = conf >= threshold
-    k1.metric("Answered", f"{kept.mean():.1%}")
-    k2.metric("Accuracy of answers", f"{(preds[kept] == labels[kept]).mean():.2%}" if kept.any() else "–")
-    k3.metric("Set aside", f"{int((~kept).sum()):,}")
-    left, right = st.columns(2)
-    left.plotly_chart(widgets.reliability_figure(cal.confidence, cal.accuracy, cal.count, cal.ece), key="eval_reliability")
-    right.plotly_chart(widgets.reject_figure(reject_curve(probs, labels), threshold), key="eval_reject")
-    st.caption(f"Expected calibration error {cal.ece:.2%}: the gap between how sure the model says it is and how "
-               "often it is right, averaged over confidence bins.")
 
-with compare_tab:
-    runs = state.finished_runs()
-    if on_drawings:  # every digit model can read the drawings
-        same_data = {r.id for r in runs if r.dataset in DIGIT_DATASETS} | {state.STARTER}
-    else:
-        same_data = {r.id for r in runs if r.dataset == src.dataset} | ({state.STARTER} if src.dataset == "mnist" else set())
-    names = {k: v for k, v in state.source_names(runs).items() if k != src.key and k in same_data}
-    if not names:
-        st.info(f"Train another model on {splits.info.title} to compare with this one.")
-    else:
-        children = [r.id for r in runs if r.parent == src.key and r.id in names]
-        keys = list(names)
-        other_key = st.selectbox("Compare with", keys, index=keys.index(children[0]) if children else 0,
-                                 format_func=names.get, key="eval_compare")
-        try:
-            other_src = model_source(store, other_key)
-            other = judging.judge(other_src, dataset, splits, choice).result.probs.numpy()
-        except DigitLabError as error:
-            widgets.error_box(error)
+if is_open(confusion_tab):
+    with confusion_tab:
+        normalized = st.toggle("Normalise rows (recall per class)", key="eval_normalize")
+        raw = confusion(labels, preds, len(classes))
+        matrix = confusion(labels, preds, len(classes), normalize=True) if normalized else raw
+        event = st.plotly_chart(widgets.confusion_figure(matrix, classes, normalized), key="eval_confusion",
+                                on_select="rerun", selection_mode="points")
+        clicked = widgets.selected_cell(event)
+        if clicked is not None and clicked != st.session_state.get("eval_cell_clicked"):
+            st.session_state["eval_cell_clicked"] = clicked  # apply a click once; the boxes stay free to change
+            st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = clicked
+        off = raw - np.diag(np.diag(raw))
+        worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion
+        st.session_state.setdefault("eval_cell_true", int(worst[0]))
+        st.session_state.setdefault("eval_cell_pred", int(worst[1]))
+        c1, c2 = st.columns(2)
+        true_cls = c1.selectbox("Cell: true class", range(len(classes)), format_func=classes.__getitem__,
+                                key="eval_cell_true")
+        pred_cls = c2.selectbox("Cell: predicted class", range(len(classes)), format_func=classes.__getitem__,
+                                key="eval_cell_pred")
+        cell = np.flatnonzero((labels == true_cls) & (preds == pred_cls))
+        st.markdown(f"**{len(cell)}** {'drawings' if on_drawings else 'test images'} are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
+        gallery(cell[np.argsort(-conf[cell])], "eval_cell_explain", explain=True)
+
+if is_open(mistakes_tab):
+    with mistakes_tab:
+        f1, f2 = st.columns(2)
+        options = [None, *range(len(classes))]
+        label_of = lambda c: "any" if c is None else classes[c]  # noqa: E731
+        only_true = f1.selectbox("True class", options, format_func=label_of, key="eval_mistake_true")
+        only_pred = f2.selectbox("Predicted class", options, format_func=label_of, key="eval_mistake_pred")
+        wrong = preds != labels
+        if only_true is not None:
+            wrong &= labels == only_true
+        if only_pred is not None:
+            wrong &= preds == only_pred
+        mistakes = np.flatnonzero(wrong)
+        st.caption("Most confident mistakes first: the ones a confidence threshold cannot catch.")
+        gallery(mistakes[np.argsort(-conf[mistakes])], "eval_mistake_explain", limit=24, explain=True)
+
+if is_open(calibration_tab):
+    with calibration_tab:
+        cal = calibration(probs, labels)
+        slider, k1, k2, k3 = st.columns([2, 1, 1, 1])
+        threshold = slider.slider("Confidence threshold", 0.0, 0.99, 0.7, 0.01, key="eval_threshold")
+        kept = conf >= threshold
+        k1.metric("Answered", f"{kept.mean():.1%}")
+        k2.metric("Accuracy of answers", f"{(preds[kept] == labels[kept]).mean():.2%}" if kept.any() else "–")
+        k3.metric("Set aside", f"{int((~kept).sum()):,}")
+        left, right = st.columns(2)
+        left.plotly_chart(widgets.reliability_figure(cal.confidence, cal.accuracy, cal.count, cal.ece), key="eval_reliability")
+        right.plotly_chart(widgets.reject_figure(reject_curve(probs, labels), threshold), key="eval_reject")
+        st.caption(f"Expected calibration error {cal.ece:.2%}: the gap between how sure the model says it is and how "
+                   "often it is right, averaged over confidence bins.")
+
+if is_open(compare_tab):
+    with compare_tab:
+        runs = state.finished_runs()
+        if on_drawings:  # every digit model can read the drawings
+            same_data = {r.id for r in runs if r.dataset in DIGIT_DATASETS} | {state.STARTER}
         else:
-            other_preds = other.argmax(1)
-            other_report = class_report(labels, other_preds, len(classes))
-            diff = [b["f1"] - a["f1"] for a, b in zip(report.per_class, other_report.per_class)]
-            st.plotly_chart(widgets.f1_difference_figure(diff, classes, src.name, other_src.name), key="eval_f1_diff")
-            test = mcnemar(preds == labels, other_preds == labels)
-            verdict = ("a real difference (p < 0.05)" if test.significant
-                       else "not distinguishable from chance on these images (p ≥ 0.05)")
-            st.markdown(f"**{widgets.plain(src.name)}**: {report.accuracy:.2%} · **{widgets.plain(other_src.name)}**: {other_report.accuracy:.2%}. "
-                        f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
-                        f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
-            st.markdown(f"Right for **{widgets.plain(src.name)}**, wrong for **{widgets.plain(other_src.name)}**:")
-            gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
-            st.markdown(f"Right for **{widgets.plain(other_src.name)}**, wrong for **{widgets.plain(src.name)}**:")
-            gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
-
-with retrain_tab:
-    if on_drawings:
-        st.markdown("Retraining on a drawing set — MNIST plus the set's drawings, oversampled, with before and after on "
-                    "the part of the set it did not train on — is on the **Drawings** page.")
-        if st.button("Retrain on this set", icon=":material/model_training:", key="eval_retrain_drawings"):
-            state.use_drawing_set(judged.drawing_set.id, open_tab="Retrain")
-            st.switch_page("app_pages/drawings.py")
-    else:
-        st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "
-                    "(weight 1 + k·(1 − p(true class))). When it finishes, the **Compare** tab shows before and after.")
-        r1, r2, r3 = st.columns(3)
-        epochs = r1.number_input("Epochs", 1, 20, 2, key="eval_retrain_epochs")
-        focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, 5.0, key="eval_retrain_focus")
-        lr = r3.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.5f", key="eval_retrain_lr")
-        if st.button("Fine-tune on hard cases", type="primary", key="eval_retrain"):
+            same_data = {r.id for r in runs if r.dataset == src.dataset} | ({state.STARTER} if src.dataset == "mnist" else set())
+        names = {k: v for k, v in state.source_names(runs).items() if k != src.key and k in same_data}
+        if not names:
+            st.info(f"Train another model on {splits.info.title} to compare with this one.")
+        else:
+            children = [r.id for r in runs if r.parent == src.key and r.id in names]
+            keys = list(names)
+            other_key = st.selectbox("Compare with", keys, index=keys.index(children[0]) if children else 0,
+                                     format_func=names.get, key="eval_compare")
             try:
-                base = TrainConfig.from_dict({k: v for k, v in src.config.items() if k != "extra"})
-                cfg = base.replace(init_from=src.key, focus_errors=float(focus), epochs=int(epochs), lr=float(lr),
-                                   schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
-                                   extra={"fine_tuned_from": src.key})
-                state.start_training(cfg, name=f"{src.name} · hard cases", parent=src.key)
-                st.success("Fine-tuning started.")
+                other_src = model_source(store, other_key)
+                other = judging.judge(other_src, dataset, splits, choice).result.probs.numpy()
             except DigitLabError as error:
                 widgets.error_box(error)
-        if state.watched_job():
-            st.page_link("app_pages/train.py", label="Watch it on the Train page", icon=":material/model_training:")
+            else:
+                other_preds = other.argmax(1)
+                other_report = class_report(labels, other_preds, len(classes))
+                diff = [b["f1"] - a["f1"] for a, b in zip(report.per_class, other_report.per_class)]
+                st.plotly_chart(widgets.f1_difference_figure(diff, classes, src.name, other_src.name), key="eval_f1_diff")
+                test = mcnemar(preds == labels, other_preds == labels)
+                verdict = ("a real difference (p < 0.05)" if test.significant
+                           else "not distinguishable from chance on these images (p ≥ 0.05)")
+                st.markdown(f"**{widgets.plain(src.name)}**: {report.accuracy:.2%} · **{widgets.plain(other_src.name)}**: {other_report.accuracy:.2%}. "
+                            f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
+                            f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
+                st.markdown(f"Right for **{widgets.plain(src.name)}**, wrong for **{widgets.plain(other_src.name)}**:")
+                gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
+                st.markdown(f"Right for **{widgets.plain(other_src.name)}**, wrong for **{widgets.plain(src.name)}**:")
+                gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
+
+if is_open(retrain_tab):
+    with retrain_tab:
+        if on_drawings:
+            st.markdown("Retraining on a drawing set — MNIST plus the set's drawings, oversampled, with before and after on "
+                        "the part of the set it did not train on — is on the **Drawings** page.")
+            if st.button("Retrain on this set", icon=":material/model_training:", key="eval_retrain_drawings"):
+                state.use_drawing_set(judged.drawing_set.id, open_tab="Retrain")
+                st.switch_page("app_pages/drawings.py")
+        else:
+            st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "
+                        "(weight 1 + k·(1 − p(true class))). When it finishes, the **Compare** tab shows before and after.")
+            r1, r2, r3 = st.columns(3)
+            epochs = r1.number_input("Epochs", 1, 20, 2, key="eval_retrain_epochs")
+            focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, 5.0, key="eval_retrain_focus")
+            lr = r3.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.5f", key="eval_retrain_lr")
+            if st.button("Fine-tune on hard cases", type="primary", key="eval_retrain"):
+                try:
+                    base = TrainConfig.from_dict({k: v for k, v in src.config.items() if k != "extra"})
+                    cfg = base.replace(init_from=src.key, focus_errors=float(focus), epochs=int(epochs), lr=float(lr),
+                                       schedule="cosine", max_steps=None, limit_batches=None, patience=0, dataset=dataset,
+                                       extra={"fine_tuned_from": src.key})
+                    state.start_training(cfg, name=f"{src.name} · hard cases", parent=src.key)
+                    st.success("Fine-tuning started.")
+                except DigitLabError as error:
+                    widgets.error_box(error)
+            if state.watched_job():
+                st.page_link("app_pages/train.py", label="Watch it on the Train page", icon=":material/model_training:")

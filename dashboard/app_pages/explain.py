@@ -86,6 +86,7 @@ right.html(widgets.probability_bars(probs, classes, predicted))
 
 # Only the open tab is computed (results are cached per model and image in the explainer), so the page
 # answers quickly and a tab costs its time only when a person opens it.
+state.keep_widget_values("explain_shap_method", "explain_lime_samples", "explain_layer", "explain_global_n")
 shap_tab, lime_tab, ig_tab, trust_tab, layers_tab, global_tab = st.tabs(
     ["SHAP", "LIME", "Integrated gradients & occlusion", "Can I trust it?", "Layers", "Global importance"],
     key="explain_tab", on_change="rerun")

@@ -38,10 +38,9 @@ st.markdown(f"Mean pixel value **{stats['mean']:.4f}**, standard deviation **{st
 if st.button("Show other samples", icon=":material/shuffle:"):
     st.session_state["home_seed"] = st.session_state.get("home_seed", 0) + 1
 seed = st.session_state.get("home_seed", 0)
-columns = st.columns(5)
-for cls, (title, count) in enumerate(zip(info.classes, stats["class_counts"])):
+tiles = []
+for cls in range(len(info.classes)):
     images = splits.samples(cls, 8, seed + 1000 * cls).numpy()
-    tiles = images.reshape(2, 4, 28, 28).transpose(0, 2, 1, 3).reshape(56, 112)
-    with columns[cls % 5]:
-        st.image(widgets.digit_image(tiles, 2), caption=f"{title} · {count:,} training images", width="stretch",
-                 clamp=True)
+    tiles.append(images.reshape(2, 4, 28, 28).transpose(0, 2, 1, 3).reshape(56, 112))
+st.html(widgets.tile_grid(tiles, [f"{title} · {count:,} training images"
+                                  for title, count in zip(info.classes, stats["class_counts"])]))

@@ -51,7 +51,10 @@ def test_saving_from_draw_and_predict_keeps_the_true_label_and_the_verdict(app, 
     assert any("Saved as **7**" in c.value for c in app.caption)
     _draw(app, 2, 1)
     said = next(m.value for m in app.markdown if m.value.startswith("### "))
-    app.pills[0].set_value(5).run()  # "No — save as…": it was a 5
+    assert not app.pills  # "No — save as…" is filled in only when opened
+    app.session_state["predict_save_as"] = True  # open it (AppTest has no click for popovers)
+    app.run()
+    app.pills[0].set_value(5).run()  # it was a 5
     app.button(key="predict_save_wrong").click().run()
     assert_clean(app)
     sets = DrawingStore(tmp_path / "home")
@@ -226,8 +229,10 @@ def test_evaluate_judges_the_model_on_a_drawing_set_and_hands_retraining_to_the_
     assert any("10 drawings of the set" in c.value for c in app.caption)
     accuracy = accuracy_score(score.labels, score.predictions)
     assert app.metric[0].value == f"{accuracy:.2%}" and app.metric[1].value == str(len(score.mistakes))
+    open_tab(app, "eval_tab", "Mistakes")
     galleries = [p.caption for image in app.get("image") for p in image.proto.imgs]
     assert any(c.startswith("true 9 · said 7") for c in galleries)  # the relabelled drawing is among the mistakes shown
+    open_tab(app, "eval_tab", "Retrain on hard cases")
     app.button(key="eval_retrain_drawings").click().run()  # the Retrain tab offers the Drawings page
     assert_clean(app)
     assert app.session_state["drawings_set"] == set_id and app.session_state["drawings_tab"] == RETRAIN

@@ -143,9 +143,23 @@ def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app,
     store, ids = evaluate_page(app, tmp_path)
     accuracy = next(m for m in app.metric if m.label == "Accuracy").value
     assert accuracy == f"{store.get(ids[0]).metrics['test_accuracy']:.2%}"
+    open_tab(app, "eval_tab", "Compare with another model")
     app.selectbox(key="eval_compare").set_value(ids[1]).run()
     assert_clean(app)
     assert any("McNemar" in m.value for m in app.markdown)
+
+
+def test_evaluate_draws_only_the_open_tab_and_a_closed_tab_keeps_its_settings(app, tmp_path):
+    evaluate_page(app, tmp_path)
+    drawn = {e.key for kind in ("selectbox", "slider", "number_input") for e in app.get(kind)}
+    assert "eval_cell_true" in drawn and not drawn & {"eval_mistake_true", "eval_threshold", "eval_retrain_epochs"}
+    assert [c.proto.id for c in app.get("plotly_chart")] and len(app.get("plotly_chart")) == 1  # the confusion matrix
+    open_tab(app, "eval_tab", "Calibration & reject option")
+    app.slider(key="eval_threshold").set_value(0.9).run()
+    assert len(app.get("plotly_chart")) == 2 and not any(e.key == "eval_cell_true" for e in app.selectbox)
+    open_tab(app, "eval_tab", "Confusion matrix")
+    open_tab(app, "eval_tab", "Calibration & reject option")
+    assert app.slider(key="eval_threshold").value == 0.9  # not back to its default 0.7
 
 
 def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
@@ -171,6 +185,7 @@ def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
 
 def test_retrain_on_hard_cases_starts_a_fine_tuning_run(app, tmp_path):
     store, ids = evaluate_page(app, tmp_path, n=1)
+    open_tab(app, "eval_tab", "Retrain on hard cases")
     app.number_input(key="eval_retrain_epochs").set_value(1).run()
     app.button(key="eval_retrain").click().run()
     assert_clean(app)
