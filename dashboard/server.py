@@ -84,7 +84,7 @@ def warm_up() -> threading.Thread | None:
     if os.environ.get(WARM_UP, "1") == "0":
         return None
     store = state.run_store()
-    thread = threading.Timer(WARM_UP_DELAY, _warm, args=(store,))
+    thread = threading.Timer(WARM_UP_DELAY, _warm_behind_visitors, args=(store,))
     thread.name, thread.daemon = "digit-lab-warm-up", True
     thread.start()
     return thread
@@ -104,8 +104,13 @@ def _behind_visitors() -> None:
         pass
 
 
-def _warm(store: RunStore) -> None:
+def _warm_behind_visitors(store: RunStore) -> None:
+    """The warm-up thread's body: its own priority lowered, then the warm-up."""
     _behind_visitors()
+    _warm(store)
+
+
+def _warm(store: RunStore) -> None:
     try:
         starter = model_source(store, STARTER)
         if is_available(starter.dataset):

@@ -116,19 +116,20 @@ def test_evaluate_shows_a_models_first_scoring_as_progress_then_its_figures(app,
 
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Linux feature")
-def test_the_warm_up_thread_runs_behind_the_visitors():
+def test_the_warm_up_thread_runs_behind_the_visitors(monkeypatch):
     import threading
 
     from dashboard import server
 
     seen = {}
-
-    def warm_thread():
-        server._behind_visitors()
-        seen["warm-up"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    thread = threading.Thread(target=warm_thread)
-    thread.start()
-    thread.join()
-    assert seen["warm-up"] == server.WARM_UP_NICE
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < server.WARM_UP_NICE  # only that thread
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    monkeypatch.setattr(server, "_warm", lambda store: seen.setdefault(
+        "warm-up", os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    monkeypatch.setattr(server, "WARM_UP_DELAY", 0.0)
+    monkeypatch.delenv(server.WARM_UP, raising=False)
+    server.warm_up.clear()
+    thread = server.warm_up()
+    thread.join(timeout=30)
+    server.warm_up.clear()
+    assert seen["warm-up"] == max(caller, server.WARM_UP_NICE)  # the thread the server starts, behind visitors
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller  # and only that thread
