@@ -150,6 +150,18 @@ def tile_grid(images: Sequence[Any], captions: Sequence[str], columns: int = 5) 
             f'{cells}</div>')
 
 
+def figures(items: Sequence[tuple[str, str, str | None]]) -> str:
+    """A row of labelled figures, (label, value, tooltip or None), drawn like `st.metric` but as one HTML block:
+    Home shows them to a fresh browser, which would otherwise fetch st.metric's scripts before the page is done."""
+    cells = "".join(
+        '<div style="min-width:0"' + (f' title="{html.escape(tip)}"' if tip else "") + ">"
+        f'<div style="font-size:0.875rem">'
+        + (f'<span style="text-decoration:underline dotted;cursor:help">{html.escape(label)}</span>' if tip
+           else html.escape(label)) + "</div>"
+        f'<div style="font-size:2.25rem;line-height:1.3">{html.escape(value)}</div></div>' for label, value, tip in items)
+    return f'<div style="display:grid;grid-template-columns:repeat({len(items)},minmax(0,1fr));gap:1rem">{cells}</div>'
+
+
 def model_view(image: Any, lines: Sequence[str], caption: str = "What the model sees (28×28)", px: int = 112) -> str:
     """The 28×28 image a model read, enlarged by the browser with square pixels (sent as a 28×28 PNG inside the
     block: no media file to fetch), beside `lines` of HTML text, as one HTML block for `st.html`."""

@@ -25,12 +25,11 @@ splits = state.dataset_splits(name)
 info = splits.info
 st.subheader(f"The data: {info.title}")
 sizes = splits.sizes()
-a, b, c, d = st.columns(4)
-a.metric("Training images", f"{sizes['train']:,}")
-b.metric("Validation images", f"{sizes['val']:,}", help="Fixed: used for curves and early stopping")
-c.metric("Test images", f"{sizes['test']:,}", help="Used only for final figures")
 stats = state.dataset_stats(name)
-d.metric("Ink per image", f"{stats['ink_fraction']:.1%}", help="Share of pixels above half intensity")
+st.html(widgets.figures([("Training images", f"{sizes['train']:,}", None),
+                         ("Validation images", f"{sizes['val']:,}", "Fixed: used for curves and early stopping"),
+                         ("Test images", f"{sizes['test']:,}", "Used only for final figures"),
+                         ("Ink per image", f"{stats['ink_fraction']:.1%}", "Share of pixels above half intensity")]))
 
 st.markdown(f"Mean pixel value **{stats['mean']:.4f}**, standard deviation **{stats['std']:.4f}** "
             f"(the model normalises with these). Each image is 28×28 greyscale.")

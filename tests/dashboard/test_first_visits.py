@@ -21,6 +21,8 @@ def test_home_shows_each_class_with_its_training_count_and_no_plotly_chart(app, 
     counts = torch.bincount(mnist.train_y, minlength=10).tolist()
     assert captions == [f"{digit} · {count:,} training images" for digit, count in enumerate(counts)]
     assert blocks[0].count('src="data:image/png;base64,') == 10
+    sizes = next(block.proto.body for block in app.get("html") if "Training images" in block.proto.body)
+    assert f">{len(mnist.train_y):,}<" in sizes and f">{len(mnist.test_y):,}<" in sizes  # the figures, in one block
     # plotly.js (4.7 MB) froze a fresh browser's first page for seconds on 2 cores: Home does without it
     assert not app.get("plotly_chart")
 

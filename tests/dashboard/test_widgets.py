@@ -43,3 +43,10 @@ def test_the_live_loss_chart_carries_the_learning_rate_the_run_reported():
     fig = widgets.loss_figure(steps, [])
     lr = next(trace for trace in fig.data if trace.name == "learning rate")
     assert list(lr.y) == [1e-4, 2e-4, 3e-4] and lr.yaxis == "y2"
+
+
+def test_figures_show_each_label_and_value_with_its_tooltip_escaped():
+    block = widgets.figures([("Training images", "55,000", None), ("Ink <b>", "13.2%", 'Share "above" half')])
+    assert ">Training images<" in block and ">55,000<" in block and ">13.2%<" in block
+    assert "Ink &lt;b&gt;" in block and 'title="Share &quot;above&quot; half"' in block
+    assert block.count("title=") == 1  # a figure without a tooltip has none
