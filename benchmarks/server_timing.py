@@ -100,6 +100,19 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def data_line() -> str:
+    """Which data a server started here will show: MNIST from the data root, or the built-in digits it falls back to
+    (on which nothing is warmed up). The figures differ: say which."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from core.data.datasets import data_root, is_available
+
+    root = data_root()
+    return (f"data: MNIST from {root}" if is_available("mnist") else
+            f"data: MNIST not found in {root} (set DIGIT_LAB_DATA): the app shows the built-in digits, "
+            "and nothing is warmed up")
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
