@@ -78,9 +78,9 @@ def prepare() -> None:
 def warm_up() -> threading.Thread | None:
     """Once per server, 2 s after its first page's run (while the browser draws that page the cores are its own): a
     background thread computes the Explain page's first view (SHAP of test image 0, 2.5 s; kept by the shared
-    explainer) and the starter's predictions on its test set (13 s on one thread; cached on disk), so Evaluate and Explain open in seconds rather than after ~15 s of work. A page
-    that needs either before the thread is done waits for it instead of computing it twice (core.inference.evaluation,
-    core.insight.explain)."""
+    explainer) and the starter's predictions on its test set (13 s on one thread; cached on disk), so Evaluate and
+    Explain open in seconds rather than after ~15 s of work. A page that needs either before the thread is done
+    waits for it instead of computing it twice (core.inference.evaluation, core.insight.explain)."""
     if os.environ.get(WARM_UP, "1") == "0":
         return None
     store = state.run_store()

@@ -121,7 +121,7 @@ def probability_bars(probs: Sequence[float], classes: Sequence[str], highlight: 
                      f'border-radius:3px 3px 0 0"></div></div>')
         names.append(f'<span style="text-align:center;font-size:0.75rem;line-height:1.1;overflow-wrap:anywhere;'
                      f'min-width:0;{weight}">{html.escape(str(name))}</span>')
-    grid = f"display:grid;grid-template-columns:repeat({len(probs)},minmax(0,1fr));gap:4px"
+    grid = _grid(len(probs), "4px")
     summary = ", ".join(f"{name} {p:.1%}" for name, p in zip(classes, probs))
     return (f'<div role="img" aria-label="{html.escape(title)}: {html.escape(summary)}">'
             f'<div style="font-weight:600;margin-bottom:0.25rem">{html.escape(title)}</div>'
@@ -138,39 +138,46 @@ def png_data_url(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _grid(columns: int, gap: str) -> str:
+    """The style of a row of `columns` equal columns that never overflow their container."""
+    return f"display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));gap:{gap}"
+
+
+def _pixel_figure(image: Any, caption: str, width: str, align: str = "center") -> str:
+    """One greyscale image, enlarged by the browser with square pixels to `width`, over its caption."""
+    return (f'<figure style="margin:0;min-width:0;width:{width}"><img src="{png_data_url(image)}" '
+            f'alt="{html.escape(caption)}" style="width:100%;image-rendering:pixelated;display:block;border-radius:2px">'
+            f'<figcaption style="font-size:0.8rem;opacity:0.7;text-align:{align};margin-top:0.2rem">'
+            f'{html.escape(caption)}</figcaption></figure>')
+
+
 def tile_grid(images: Sequence[Any], captions: Sequence[str], columns: int = 5) -> str:
     """Greyscale images with their captions in a grid of `columns`, each as wide as its column, as one HTML block
     (Home's samples: one element and no media requests instead of ten images)."""
-    cells = "".join(
-        f'<figure style="margin:0;min-width:0"><img src="{png_data_url(image)}" alt="{html.escape(caption)}" '
-        f'style="width:100%;image-rendering:pixelated;display:block;border-radius:2px">'
-        f'<figcaption style="font-size:0.8rem;opacity:0.7;text-align:center;margin-top:0.2rem">{html.escape(caption)}'
-        f'</figcaption></figure>' for image, caption in zip(images, captions))
-    return (f'<div style="display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));gap:1rem">'
-            f'{cells}</div>')
+    cells = "".join(_pixel_figure(image, caption, "100%") for image, caption in zip(images, captions))
+    return f'<div style="{_grid(columns, "1rem")}">{cells}</div>'
 
 
 def figures(items: Sequence[tuple[str, str, str | None]]) -> str:
     """A row of labelled figures, (label, value, tooltip or None), drawn like `st.metric` but as one HTML block:
     Home shows them to a fresh browser, which would otherwise fetch st.metric's scripts before the page is done."""
-    cells = "".join(
-        '<div style="min-width:0"' + (f' title="{html.escape(tip)}"' if tip else "") + ">"
-        f'<div style="font-size:0.875rem">'
-        + (f'<span style="text-decoration:underline dotted;cursor:help">{html.escape(label)}</span>' if tip
-           else html.escape(label)) + "</div>"
-        f'<div style="font-size:2.25rem;line-height:1.3">{html.escape(value)}</div></div>' for label, value, tip in items)
-    return f'<div style="display:grid;grid-template-columns:repeat({len(items)},minmax(0,1fr));gap:1rem">{cells}</div>'
+    def cell(label: str, value: str, tip: str | None) -> str:
+        shown = (f'<span style="text-decoration:underline dotted;cursor:help">{html.escape(label)}</span>' if tip
+                 else html.escape(label))
+        title = f' title="{html.escape(tip)}"' if tip else ""
+        return (f'<div style="min-width:0"{title}>'
+                f'<div style="font-size:0.875rem">{shown}</div>'
+                f'<div style="font-size:2.25rem;line-height:1.3">{html.escape(value)}</div></div>')
+
+    return f'<div style="{_grid(len(items), "1rem")}">{"".join(cell(*item) for item in items)}</div>'
 
 
 def model_view(image: Any, lines: Sequence[str], caption: str = "What the model sees (28×28)", px: int = 112) -> str:
     """The 28×28 image a model read, enlarged by the browser with square pixels (sent as a 28×28 PNG inside the
     block: no media file to fetch), beside `lines` of HTML text, as one HTML block for `st.html`."""
-    src = png_data_url(image)
     return (f'<div style="display:flex;gap:1.25rem;align-items:flex-start;margin-bottom:0.5rem">'
-            f'<figure style="margin:0;width:{px}px"><img src="{src}" width="{px}" height="{px}" alt="{html.escape(caption)}" '
-            f'style="image-rendering:pixelated;display:block;border-radius:2px">'
-            f'<figcaption style="font-size:0.75rem;opacity:0.7;margin-top:0.2rem">{html.escape(caption)}</figcaption>'
-            f'</figure><div style="line-height:1.6">{"<br>".join(lines)}</div></div>')
+            f'{_pixel_figure(image, caption, f"{px}px", align="left")}'
+            f'<div style="line-height:1.6">{"<br>".join(lines)}</div></div>')
 
 
 def digit_image(image: Any, scale: int = 4) -> np.ndarray:
@@ -227,6 +234,12 @@ def clean_vs_robust_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     fig.update_yaxes(tickformat=".1%")
     return layout(fig, "Clean against robust accuracy (bigger = longer training)", "accuracy under PGD attack",
                   "clean test accuracy", height=340)
+
+
+def is_open(container: Any) -> bool:
+    """Whether a lazy tab or popover (`on_change="rerun"`) is open, so its content should be drawn. Its `.open` is
+    None when Streamlit does not track it (AppTest without a key): then it is drawn too."""
+    return container.open is not False
 
 
 def plain(text: str) -> str:

@@ -358,20 +358,20 @@ if wanted:
     st.session_state["drawings_tab"] = next(t for t in TABS if t.endswith(f" {wanted}"))
 tabs = st.tabs(TABS, key="drawings_tab", on_change="rerun")
 part = "all"
-if tabs[0].open is not False:
+if widgets.is_open(tabs[0]):
     with tabs[0]:
         gallery_tab(current)
 for tab, body in ((tabs[1], scores_tab), (tabs[2], threshold_tab)):
-    if tab.open is not False and current.count:
+    if widgets.is_open(tab) and current.count:
         with tab:
             part = st.radio("Score on", list(PARTS), format_func=PARTS.get, horizontal=True,
                             key=f"drawings_part_{body.__name__}")
             body(current, part)
-    elif tab.open is not False:
+    elif widgets.is_open(tab):
         tab.info("This set is empty.", icon=":material/info:")
-if tabs[3].open is not False:
+if widgets.is_open(tabs[3]):
     with tabs[3]:
         retrain_tab(current)
-if tabs[4].open is not False:
+if widgets.is_open(tabs[4]):
     with tabs[4]:
         files_tab(current)

@@ -102,11 +102,7 @@ confusion_tab, mistakes_tab, calibration_tab, compare_tab, retrain_tab = st.tabs
      "Retrain on hard cases"], key="eval_tab", on_change="rerun")
 
 
-def is_open(tab) -> bool:
-    return tab.open is not False  # None when tabs are not tracked (AppTest): then every tab is drawn
-
-
-if is_open(confusion_tab):
+if widgets.is_open(confusion_tab):
     with confusion_tab:
         normalized = st.toggle("Normalise rows (recall per class)", key="eval_normalize")
         raw = confusion(labels, preds, len(classes))
@@ -130,7 +126,7 @@ if is_open(confusion_tab):
         st.markdown(f"**{len(cell)}** {'drawings' if on_drawings else 'test images'} are **{classes[true_cls]}** and were read as **{classes[pred_cls]}**.")
         gallery(cell[np.argsort(-conf[cell])], "eval_cell_explain", explain=True)
 
-if is_open(mistakes_tab):
+if widgets.is_open(mistakes_tab):
     with mistakes_tab:
         f1, f2 = st.columns(2)
         options = [None, *range(len(classes))]
@@ -146,7 +142,7 @@ if is_open(mistakes_tab):
         st.caption("Most confident mistakes first: the ones a confidence threshold cannot catch.")
         gallery(mistakes[np.argsort(-conf[mistakes])], "eval_mistake_explain", limit=24, explain=True)
 
-if is_open(calibration_tab):
+if widgets.is_open(calibration_tab):
     with calibration_tab:
         cal = calibration(probs, labels)
         slider, k1, k2, k3 = st.columns([2, 1, 1, 1])
@@ -161,7 +157,7 @@ if is_open(calibration_tab):
         st.caption(f"Expected calibration error {cal.ece:.2%}: the gap between how sure the model says it is and how "
                    "often it is right, averaged over confidence bins.")
 
-if is_open(compare_tab):
+if widgets.is_open(compare_tab):
     with compare_tab:
         runs = state.finished_runs()
         if on_drawings:  # every digit model can read the drawings
@@ -197,7 +193,7 @@ if is_open(compare_tab):
                 st.markdown(f"Right for **{widgets.plain(other_src.name)}**, wrong for **{widgets.plain(src.name)}**:")
                 gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
 
-if is_open(retrain_tab):
+if widgets.is_open(retrain_tab):
     with retrain_tab:
         if on_drawings:
             st.markdown("Retraining on a drawing set — MNIST plus the set's drawings, oversampled, with before and after on "

@@ -105,11 +105,7 @@ def lime_result():
         return explainer.lime(image, st.session_state.get("explain_lime_samples", 1000))
 
 
-def opened(tab) -> bool:
-    return tab.open is not False  # None when tabs are not tracked (AppTest): then every tab runs
-
-
-if opened(shap_tab):
+if widgets.is_open(shap_tab):
     with shap_tab:
         method = st.radio("SHAP explainer", methods, horizontal=True, key="explain_shap_method",
                           format_func={"gradient": "GradientExplainer (expected gradients)",
@@ -123,7 +119,7 @@ if opened(shap_tab):
         st.caption("Red pixels push the model towards that class, blue pixels away from it. Values add up to the "
                    "class's logit minus its average over the background images.")
 
-if opened(lime_tab):
+if widgets.is_open(lime_tab):
     with lime_tab:
         st.select_slider("LIME samples", [250, 500, 1000, 2000, 4000], value=1000, key="explain_lime_samples")
         lime = lime_result()
@@ -134,7 +130,7 @@ if opened(lime_tab):
                     f"{', '.join(map(str, lime.top_positive)) or 'none'} · most against: "
                     f"{', '.join(map(str, lime.top_negative)) or 'none'} · local fit R² {lime.scores[lime.label]:.2f}")
 
-if opened(ig_tab):
+if widgets.is_open(ig_tab):
     with ig_tab:
         ig = explainer.integrated_gradients(image)
         occ = explainer.occlusion(image)
@@ -148,7 +144,7 @@ if opened(ig_tab):
         agreement = np.corrcoef(shap_values().of(predicted).ravel(), ig.of(predicted).ravel())[0, 1]
         st.markdown(f"SHAP and integrated gradients agree with correlation **{agreement:.2f}** on this image.")
 
-if opened(trust_tab):
+if widgets.is_open(trust_tab):
     with trust_tab:
         shap_attr = shap_values()
         add = additivity(shap_attr)
@@ -182,7 +178,7 @@ if opened(trust_tab):
             st.caption("Takes a few seconds: every method's map is used to delete pixels, and SHAP and integrated "
                        "gradients are recomputed on a model with random weights.")
 
-if opened(layers_tab):
+if widgets.is_open(layers_tab):
     with layers_tab:
         model = explainer.model
         acts = activations(model, image)
@@ -201,7 +197,7 @@ if opened(layers_tab):
                  "dense": "Hidden units' incoming weights (28×28)"}[filters.kind]
         st.plotly_chart(plots.signed_images(filters.images, f"{label}: what the first layer looks for"), key="explain_filters")
 
-if opened(global_tab):
+if widgets.is_open(global_tab):
     with global_tab:
         n = st.select_slider("Test images", [100, 250, 500, 1000, 2000], value=1000, key="explain_global_n")
         if st.button("Compute global importance", key="explain_global_run"):

@@ -195,7 +195,7 @@ def live_experiment(exp_id: str) -> None:
     results(exp, live=True)
 
 
-if experiment_tab.open is not False:
+if widgets.is_open(experiment_tab):
     with experiment_tab:
         experiments = list_experiments(store)
         chosen = st.session_state.get(EXPERIMENT)
@@ -213,7 +213,7 @@ if experiment_tab.open is not False:
                 progress_line(exp)
                 results(exp, live=False)
 
-if scaling_tab.open is not False:
+if widgets.is_open(scaling_tab):
     with scaling_tab:
         c1, c2, c3 = st.columns([2, 2, 2])
         dataset = c1.selectbox("Dataset", list(DATASETS), key="invest_scale_dataset", format_func=state.dataset_title)

@@ -122,7 +122,7 @@ def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
                key="predict_save_right", on_click=save_drawing, args=(prediction, canvas, prediction.label),
                help=f"Save this drawing, labelled {label}, in the drawing set chosen beside.")
     wrong = row.popover("No — save as…", icon=":material/edit:", key="predict_save_as", on_change="rerun")
-    if wrong.open is not False:  # None when popovers are not tracked (AppTest): then it is filled
+    if widgets.is_open(wrong):
         with wrong:
             true_key = f"predict_save_true_{digest[:12]}"  # a new drawing starts on the model's second guess
             second = next(i for i, _ in prediction.top(2) if i != prediction.label)
@@ -204,11 +204,11 @@ def draw_and_read() -> None:
 
 
 draw_tab, upload_tab, sample_tab = st.tabs(SOURCES, key="predict_source", on_change="rerun")
-if draw_tab.open is not False:  # None when tabs are not tracked (AppTest): then every tab runs
+if widgets.is_open(draw_tab):
     with draw_tab:
         draw_and_read()
 
-if upload_tab.open is not False:
+if widgets.is_open(upload_tab):
     with upload_tab:
         left, right = st.columns([1, 1])
         upload = left.file_uploader("A PNG or JPEG of one digit (dark on light or light on dark)",
@@ -224,7 +224,7 @@ if upload_tab.open is not False:
                 except DigitLabError as error:
                     widgets.error_box(error)
 
-if sample_tab.open is not False:
+if widgets.is_open(sample_tab):
     with sample_tab:
         splits = state.dataset_splits(state.current_dataset())
         left, right = st.columns([1, 1])

@@ -51,7 +51,7 @@ except DigitLabError as error:
 one_tab, curve_tab, corrupt_tab, privacy_tab = st.tabs(
     ["Attack one image", "Robustness curves", "Corruptions", "Privacy"], key="robust_tab", on_change="rerun")
 
-if one_tab.open is not False:
+if widgets.is_open(one_tab):
     with one_tab:
         offers = state.explain_offers()
         choices = ["A test image", "A mistake of this model"] + [f"The image from {origin}" for origin in offers]
@@ -94,7 +94,7 @@ if one_tab.open is not False:
         if st.button("Explain the adversarial image", icon=":material/lightbulb:", key="robust_explain"):
             state.send_to_explain(state.ExplainRequest("Robustness & privacy", result.adversarial, src.key, label))
 
-if curve_tab.open is not False:
+if widgets.is_open(curve_tab):
     with curve_tab:
         names = state.source_names()
         left, mid, right = st.columns([3, 1, 1])
@@ -126,7 +126,7 @@ if curve_tab.open is not False:
                    "PGD at ε = 0.3; adversarial training (the robust preset) keeps much of it, for a price in clean "
                    "accuracy and training time.")
 
-if corrupt_tab.open is not False:
+if widgets.is_open(corrupt_tab):
     with corrupt_tab:
         n = st.select_slider("Test images", [200, 500, 1000, 2000], value=500, key="robust_corrupt_n")
         if st.button("Measure corruptions", type="primary", key="robust_corrupt_run"):
@@ -155,7 +155,7 @@ if corrupt_tab.open is not False:
 
         corruption_panel()
 
-if privacy_tab.open is not False:
+if widgets.is_open(privacy_tab):
     with privacy_tab:
         shown = state.current_dataset()  # the sidebar's dataset: private and ordinary runs trained on it
         runs = [r for r in state.run_store().list(status="completed") if r.dataset == shown]
