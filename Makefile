@@ -32,9 +32,9 @@ lock:
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^digit-lab'; } > constraints.txt
 	rm -rf .lock-venv
 
-benchmark: $(VENV)/.installed  # about 90 minutes on 2 CPU cores; each script prints its table with its reference
+benchmark: $(VENV)/.installed  # about 3 hours on 2 CPU cores; each script prints its table with its reference
 	$(PY) benchmarks/presets.py seed-mlp seed-cnn fast starter robust private
-	$(PY) benchmarks/presets.py best --seeds 0 1 2
+	$(PY) benchmarks/presets.py best --seeds 0 1 2 3 4
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/predict.py
 	$(PY) benchmarks/explain.py
