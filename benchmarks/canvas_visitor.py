@@ -31,6 +31,23 @@ def behind(chromium: Path, folder: Path, nice: int = 19) -> Path:
                         f"'{chromium}' \"$@\"\n")
     launcher.chmod(0o755)
     return launcher
+
+
+def driver_behind(folder: Path, nice: int) -> Path:
+    """A launcher in `folder` for Playwright's driver (Node.js; `PLAYWRIGHT_NODEJS_PATH` names it) that puts it
+    behind the server too: it relays every visitor's clicks and mouse moves, work a class's own laptops would do.
+    It runs in a session of its own (leaving the benchmark's, which may be the terminal that started it) whose
+    group is lowered to `nice`."""
+    from playwright._impl._driver import compute_driver_executable
+
+    node = os.environ.get("PLAYWRIGHT_NODEJS_PATH") or compute_driver_executable()[0]
+    launcher = folder / "driver-behind"
+    launcher.write_text(f"#!/bin/sh\nexec setsid sh -c '(echo {nice} > /proc/self/autogroup) 2>/dev/null; "
+                        f"exec nice -n {nice} \"$0\" \"$@\"' '{node}' \"$@\"\n")
+    launcher.chmod(0o755)
+    return launcher
+
+
 READY = "[data-testid='stApp'][data-test-script-state='notRunning']"
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 # A new canvas loads its (empty) drawing asynchronously and cancels pending sends when it does, so a stroke

@@ -27,9 +27,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, READY, SETUP_MS,  # noqa: E402
-                            VIEWPORT, SessionStats, behind, draw_and_predict, failure, open_predict)
-from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model, data_line,  # noqa: E402
-                           read_log, start_server, stop_server, wait_healthy)
+                            VIEWPORT, SessionStats, behind, draw_and_predict, driver_behind, failure,
+                            open_predict)
+from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model, cpu_seconds_by_side,  # noqa: E402
+                           data_line, read_log, start_server, stop_server, wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
 PROGRESS = re.compile(r"(?:queued|running) · epoch \d+/\d+ · step (\d+)/")  # the job's bar: started, or starting
@@ -87,7 +88,7 @@ async def _stop_training(page, result: LoadResult) -> None:
 
 async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors: list[tuple[str, str]],
                  preset: str | None, timeout_ms: float, executable: Path, args: list[str],
-                 log: Callable[[str], None], artifacts: Path | None) -> None:
+                 log: Callable[[str], None], artifacts: Path | None, server_pid: int | None = None) -> None:
     """One Chromium: the Train page starts the job while the sessions open (all at once, as a class would), then
     the sessions draw for `result.seconds`, and the job is stopped as they end. Errors outside the sessions go
     to `errors`; a session that cannot open its page counts an error and tries again while the others draw."""
@@ -133,6 +134,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                     errors.extend(await failure(error, "reading the training step", train_page))
             stop_at = time.monotonic() + result.seconds
             log(f"drawing for {result.seconds:g} s")
+            cpu_before, window_start = cpu_seconds_by_side(server_pid), time.monotonic()
 
             async def stop_training_when_due() -> None:  # as the drawing ends, while the last predicts finish
                 await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
@@ -146,6 +148,9 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
             await asyncio.gather(*(draw_and_predict(c, url, p, i, stop_at, s, timeout_ms, artifacts)
                                    for i, (c, p, s) in enumerate(zip(contexts, pages, stats))),
                                  *([stop_training_when_due()] if training_started else []))
+            window = time.monotonic() - window_start
+            result.cpu_cores = {side: round((used - cpu_before[side]) / window, 2)
+                                for side, used in cpu_seconds_by_side(server_pid).items()}
         finally:
             if training_started and not result.train_stopped:  # never leave a job running on --url servers
                 try:
@@ -163,8 +168,9 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     """Run the load and return its figures; `preset=None` runs no training job. Bounded by `timeout_s`.
 
     `artifacts`: a folder for a screenshot of each session's page when it meets an error. `browsers_nice` > 0: run
-    Chromium at that nice (`canvas_visitor.behind`), behind the server as a class's browsers on their own laptops
-    would be; at 0 they share the cores with the server evenly. (The training job's worker runs at nice 10.)"""
+    Chromium and Playwright's driver at that nice (`canvas_visitor.behind`, `driver_behind`), behind the server as a
+    class's browsers on their own laptops would be; at 0 they share the cores with the server evenly. (The training
+    job's worker runs at nice 10.)"""
     if artifacts is not None:
         artifacts.mkdir(parents=True, exist_ok=True)
     timeout_s = timeout_s or seconds + 480
@@ -179,8 +185,10 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     timing: list[dict] = []
     errors: list[tuple[str, str]] = []  # (kind, what happened) outside the sessions' own loops
     launchers = Path(tempfile.mkdtemp(prefix="digit-lab-load-browser-"))
+    driver_was = os.environ.get("PLAYWRIGHT_NODEJS_PATH")
     if browsers_nice:
         chromium = behind(chromium, launchers, browsers_nice)
+        os.environ["PLAYWRIGHT_NODEJS_PATH"] = str(driver_behind(launchers, browsers_nice))
     try:
         if url is None:
             home = Path(tempfile.mkdtemp(prefix="digit-lab-load-"))
@@ -196,7 +204,8 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
         def drive() -> None:  # its own thread and event loop: safe beside a sync Playwright (pytest-playwright)
             try:
                 asyncio.run(asyncio.wait_for(_drive(url, result, stats, errors, preset, verdict_timeout_s * 1000,
-                                                    chromium, chromium_args or CHROMIUM_ARGS, log, artifacts),
+                                                    chromium, chromium_args or CHROMIUM_ARGS, log, artifacts,
+                                                    server_pid),
                                              timeout_s - (time.monotonic() - began)))
             except asyncio.TimeoutError:
                 errors.append(("timeout", f"hard timeout: stopped after {timeout_s:.0f} s"))
@@ -227,6 +236,10 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
                 (artifacts / "load-timing.json").write_text(json.dumps(timing))
             shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(launchers, ignore_errors=True)
+        if driver_was is not None:  # the driver has ended with the browser: later Playwright users get theirs back
+            os.environ["PLAYWRIGHT_NODEJS_PATH"] = driver_was
+        else:
+            os.environ.pop("PLAYWRIGHT_NODEJS_PATH", None)
 
     errors = [e for s in stats for e in s.errors] + errors
     round_trips = [t for s in stats for t in s.round_trip_ms]

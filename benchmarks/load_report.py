@@ -46,6 +46,7 @@ class LoadResult:
     train_images_per_second: float | None = None
     train_stopped: bool = False
     train_stop_seconds: float | None = None
+    cpu_cores: dict[str, float] = field(default_factory=dict)  # cores each side used while drawing (server, training, ...)
     server_rss_start_mb: float | None = None
     server_rss_peak_mb: float | None = None
     server_rss_final_mb: float | None = None
@@ -103,6 +104,9 @@ def table(r: LoadResult) -> str:
         f"of the script run: CPU time p50 {_fmt(r.predict_cpu_p50_ms, 1)} ms; waiting for a core (runnable, the "
         f"cores busy with other processes) p50 / p95 {_fmt(r.predict_runqueue_p50_ms)} / "
         f"{_fmt(r.predict_runqueue_p95_ms)} ms",
+        "CPU while drawing, in cores (of " + str(r.cpu_count) + "): "
+        + (", ".join(f"{side} {cores:.2f}" for side, cores in r.cpu_cores.items()) or "not read")
+        + " (driver: Playwright's, relaying every visitor's input, and this script)",
         f"target: predict server time p95 <= {TARGET_MS:.0f} ms: {target} (reported, not enforced)",
         f"predicts per session: {r.predicts_per_session}; read as the digit drawn: {r.read_as_drawn} of {r.predicts}; "
         f"strokes drawn again because a fresh canvas missed them: {r.redrawn}",

@@ -144,6 +144,48 @@ def rss_mb(pid: int) -> float | None:
     return total / 1024
 
 
+def cpu_seconds_by_side(server_pid: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each side of a benchmark, from /proc: `server` (the server's
+    process), `training` (its children: the training worker), `browsers` (Chromium's processes), `driver`
+    (Playwright's driver and this script) and `other`. Two calls' difference over a window is what each side took
+    in it; a process that ended in between is missed, so the sides are read across a window they all live through."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, command line, CPU seconds)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                procs[int(entry.name)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def descends(pid: int, ancestor: int) -> bool:
+        for _ in range(64):
+            if pid == ancestor:
+                return True
+            pid = procs.get(pid, (0, "", 0.0))[0]
+            if pid <= 1:
+                return False
+        return False
+
+    me, sides = os.getpid(), {"server": 0.0, "training": 0.0, "browsers": 0.0, "driver": 0.0, "other": 0.0}
+    for pid, (_, command, cpu) in procs.items():
+        if server_pid and pid == server_pid:
+            side = "server"
+        elif server_pid and descends(pid, server_pid):
+            side = "training"
+        elif "chrom" in command:
+            side = "browsers"
+        elif pid == me or descends(pid, me):
+            side = "driver"
+        else:
+            side = "other"
+        sides[side] += cpu
+    return sides
+
+
 class RssSampler(threading.Thread):
     """Samples a process tree's RSS every second until stopped."""
 
@@ -187,7 +229,10 @@ def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     """`streamlit run dashboard/app.py` on 127.0.0.1 and a free port, over the run store `home`; every script run
-    is timed into home/timing.jsonl (benchmarks/server_timing.py)."""
+    is timed into home/timing.jsonl (benchmarks/server_timing.py). The server gets a session of its own, as a
+    teacher's `streamlit run` in a terminal has: Linux shares the CPU between sessions first (autogroups), and in
+    the benchmark's session the server would split its share with Playwright's driver, which works for the
+    browsers (it relays every mouse move of every visitor)."""
     port = _free_port()
     log = open(home / "server.log", "w")
     env = {**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process",
@@ -196,7 +241,8 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
         [sys.executable, str(REPO / "benchmarks" / "server_timing.py"), str(home / TIMING_LOG), "run",
          "dashboard/app.py", "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)  # as from a terminal of its own: not in the CPU group of the benchmark's browser driver
     log.close()  # the child holds its own copy
     SERVERS.append(proc)
     return proc, f"http://127.0.0.1:{port}"

@@ -23,6 +23,35 @@ def test_three_sessions_predict_without_errors_while_a_training_job_runs(browser
     assert result.train_step_start is not None and result.train_step_end > result.train_step_start
     assert result.train_stopped  # the job was stopped at the end, not left running
     assert result.server_rss_peak_mb > 0
+    cores = result.cpu_cores  # what each side took while drawing: the server, its training, the browsers, ...
+    assert cores["server"] > 0 and cores["training"] > 0 and cores["browsers"] > 0, cores
+    assert sum(cores.values()) <= result.cpu_count * 1.1, cores  # /proc's ticks, not a guess
+
+
+def test_cpu_by_side_counts_a_servers_child_as_its_training(tmp_path):
+    import subprocess
+    import sys
+
+    load = load_benchmark()
+    script = tmp_path / "burner.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "if sys.argv[1:] == ['child']:\n"
+                      "    t = time.process_time()\n"
+                      "    while time.process_time() - t < 0.5:\n"
+                      "        pass\n"
+                      "    print('burnt', flush=True)\n"
+                      "    time.sleep(60)\n"
+                      "else:\n"
+                      "    subprocess.run([sys.executable, __file__, 'child'])\n")
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "burnt"  # the child has used its 0.5 s of CPU and sleeps
+        sides = load.cpu_seconds_by_side(server.pid)
+    finally:
+        subprocess.run(["pkill", "-P", str(server.pid)])
+        server.kill()
+    assert sides["training"] >= 0.45, sides  # the server's child: its training worker in the load script
+    assert sides["server"] < 0.45, sides  # the parent only waited
 
 
 def test_the_load_and_pages_scripts_say_which_data_the_server_shows(tmp_path, monkeypatch):
@@ -33,3 +62,49 @@ def test_the_load_and_pages_scripts_say_which_data_the_server_shows(tmp_path, mo
     if (shared / "MNIST").is_dir():
         monkeypatch.setenv("DIGIT_LAB_DATA", str(shared))
         assert load.data_line() == f"data: MNIST from {shared}"
+
+
+def test_browsers_nice_puts_playwrights_driver_behind_the_server_in_a_session_of_its_own(tmp_path, monkeypatch):
+    import asyncio
+    import os
+    import threading
+    from pathlib import Path
+
+    from playwright.async_api import async_playwright
+
+    load = load_benchmark()
+    monkeypatch.setenv("PLAYWRIGHT_NODEJS_PATH", str(load.driver_behind(tmp_path, 7)))
+    seen: dict[str, object] = {}
+
+    def drivers() -> set[int]:  # Playwright drivers started by this process (the browser tests' may be one)
+        return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()
+                and "cli.js" in _read(p / "cmdline")}
+
+    async def start_a_driver() -> None:  # as load.py does with --browsers-nice
+        before = drivers()
+        async with async_playwright():
+            (driver,) = drivers() - before
+            seen["session"], seen["nice"] = os.getsid(driver) == driver, os.getpriority(os.PRIO_PROCESS, driver)
+            if Path("/proc/self/autogroup").exists():  # a kernel with autogroups: the group behind the server
+                seen["group"] = Path(f"/proc/{driver}/autogroup").read_text().split()[-1]
+
+    # A thread with its own event loop: the browser tests' sync Playwright may be running in this one
+    thread = threading.Thread(target=lambda: asyncio.run(start_a_driver()))
+    thread.start()
+    thread.join(timeout=60)
+    assert seen["session"]  # a session of its own: the benchmark's (maybe a terminal's) keeps its priority
+    assert seen["nice"] == 7 and seen.get("group", "7") == "7"
+
+
+def _parent(proc) -> int:
+    try:
+        return int(_read(proc / "stat").rsplit(")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _read(path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # the process has ended
+        return ""
