@@ -16,7 +16,7 @@ from core.inference.evaluation import split_predictions
 from core.inference.weights import STARTER, model_source
 from core.models.zoo import ZOO
 from core.runs import RunStore
-from dashboard import events, state
+from dashboard import state
 
 SERVER_THREADS = "DIGIT_LAB_SERVER_THREADS"  # torch threads in the dashboard server; 0 leaves torch's default
 
@@ -52,10 +52,8 @@ def prepare() -> None:
     default dataset with its statistics (Home shows them), measure the zoo's sizes (the Train page shows them; the
     first FLOP count takes ~2.5 s) and, unless DIGIT_LAB_WARM_UP=0, import the explanation libraries (~4 s). Without
     this, a fresh server's first visitor waited about 5 s inside Home's first run, and the Train page's first visit
-    waited behind the warm-up thread's imports. It also makes sessions hand their elements to the browser in batches
-    (dashboard/events.py). A failure here is only printed: the pages meet the same problem and
+    waited behind the warm-up thread's imports. A failure here is only printed: the pages meet the same problem and
     say so in their own words."""
-    events.batch_script_events()  # a page's elements reach the browser in batches (dashboard/events.py)
     import pandas  # noqa: F401 - imported once here, before sessions race to import it inside plotly (a cold
     import plotly.graph_objects  # noqa: F401 - server hit by many sessions at once raised "partially initialized")
 
