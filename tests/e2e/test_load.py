@@ -1,6 +1,16 @@
-"""The load script, small: 3 Chromium sessions draw and predict for 30 s while a training job runs on the server."""
+"""The load script: small (3 Chromium sessions draw and predict for 30 s while a training job runs on the server),
+and the parts it measures with: the CPU each side uses, Playwright's driver put behind the server."""
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from playwright.async_api import async_playwright
 
 from tests.conftest import REPO
 from tests.e2e.conftest import load_benchmark
@@ -29,26 +39,26 @@ def test_three_sessions_predict_without_errors_while_a_training_job_runs(browser
 
 
 def test_cpu_by_side_counts_a_servers_child_as_its_training(tmp_path):
-    import subprocess
-    import sys
-
     load = load_benchmark()
     script = tmp_path / "burner.py"
-    script.write_text("import subprocess, sys, time\n"
+    script.write_text("import os, subprocess, sys, time\n"
                       "if sys.argv[1:] == ['child']:\n"
                       "    t = time.process_time()\n"
                       "    while time.process_time() - t < 0.5:\n"
                       "        pass\n"
-                      "    print('burnt', flush=True)\n"
+                      "    print('burnt', os.getpid(), flush=True)\n"
                       "    time.sleep(60)\n"
                       "else:\n"
                       "    subprocess.run([sys.executable, __file__, 'child'])\n")
     server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        assert server.stdout.readline().strip() == "burnt"  # the child has used its 0.5 s of CPU and sleeps
+        said, child = server.stdout.readline().split()
+        assert said == "burnt"  # the child has used its 0.5 s of CPU and sleeps
         sides = load.cpu_seconds_by_side(server.pid)
     finally:
-        subprocess.run(["pkill", "-P", str(server.pid)])
+        if child is not None:
+            os.kill(int(child), signal.SIGKILL)
         server.kill()
     assert sides["training"] >= 0.45, sides  # the server's child: its training worker in the load script
     assert sides["server"] < 0.45, sides  # the parent only waited
@@ -65,13 +75,6 @@ def test_the_load_and_pages_scripts_say_which_data_the_server_shows(tmp_path, mo
 
 
 def test_browsers_nice_puts_playwrights_driver_behind_the_server_in_a_session_of_its_own(tmp_path, monkeypatch):
-    import asyncio
-    import os
-    import threading
-    from pathlib import Path
-
-    from playwright.async_api import async_playwright
-
     load = load_benchmark()
     monkeypatch.setenv("PLAYWRIGHT_NODEJS_PATH", str(load.driver_behind(tmp_path, 7)))
     seen: dict[str, object] = {}
