@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verdict-timeout", type=float, default=30, help="seconds a verdict may take")
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run (default seconds + 480)")
     parser.add_argument("--browsers-nice", type=int, default=0, metavar="N",
-                        help="run the browsers at nice N (1-19; their whole session too), unable to raise it, as if "
-                             "on the visitors' own machines (default 0: at the server's priority)")
+                        help="run the browsers and Playwright's driver at nice N (1-19; their whole sessions too), "
+                             "unable to raise it, as if on the visitors' own machines (default 0: at the server's "
+                             "priority)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--artifacts", type=Path, help="a folder for screenshots of pages that met an error")
     args = parser.parse_args(argv)
