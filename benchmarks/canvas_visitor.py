@@ -25,12 +25,7 @@ def behind(chromium: Path, folder: Path, nice: int = 19) -> Path:
     and Linux shares the CPU between sessions before it looks at nice values (autogroups: with them on, a browser
     at nice 19 still took half the cores); so the launcher lowers its session's group to nice 19, then runs
     Chromium at nice 19 without the right to raise it (as root, Chromium raises its main processes to -8)."""
-    launcher = folder / "chromium-behind"
-    launcher.write_text(f"#!/bin/sh\n(echo {nice} > /proc/self/autogroup) 2>/dev/null\n"
-                        f"exec nice -n {nice} setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice "
-                        f"'{chromium}' \"$@\"\n")
-    launcher.chmod(0o755)
-    return launcher
+    return _launcher(folder / "chromium-behind", str(chromium), nice, own_session=False)
 
 
 def driver_behind(folder: Path, nice: int) -> Path:
@@ -41,11 +36,18 @@ def driver_behind(folder: Path, nice: int) -> Path:
     from playwright._impl._driver import compute_driver_executable
 
     node = os.environ.get("PLAYWRIGHT_NODEJS_PATH") or compute_driver_executable()[0]
-    launcher = folder / "driver-behind"
-    launcher.write_text(f"#!/bin/sh\nexec setsid sh -c '(echo {nice} > /proc/self/autogroup) 2>/dev/null; "
-                        f"exec nice -n {nice} \"$0\" \"$@\"' '{node}' \"$@\"\n")
-    launcher.chmod(0o755)
-    return launcher
+    return _launcher(folder / "driver-behind", node, nice, own_session=True)
+
+
+def _launcher(path: Path, program: str, nice: int, own_session: bool) -> Path:
+    """A shell script at `path` that runs `program` with its arguments at `nice`, its session's CPU group lowered
+    to `nice` too, unable to raise either; `own_session`: in a new session first (not for a browser Playwright
+    already starts in one)."""
+    path.write_text(f"#!/bin/sh\nexec {'setsid ' if own_session else ''}sh -c '"
+                    f"(echo {nice} > /proc/self/autogroup) 2>/dev/null; exec nice -n {nice} "
+                    f"setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice \"$0\" \"$@\"' '{program}' \"$@\"\n")
+    path.chmod(0o755)
+    return path
 
 
 READY = "[data-testid='stApp'][data-test-script-state='notRunning']"

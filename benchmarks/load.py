@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, READY, SETUP_MS,  # noqa: E402
                             VIEWPORT, SessionStats, behind, draw_and_predict, driver_behind, failure,
                             open_predict)
-from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model, cpu_seconds_by_side,  # noqa: E402
-                           data_line, read_log, start_server, stop_server, wait_healthy)
+from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model,  # noqa: E402, F401 (data_line: tests)
+                           cpu_seconds_by_side, data_line, machine_line, read_log, start_server, stop_server,
+                           wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
 PROGRESS = re.compile(r"(?:queued|running) · epoch \d+/\d+ · step (\d+)/")  # the job's bar: started, or starting
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     watchdog = threading.Timer(timeout_s + 90, give_up)
     watchdog.daemon = True
     watchdog.start()
-    print(f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}; {data_line()}", flush=True)
+    print(machine_line(), flush=True)
     result = run_load(args.sessions, args.seconds, args.url, None if args.preset == "none" else args.preset,
                       timeout_s, args.verdict_timeout, args.server_pid, artifacts=args.artifacts,
                       browsers_nice=args.browsers_nice, log=lambda m: print(m, flush=True))

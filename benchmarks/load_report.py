@@ -46,7 +46,7 @@ class LoadResult:
     train_images_per_second: float | None = None
     train_stopped: bool = False
     train_stop_seconds: float | None = None
-    cpu_cores: dict[str, float] = field(default_factory=dict)  # cores each side used while drawing (server, training, ...)
+    cpu_cores: dict[str, float] = field(default_factory=dict)  # cores each side used while drawing (server, ...)
     server_rss_start_mb: float | None = None
     server_rss_peak_mb: float | None = None
     server_rss_final_mb: float | None = None

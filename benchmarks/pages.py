@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from canvas_visitor import CHROMIUM, CHROMIUM_ARGS, READY, VIEWPORT  # noqa: E402
-from server_timing import (REPO, TIMING_LOG, cpu_count, cpu_model, data_line, read_log, rss_mb,  # noqa: E402
+from server_timing import (REPO, TIMING_LOG, cpu_count, cpu_model, machine_line, read_log, rss_mb,  # noqa: E402
                            start_server, stop_server, wait_healthy)
 
 # Page title (as in the navigation), URL path, and what shows once its first render is complete.
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "private"], help="presets whose training RSS to measure")
     parser.add_argument("--steps", type=int, default=30, help="training steps per preset (then its test evaluation)")
     args = parser.parse_args(argv)
-    print(f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}; {data_line()}", flush=True)
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="digit-lab-pages-") as tmp:
         home = Path(tmp)
         proc, url = start_server(home)

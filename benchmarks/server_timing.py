@@ -117,22 +117,44 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of `pid` and all its descendants (from /proc), in MB; None once it is gone."""
-    children: dict[int, list[int]] = {}
+def machine_line() -> str:
+    """A benchmark's first line: the cores, the CPU, the load when it starts and which data a server will show."""
+    return f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}; {data_line()}"
+
+
+def process_table() -> dict[int, tuple[int, float, str]]:
+    """Every process now, from /proc: pid -> (parent pid, CPU seconds used so far (user + system), command line).
+    A process that ends while it is read is left out."""
+    tick, table = os.sysconf("SC_CLK_TCK"), {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, command)
             except (OSError, IndexError, ValueError):
                 continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total, todo, seen = 0, [pid], set()
+    return table
+
+
+def descendants(table: dict[int, tuple[int, float, str]], root: int) -> set[int]:
+    """`root` and every process below it in `table` (from `process_table`)."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [root]
     while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of `pid` and all its descendants (from /proc), in MB; None once it is gone."""
+    total = 0
+    for p in descendants(process_table(), pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -140,7 +162,6 @@ def rss_mb(pid: int) -> float | None:
         except OSError:
             if p == pid:
                 return None
-        todo.extend(children.get(p, []))
     return total / 1024
 
 
@@ -149,36 +170,18 @@ def cpu_seconds_by_side(server_pid: int | None) -> dict[str, float]:
     process), `training` (its children: the training worker), `browsers` (Chromium's processes), `driver`
     (Playwright's driver and this script) and `other`. Two calls' difference over a window is what each side took
     in it; a process that ended in between is missed, so the sides are read across a window they all live through."""
-    tick = os.sysconf("SC_CLK_TCK")
-    procs: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, command line, CPU seconds)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                fields = stat.rsplit(")", 1)[1].split()
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                procs[int(entry.name)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
-            except (OSError, IndexError, ValueError):
-                continue
-
-    def descends(pid: int, ancestor: int) -> bool:
-        for _ in range(64):
-            if pid == ancestor:
-                return True
-            pid = procs.get(pid, (0, "", 0.0))[0]
-            if pid <= 1:
-                return False
-        return False
-
-    me, sides = os.getpid(), {"server": 0.0, "training": 0.0, "browsers": 0.0, "driver": 0.0, "other": 0.0}
-    for pid, (_, command, cpu) in procs.items():
-        if server_pid and pid == server_pid:
+    table = process_table()
+    below_server = descendants(table, server_pid) if server_pid else set()
+    below_me = descendants(table, os.getpid())
+    sides = {"server": 0.0, "training": 0.0, "browsers": 0.0, "driver": 0.0, "other": 0.0}
+    for pid, (_, cpu, command) in table.items():
+        if pid == server_pid:
             side = "server"
-        elif server_pid and descends(pid, server_pid):
+        elif pid in below_server:
             side = "training"
         elif "chrom" in command:
             side = "browsers"
-        elif pid == me or descends(pid, me):
+        elif pid in below_me:
             side = "driver"
         else:
             side = "other"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from canvas_visitor import CHROMIUM, CHROMIUM_ARGS, READY, VIEWPORT  # noqa: E402
 from load import PROGRESS  # noqa: E402
-from server_timing import cpu_count, cpu_model, start_server, stop_server, wait_healthy  # noqa: E402
+from server_timing import cpu_count, cpu_model, machine_line, start_server, stop_server, wait_healthy  # noqa: E402
 
 from core.runs import RunStore  # noqa: E402
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    print(f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(machine_line(), flush=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="digit-lab-watch-") as tmp:
         proc, url = start_server(Path(tmp))

@@ -79,9 +79,11 @@ def test_browsers_nice_puts_playwrights_driver_behind_the_server_in_a_session_of
     monkeypatch.setenv("PLAYWRIGHT_NODEJS_PATH", str(load.driver_behind(tmp_path, 7)))
     seen: dict[str, object] = {}
 
+    from server_timing import process_table  # beside load.py, which put its folder on the path
+
     def drivers() -> set[int]:  # Playwright drivers started by this process (the browser tests' may be one)
-        return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()
-                and "cli.js" in _read(p / "cmdline")}
+        return {pid for pid, (parent, _, command) in process_table().items()
+                if parent == os.getpid() and "cli.js" in command}
 
     async def start_a_driver() -> None:  # as load.py does with --browsers-nice
         before = drivers()
@@ -97,17 +99,3 @@ def test_browsers_nice_puts_playwrights_driver_behind_the_server_in_a_session_of
     thread.join(timeout=60)
     assert seen["session"]  # a session of its own: the benchmark's (maybe a terminal's) keeps its priority
     assert seen["nice"] == 7 and seen.get("group", "7") == "7"
-
-
-def _parent(proc) -> int:
-    try:
-        return int(_read(proc / "stat").rsplit(")", 1)[1].split()[1])
-    except (IndexError, ValueError):
-        return -1
-
-
-def _read(path) -> str:
-    try:
-        return path.read_text()
-    except OSError:  # the process has ended
-        return ""
