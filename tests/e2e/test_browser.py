@@ -199,9 +199,10 @@ def test_a_tiny_transfer_experiment_launched_in_the_browser_shows_its_first_poin
     expect(page.get_by_text(re.compile(r"^19 runs: one pre-training run"))).to_be_visible()
     page.get_by_role("button", name=re.compile("Launch experiment")).click()
     expect(page.get_by_text(re.compile(r"\d+ of 19 runs finished"))).to_be_visible(timeout=60_000)
-    # the first points arrive while the experiment trains on: no click, the page polls
-    expect(page.get_by_text("Accuracy against labelled images per class (band: worst to best seed)")).to_be_visible(
-        timeout=180_000)
+    # the first points arrive while the experiment trains on: no click, the page polls. The title is looked for in
+    # the chart: plotly measures text in a hidden copy of its own, outside it, which a page-wide search also finds
+    expect(page.locator("[data-testid='stPlotlyChart']").get_by_text(
+        "Accuracy against labelled images per class (band: worst to best seed)")).to_be_visible(timeout=180_000)
     expect(page.locator(".js-plotly-plot .scatterlayer .point").first).to_be_visible()
     page.get_by_role("button", name=re.compile("^Stop")).click()  # stopped runs stay resumable
     expect(page.get_by_role("button", name=re.compile("Continue"))).to_be_visible(timeout=60_000)
