@@ -69,6 +69,8 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     text = f"{status} · epoch {snap['epoch']}/{snap['epochs']} · step {snap['step']}/{snap['total_steps']}"
     if snap["phase"]:
         text += f" · {snap['phase']}…"
+    if snap["precision"]:  # auto resolves on the training device: bf16 autocast where native and faster
+        text += f" · {snap['precision']} on {snap['device']}"
     st.progress(min(snap["step"] / total, 1.0), text=text)
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Loss", f"{snap['loss']:.4f}" if snap["loss"] is not None else "–")

@@ -11,6 +11,7 @@ from core.training.config import TrainConfig
 from core.data.datasets import augment_batch
 from core.training.experiment import create_run, execute_run
 from core.inference.metrics import EvalResult
+from core.insight.compare import model_card
 from core.storage import load_tensors
 from core.training.train import lr_at, train
 
@@ -126,6 +127,31 @@ def test_l1_penalty_shrinks_weights(digits, tiny_cfg):
 def test_bf16_autocast_trains(digits, tiny_cfg):
     outcome = train(tiny_cfg.replace(precision="bf16", max_steps=4), digits)
     assert outcome.status == "completed" and math.isfinite(outcome.state.history[-1]["train_loss"])
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_only_for_the_cnns_on_native_bf16(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    for model in ("seed-cnn", "speed-cnn", "resnet"):
+        assert train_module.resolve_precision(TrainConfig(model=model), cpu) == ("bf16" if amx else "fp32")
+    for model in ("seed-mlp", "vit-tiny", "dp-cnn"):  # measured slower in bf16, or not measured
+        assert train_module.resolve_precision(TrainConfig(model=model), cpu) == "fp32"
+    private = TrainConfig.from_preset("private").replace(model="seed-cnn")
+    assert train_module.resolve_precision(private, cpu) == "fp32"  # DP-SGD stays fp32 whatever the hardware
+    for explicit in ("fp32", "bf16"):  # an explicit choice is kept
+        assert train_module.resolve_precision(TrainConfig(model="vit-tiny", precision=explicit), cpu) == explicit
+
+
+def test_the_resolved_precision_is_announced_and_recorded(digits, tiny_cfg, store, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    events = []
+    record = execute_run(store, create_run(store, tiny_cfg.replace(epochs=1, max_steps=2)).id, on_event=events.append)
+    assert events[0]["type"] == "started" and events[0]["precision"] == "bf16"
+    assert record.timings["precision"] == "bf16" and record.timings["device"] == "cpu"
+    assert " s on cpu in bf16 (" in model_card(record, store.read_metrics(record.id), "w.safetensors")
+    private = TrainConfig.from_preset("private", dataset="digits", epochs=1, max_steps=2)
+    assert store.get(execute_run(store, create_run(store, private).id).id).timings["precision"] == "fp32"
 
 
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle"])

@@ -63,7 +63,8 @@ def execute(store, run_id: str, args: argparse.Namespace, *, resume: bool, ranks
         bar.close()
     summary = {"run_id": record.id, "status": record.status, "test_accuracy": record.metrics.get("test_accuracy"),
                "train_seconds": record.timings.get("train_seconds"),
-               "images_per_second": record.timings.get("images_per_second"), "message": record.message}
+               "images_per_second": record.timings.get("images_per_second"), "device": record.timings.get("device"),
+               "precision": record.timings.get("precision"), "message": record.message}
     for key in ("epsilon", "robust_accuracy", "robust_eps"):  # DP and adversarial runs
         if key in record.metrics:
             summary[key] = record.metrics[key]

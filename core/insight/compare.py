@@ -95,8 +95,9 @@ def model_card(record: RunRecord, metrics: Sequence[dict[str, Any]] = (),
     for key, value in sorted(record.metrics.items()):
         lines.append(f"- {key.replace('_', ' ')}: {value:.2%}" if "accuracy" in key else f"- {key.replace('_', ' ')}: {value:.4f}")
     if record.timings:
+        precision = f" in {record.timings['precision']}" if record.timings.get("precision") else ""
         lines.append(f"- training time: {record.timings.get('train_seconds', 0):.1f} s on {record.timings.get('device', '?')}"
-                     f" ({record.timings.get('images_per_second', 0):.0f} images/s)")
+                     f"{precision} ({record.timings.get('images_per_second', 0):.0f} images/s)")
     if metrics:
         lines += ["", "| epoch | train loss | val loss | val accuracy |", "|---|---|---|---|"]
         lines += [f"| {m['epoch']} | {m['train_loss']:.4f} | {m['val_loss']:.4f} | {m['val_accuracy']:.2%} |"

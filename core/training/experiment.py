@@ -20,7 +20,8 @@ from core.models.zoo import ZOO, train_flops
 from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunRecord, RunStore
 from core.training.distributed import Ranks
-from core.training.train import Event, TrainOutcome, adversarial_settings, pick_device, train, training_splits
+from core.training.train import (Event, TrainOutcome, adversarial_settings, pick_device, resolve_precision, train,
+                                 training_splits)
 from core.inference.evaluation import remember_predictions
 from core.inference.weights import load_source, model_source, save_model
 
@@ -122,7 +123,8 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
 
         sizes["drawings"] = train_part_size(cfg.drawings, store.root)
     store.update(run_id, dataset_sizes=sizes,
-                 timings={**record.timings, "device": str(device), "processes": ranks.world if ranks else 1},
+                 timings={**record.timings, "device": str(device), "precision": resolve_precision(cfg, device),
+                          "processes": ranks.world if ranks else 1},
                  message=note)
     if note:  # the previous epoch's checkpoint was loaded instead of a damaged latest one
         log.warning("run %s: %s", run_id, note)

@@ -39,6 +39,7 @@ class Job:
     id: str  # the run id
     device: str
     resume: bool = False
+    precision: str = ""  # what the run trains in (fp32 or bf16), known once it has started
     status: str = "queued"  # queued | running | completed | cancelled | diverged | failed
     message: str = ""
     submitted: float = field(default_factory=time.time)
@@ -68,7 +69,8 @@ class Job:
                 rate = (self.step - self._first_step[1]) / max(time.time() - self._first_step[0], 1e-9)
                 eta = (self.total_steps - self.step) / rate
             return {
-                "id": self.id, "device": self.device, "status": self.status, "message": self.message,
+                "id": self.id, "device": self.device, "precision": self.precision, "status": self.status,
+                "message": self.message,
                 "submitted": self.submitted, "started": self.started, "finished": self.finished,
                 "epoch": self.epoch, "epochs": self.epochs, "step": self.step, "total_steps": self.total_steps,
                 "loss": self.loss, "lr": self.lr, "images_per_second": self.images_per_second, "eta_seconds": eta,
@@ -86,6 +88,7 @@ class Job:
             kind = event["type"]
             if kind == "started":
                 self.status, self.started = "running", self.started or time.time()
+                self.precision = event.get("precision", "")
                 self.history = [r for r in self.history if r["epoch"] <= event["epoch"]]  # resume re-runs the rest
                 self.epochs, self.total_steps, self.step = event["epochs"], event["total_steps"], event["step"]
             elif kind == "step":

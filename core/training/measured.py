@@ -28,6 +28,10 @@ def preset_sentence(preset: str) -> str | None:
     if not isinstance(row, dict) or row.get("test_accuracy") is None or not row.get("train_seconds"):
         return None
     where = f"{row.get('threads', '?')} CPU cores" if row.get("device", "cpu") == "cpu" else str(row["device"])
+    if row.get("cpu") and row["cpu"] not in ("x86_64", "aarch64", "unknown CPU"):  # the model, where it was recorded
+        where += f" of an {row['cpu']}"
+    if row.get("precision"):  # what `auto` chose there: bf16 where native and measured faster
+        where += f", in {row['precision']}"
     text = (f"Measured on {where} (`benchmarks/presets.py`): {row['test_accuracy']:.2%} test accuracy after "
             f"{_duration(row['train_seconds'])} of training")
     race = _read("speed.json").get("time_to_99") if preset == "fast" else None

@@ -57,7 +57,7 @@ def check_private_config(cfg) -> None:
     if cfg.l1:
         raise ConfigError("An L1 penalty adds a gradient that DP-SGD's clipping and noise do not cover; use "
                           "weight decay instead for DP.", field="l1")
-    if cfg.precision != "fp32":
+    if cfg.precision == "bf16":  # auto resolves to fp32 for private runs
         raise ConfigError("Private training runs in fp32 (per-image gradients in bf16 are untested here).",
                           field="precision")
 
