@@ -11,7 +11,9 @@ from typing import Any
 
 import streamlit as st
 
+from core.errors import DigitLabError
 from core.training.config import SETTINGS, TrainConfig
+from core.training.train import auto_precision, pick_device
 from core.data.datasets import DATASETS
 from core.models.zoo import ZOO
 
@@ -81,4 +83,17 @@ def _model_title(name: str) -> str:
     return f"{ZOO[name].title} · {ZOO[name].params / 1000:.0f}k params"  # short: it must fit a third of the page
 
 
-TITLES = {"model": _model_title, "dataset": lambda name: DATASETS[name].title}  # how some choices read
+def _precision_title(name: str) -> str:
+    """`auto` says what it means here, for the model and device now in the form: "auto (bf16 here)"."""
+    if name != "auto":
+        return name
+    values = st.session_state.get(VALUES, {})
+    try:
+        device = pick_device(values.get("device", "auto"))
+    except DigitLabError:  # a device this machine lacks: starting the run says so
+        return "auto"
+    return f"auto ({auto_precision(values.get('model', DEFAULTS.model), device, bool(values.get('dp')))} here)"
+
+
+TITLES = {"model": _model_title, "dataset": lambda name: DATASETS[name].title,  # how some choices read
+          "precision": _precision_title}

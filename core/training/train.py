@@ -99,12 +99,15 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
-    """The precision a run trains in: `auto` is bf16 autocast for the models measured faster in it (BF16_FASTER),
+def auto_precision(model: str, device: torch.device, private: bool = False) -> str:
+    """What `auto` means for `model` on `device`: bf16 autocast for the models measured faster in it (BF16_FASTER),
     on a device with native bf16, outside private training (DP-SGD stays fp32); fp32 otherwise."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16" if cfg.model in BF16_FASTER and not cfg.dp and native_bf16(device) else "fp32"
+    return "bf16" if model in BF16_FASTER and not private and native_bf16(device) else "fp32"
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """The precision a run trains in: its setting, with `auto` resolved for its model on `device`."""
+    return auto_precision(cfg.model, device, cfg.dp) if cfg.precision == "auto" else cfg.precision
 
 
 def new_state(cfg: TrainConfig, splits: Splits, device: torch.device,

@@ -90,6 +90,21 @@ def test_preset_fills_the_form(app):
     assert app.number_input(key="train_batch_size").value == 100
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_precision_auto_says_what_it_means_on_this_machine(app, monkeypatch, amx):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    app.run()
+    goto(app, "train")
+    app.selectbox(key="train_preset").set_value("fast").run()
+    precision = app.selectbox(key="train_precision")
+    assert precision.value == "auto" and precision.options[0] == f"auto ({'bf16' if amx else 'fp32'} here)"
+    app.selectbox(key="train_preset").set_value("seed-mlp").run()  # measured slower in bf16: fp32 whatever the CPU
+    assert app.selectbox(key="train_precision").options[0] == "auto (fp32 here)"
+
+
 def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home")
     app.run()
