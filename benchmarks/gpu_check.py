@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.training.config import TrainConfig  # noqa: E402
 from core.data.datasets import load_splits  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
-from core.training.train import pick_device, train  # noqa: E402
+from core.training.train import pick_device, resolve_precision, train  # noqa: E402
 
 
 def timed(cfg: TrainConfig, device: torch.device) -> dict:
@@ -34,7 +34,7 @@ def timed(cfg: TrainConfig, device: torch.device) -> dict:
     test = evaluate(outcome.model, splits.test_x, splits.test_y)
     return {"status": outcome.status, "steps": outcome.state.step, "seconds": round(seconds, 2),
             "images_per_second": round(outcome.state.images / seconds, 1), "test_accuracy": round(test.accuracy, 4),
-            "data_on": str(splits.train_x.device)}
+            "data_on": str(splits.train_x.device), "precision": resolve_precision(cfg, device)}
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Train each preset on full MNIST on this machine and report test accuracy and wall time.
 
     python benchmarks/presets.py seed-mlp seed-cnn fast best     # all four: ~20 min on 2 CPU cores
-    python benchmarks/presets.py best --seeds 0 1 2 3 4           # five seeds and their ensemble (~60 min)
+    python benchmarks/presets.py best --seeds 0 1 2 3 4           # five seeds and their ensemble (35 min in bf16 on AMX)
     python benchmarks/presets.py best --seeds 0 1 2 3 4 --reuse   # only the seeds not already trained in --home
 Writes benchmarks/results/presets.json (merged per preset) and prints a markdown table for the README. With
 several seeds, each seed's run is recorded, the preset's row is the first seed's, and the ensemble (probabilities
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from core.runs import RunStore  # noqa: E402
 from core.inference.evaluation import split_predictions  # noqa: E402
 from core.inference.metrics import EvalResult  # noqa: E402
 from core.inference.weights import model_source  # noqa: E402
+from server_timing import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "presets.json"
 ENSEMBLE_TARGET = {"best": 0.997}  # issue 11: the best preset's seeds together
@@ -102,7 +102,7 @@ def one_run(store: RunStore, cfg: TrainConfig, name: str, reuse: bool = False) -
         "run_id": record.id, "status": record.status, "model": cfg.model, "epochs": cfg.epochs, "seed": cfg.seed,
         "test_accuracy": record.metrics.get("test_accuracy"), "train_seconds": record.timings.get("train_seconds"),
         "wall_seconds": round(wall, 1), "images_per_second": record.timings.get("images_per_second"),
-        "device": record.timings.get("device"), "cpu": platform.processor() or platform.machine(),
+        "device": record.timings.get("device"), "precision": record.timings.get("precision", "fp32"), "cpu": cpu_model(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }
 

@@ -9,14 +9,15 @@
    channels (5×5 then 3×3 convolutions, max-pool before ReLU, a 256-unit dense layer), Adam lr 1e-2 with
    betas (0.7, 0.9) and a one-cycle schedule, the data resident as pre-normalised tensors (tuomaso/train_mnist_fast,
    "99% on MNIST in 0.76 s"), run as its own process like the CLI. Seeds alternate between the two, so load on the
-   machine falls on both. The recipe also runs a second time with the two settings core trains with (its
+   machine falls on both. The recipe also runs a second time with the settings core trains `fast` with (its
    allocator setting, core.training.allocator, and channels-last convolution weights, core.training.train.place),
-   which shows how much of the difference those settings alone make.
+   which shows how much of the difference those settings alone make; where core trains `fast` in bf16 autocast
+   (precision auto on a CPU with AMX, core.training.train.resolve_precision) that run gets bf16 autocast too.
    Target: every `fast` seed ≥ 99.0% and its median time ≤ 0.8× the recipe's.
 2. Throughput: `--preset seed-cnn --epochs 1` through `core` (`images_per_second`) against a plain PyTorch loop
    (torchvision.datasets.MNIST + ToTensor + DataLoader, batch 64, Adam, the same model), target ≥ 1.5×; and the
-   model's achieved training GFLOP/s against a large fp32 matmul's GFLOP/s measured here (how close to the
-   machine's limit the loop runs).
+   model's achieved training GFLOP/s against a large matmul's GFLOP/s measured here, in the precision the run
+   trained in (fp32, or bf16 where core's auto precision chose it): how close to the machine's limit the loop runs.
 Writes benchmarks/results/speed.json and prints markdown tables for the README.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +42,8 @@ sys.path.insert(0, str(REPO))
 from core.data.datasets import data_root, load_splits  # noqa: E402
 from core.models.zoo import ZOO, build_model, train_flops  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
+from core.training.train import resolve_precision  # noqa: E402
+from server_timing import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "speed.json"
 MEAN, STD = 0.1307, 0.3081
@@ -55,7 +57,8 @@ def recipe_net() -> nn.Module:
 
 def public_recipe(seed: int, tuned: bool = False) -> dict:
     """One epoch of the recipe; seconds are the training loop's alone (data already resident), like `train_seconds`.
-    `tuned`: with the two settings core trains with (its allocator setting, channels-last convolution weights)."""
+    `tuned`: with the settings core trains `fast` with (its allocator setting, channels-last convolution weights,
+    and bf16 autocast where its auto precision picks it on this machine)."""
     splits = load_splits("mnist")
     x = ((splits.train_x.float() / 255 - MEAN) / STD).unsqueeze(1)
     y = splits.train_y
@@ -72,11 +75,14 @@ def public_recipe(seed: int, tuned: bool = False) -> dict:
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.7, 0.9))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     order = torch.randperm(len(y))
+    bf16 = tuned and fast_precision() == "bf16"
     net.train()
     start = time.perf_counter()
     for i in range(steps):
         idx = order[i * batch:(i + 1) * batch]
-        loss = F.cross_entropy(net(x[idx]), y[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x[idx])
+        loss = F.cross_entropy(logits.float(), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -114,9 +120,14 @@ def plain_loop(seconds_budget: float | None = None) -> dict:
     return {"images": images, "seconds": round(seconds, 3), "images_per_second": round(images / seconds, 1)}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """fp32 GFLOP/s of an n×n matmul: the ceiling the training loop is compared with."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def fast_precision() -> str:
+    """What `fast` trains in on this machine's CPU (fp32, or bf16 where core's auto precision picks it)."""
+    return resolve_precision(TrainConfig.from_preset("fast"), torch.device("cpu"))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n×n matmul in `dtype`: the ceiling the training loop is compared with."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
@@ -134,7 +145,7 @@ def cli_train(home: Path, *flags: str) -> dict:
 
 def recipe_process(seed: int, tuned: bool = False) -> dict:
     """The recipe as the plain script it is: a fresh Python process (so it pays the same cold start as the CLI).
-    `tuned`: with core's two settings (see public_recipe), to show what they alone are worth."""
+    `tuned`: with core's settings (see public_recipe), to show what they alone are worth."""
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--recipe-seed", str(seed),
                           *(["--recipe-tuned"] if tuned else [])], cwd=REPO, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -147,11 +158,12 @@ def time_to_99(seeds: list[int], home: Path) -> dict:
         ref = recipe_process(seed)
         tuned = recipe_process(seed, tuned=True)
         rows.append({"seed": seed, "fast_seconds": ours["train_seconds"], "fast_accuracy": ours["test_accuracy"],
+                     "fast_precision": ours.get("precision"),
                      "recipe_seconds": ref["train_seconds"], "recipe_accuracy": ref["test_accuracy"],
                      "recipe_tuned_seconds": tuned["train_seconds"]})
         print(f"seed {seed}: fast {ours['train_seconds']:.1f} s {ours['test_accuracy']:.2%} · "
               f"recipe {ref['train_seconds']:.1f} s {ref['test_accuracy']:.2%} · "
-              f"recipe with core's two settings {tuned['train_seconds']:.1f} s", file=sys.stderr, flush=True)
+              f"recipe with core's settings {tuned['train_seconds']:.1f} s", file=sys.stderr, flush=True)
     fast = statistics.median(r["fast_seconds"] for r in rows)
     recipe = statistics.median(r["recipe_seconds"] for r in rows)
     return {"rows": rows, "fast_median_seconds": fast, "recipe_median_seconds": recipe, "ratio": fast / recipe,
@@ -166,8 +178,10 @@ def throughput(home: Path) -> dict:
     images = 60_000  # the preset trains on train + validation: 60,000 images an epoch
     flops = train_flops("seed-cnn", images)
     achieved = flops / (images / ours["images_per_second"]) / 1e9
-    peak = matmul_gflops()
+    precision = ours.get("precision") or "fp32"
+    peak = matmul_gflops(dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     return {"core_images_per_second": ours["images_per_second"], "plain_images_per_second": plain["images_per_second"],
+            "core_precision": precision,
             "ratio": ours["images_per_second"] / plain["images_per_second"], "target": ">= 1.5x the plain loop",
             "train_gflops_per_second": round(achieved, 2), "matmul_gflops_per_second": round(peak, 2),
             "share_of_matmul": achieved / peak}
@@ -184,7 +198,7 @@ def main() -> int:
         print(json.dumps(public_recipe(args.recipe_seed, args.recipe_tuned)))
         return 0
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    results["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "fast_precision": fast_precision(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "fast_model": ZOO[TrainConfig.from_preset("fast").model].title}
     with tempfile.TemporaryDirectory() as home:
@@ -201,7 +215,7 @@ def main() -> int:
 def print_tables(results: dict) -> None:
     if "time_to_99" in results:
         t = results["time_to_99"]
-        print("| seed | `fast` (core) | public recipe (plain script) | the recipe with core's two settings |\n"
+        print("| seed | `fast` (core) | public recipe (plain script) | the recipe with core's settings |\n"
               "|---|---|---|---|")
         for r in t["rows"]:
             print(f"| {r['seed']} | {r['fast_seconds']:.1f} s, {r['fast_accuracy']:.2%} | "
@@ -212,10 +226,12 @@ def print_tables(results: dict) -> None:
     if "throughput" in results:
         t = results["throughput"]
         print("| loop | images/s |\n|---|---|")
-        print(f"| `core`, seed-cnn preset, 1 epoch | **{t['core_images_per_second']:,.0f}** |")
+        print(f"| `core`, seed-cnn preset, 1 epoch ({t.get('core_precision', 'fp32')}) | "
+              f"**{t['core_images_per_second']:,.0f}** |")
         print(f"| plain PyTorch loop (DataLoader + ToTensor, batch 64) | {t['plain_images_per_second']:,.0f} |")
         print(f"\nratio {t['ratio']:.2f}× (target ≥ 1.5×); training at {t['train_gflops_per_second']:.1f} GFLOP/s, "
-              f"{t['share_of_matmul']:.0%} of a 2048² fp32 matmul's {t['matmul_gflops_per_second']:.1f} GFLOP/s")
+              f"{t['share_of_matmul']:.0%} of a 2048² {t.get('core_precision', 'fp32')} matmul's "
+              f"{t['matmul_gflops_per_second']:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

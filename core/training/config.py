@@ -286,11 +286,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "best": {
         "floor": 0.995,  # test accuracy the preset must reach (benchmarks/presets.py prints PASS/FAIL)
-        "summary": "Highest single-model accuracy in about 10 CPU minutes: residual CNN, augmentation, "
-                   "one-cycle AdamW, label smoothing.",
+        "summary": "Highest accuracy: residual CNN, augmentation, one-cycle AdamW, label smoothing, 20 epochs over "
+                   "all 60,000 training images (validation curves then show training images); about 6.5 min on 2 "
+                   "CPU cores with AMX (bf16), 12-21 min in fp32. Five seeds averaged reach 99.73%.",
         "config": dict(model="resnet", optimizer="adamw", lr=4e-3, schedule="onecycle", batch_size=128,
-                       epochs=12, weight_decay=5e-4, label_smoothing=0.1, dropout=0.1, augment=True,
-                       rotate_deg=10.0, scale=0.1, translate_px=2.0),
+                       epochs=20, weight_decay=5e-4, label_smoothing=0.1, dropout=0.1, augment=True,
+                       rotate_deg=10.0, scale=0.1, translate_px=2.0, train_on_val=True),
     },
     "starter": {
         "floor": 0.993,  # test accuracy the preset must reach (benchmarks/presets.py prints PASS/FAIL)
