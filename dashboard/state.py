@@ -20,6 +20,7 @@ from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
 from core.errors import DigitLabError
 from core.policy import VISITOR_KEY, Policy
 from core.training.config import TrainConfig, plan
+from core.training.train import native_bf16
 from core.training.jobs import Job, JobManager
 from core.runs import RunRecord, RunStore
 from core.tasks import TaskRunner
@@ -78,7 +79,8 @@ def device_label() -> str:
     if torch.backends.mps.is_available():
         return "GPU: Apple MPS"
     threads = torch.get_num_threads()
-    return f"CPU: {os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'}"
+    native = ", native bf16 (AMX)" if native_bf16(torch.device("cpu")) else ""  # what precision auto uses
+    return f"CPU: {os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'}{native}"
 
 
 def current_dataset() -> str:

@@ -29,7 +29,7 @@ def preset_sentence(preset: str) -> str | None:
         return None
     where = f"{row.get('threads', '?')} CPU cores" if row.get("device", "cpu") == "cpu" else str(row["device"])
     if row.get("cpu") and row["cpu"] not in ("x86_64", "aarch64", "unknown CPU"):  # the model, where it was recorded
-        where += f" of an {row['cpu']}"
+        where += f" of an {row['cpu'].replace('(R)', '').replace('(TM)', '')}"
     if row.get("precision"):  # what `auto` chose there: bf16 where native and measured faster
         where += f", in {row['precision']}"
     text = (f"Measured on {where} (`benchmarks/presets.py`): {row['test_accuracy']:.2%} test accuracy after "

@@ -101,6 +101,7 @@ def test_precision_auto_says_what_it_means_on_this_machine(app, monkeypatch, amx
     app.selectbox(key="train_preset").set_value("fast").run()
     precision = app.selectbox(key="train_precision")
     assert precision.value == "auto" and precision.options[0] == f"auto ({'bf16' if amx else 'fp32'} here)"
+    assert any(("native bf16 (AMX)" in c.value) == amx for c in app.sidebar.caption if c.value.startswith("CPU:"))
     app.selectbox(key="train_preset").set_value("seed-mlp").run()  # measured slower in bf16: fp32 whatever the CPU
     assert app.selectbox(key="train_precision").options[0] == "auto (fp32 here)"
 
