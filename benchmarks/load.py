@@ -49,13 +49,24 @@ def check_loopback(url: str) -> str:
     return url.rstrip("/")
 
 
+JOB_EPOCHS = 50  # the job outlasts the drawing on any machine: `fast`'s one epoch took 4 s in bf16 on AMX
+
+
 async def _start_training(page, url: str, preset: str) -> None:
-    """On the Train page: choose `preset` and press Start; returns once the job shows it is running."""
+    """On the Train page: choose `preset`, set JOB_EPOCHS epochs in the form, and press Start; returns once the job
+    shows it is running."""
     await page.goto(f"{url}/train", timeout=SETUP_MS)
     await page.wait_for_selector(READY, timeout=SETUP_MS)
     await _choose_preset(page, preset)
+    epochs = page.get_by_label("Epochs", exact=True)
+    await epochs.fill(str(JOB_EPOCHS), timeout=SETUP_MS)
+    await epochs.press("Enter")
+    await page.wait_for_timeout(500)
+    await page.wait_for_selector(READY, timeout=SETUP_MS)
     await page.get_by_role("button", name=re.compile("Start training")).click(timeout=SETUP_MS)
     await page.get_by_text(PROGRESS).wait_for(timeout=SETUP_MS)  # the dataset loads first
+    if not re.search(rf"epoch \d+/{JOB_EPOCHS} ", await page.get_by_text(PROGRESS).inner_text(timeout=SETUP_MS)):
+        raise RuntimeError(f"the job did not start with the {JOB_EPOCHS} epochs typed into the form")
 
 
 async def _choose_preset(page, preset: str) -> None:
@@ -281,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=120, help="how long they draw")
     parser.add_argument("--url", help="a running server on this machine (default: start one)")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its RSS")
-    parser.add_argument("--preset", default="fast", help="the training job's preset; 'none' for no job")
+    parser.add_argument("--preset", default="fast", help=f"the training job's preset, set to {JOB_EPOCHS} epochs so "
+                        "that it runs until the drawing ends; 'none' for no job")
     parser.add_argument("--verdict-timeout", type=float, default=30, help="seconds a verdict may take")
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run (default seconds + 480)")
     parser.add_argument("--browsers-nice", type=int, default=0, metavar="N",
