@@ -1,12 +1,17 @@
 """The zoo: every model's shape, size, trainability, and the DeepExplainer-safety rules."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.models import zoo
 from core.models.zoo import ZOO, build_model, count_params
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -37,6 +42,20 @@ def test_parameters_and_flops_are_the_ones_the_readme_states(name):
     assert count_params(build_model(name)) == ZOO[name].params == params
     decimals = len(mflops.split(".")[1])
     assert f"{ZOO[name].flops / 1e6:.{decimals}f}" == mflops
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_the_stored_sizes_are_a_fresh_count(name):
+    """core/assets/zoo_measures.json spares every process FlopCounterMode (and the torch._dynamo it imports): it must
+    equal a fresh count of every zoo model; after changing a model, `python -m core.models.zoo` rewrites it."""
+    assert tuple(zoo._stored_measures()[name]) == zoo.count_measures(name)
+
+
+def test_a_process_that_reads_the_sizes_does_not_import_torch_dynamo():
+    code = ("import sys; from core.models.zoo import ZOO; [s.flops for s in ZOO.values()]; "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"  # about 170 MB less in the server and in every training process
 
 
 def _layer_params(model):

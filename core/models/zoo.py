@@ -7,7 +7,9 @@ Modules avoid in-place ops and reuse no activation instance, so SHAP's DeepExpla
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -231,8 +233,30 @@ def train_flops(name: str, images: int, *, head_only: bool = False, attack_steps
     return int(images * per_image)
 
 
+# Each zoo model's (parameters, forward FLOPs for one image, output layer's FLOPs), counted once and stored: counting
+# runs torch's FlopCounterMode, whose first use imports torch._dynamo and Triton, about 170 MB more in every process
+# that asks (the dashboard server, each training process) for figures that only change with the architecture.
+# `python -m core.models.zoo` writes the file; a test checks it against a fresh count of every model.
+MEASURES = Path(__file__).resolve().parents[1] / "assets" / "zoo_measures.json"
+
+
 @functools.lru_cache(maxsize=None)
 def _measure(name: str) -> tuple[int, int, int]:
+    stored = _stored_measures().get(name)
+    return (int(stored[0]), int(stored[1]), int(stored[2])) if stored else count_measures(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _stored_measures() -> dict[str, list[int]]:
+    try:
+        data = json.loads(MEASURES.read_text())
+    except (OSError, ValueError):  # missing or damaged: every model is counted instead
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def count_measures(name: str) -> tuple[int, int, int]:
+    """Count zoo model `name`'s parameters, forward FLOPs for one 28×28 image and its output layer's FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.random.fork_rng():
@@ -242,3 +266,8 @@ def _measure(name: str) -> tuple[int, int, int]:
         net(torch.zeros(1, 1, 28, 28))
     head = net.get_submodule(head_name(net))
     return count_params(net), int(counter.get_total_flops()), 2 * head.in_features * head.out_features
+
+
+if __name__ == "__main__":  # python -m core.models.zoo: count every model and store the figures
+    MEASURES.write_text(json.dumps({name: list(count_measures(name)) for name in ZOO}, indent=1) + "\n")
+    print(f"wrote {MEASURES}")
