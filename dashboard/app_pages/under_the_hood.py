@@ -19,8 +19,8 @@ eq, code = st.columns([1, 1])
 with eq:
     st.markdown("**Forward pass** (a⁰ is the image as a 784-vector)")
     st.latex(r"z^{1} = W^{1} a^{0} + b^{1}, \qquad a^{1} = \sigma(z^{1}) = \frac{1}{1 + e^{-z^{1}}}")
-    st.latex(r"z^{2} = W^{2} a^{1} + b^{2}, \qquad \hat{y} = \mathrm{softmax}(z^{2}), \qquad "
-             r"L = -\log \hat{y}_{y}")
+    st.latex(r"z^{2} = W^{2} a^{1} + b^{2}, \qquad \hat{y} = \mathrm{softmax}(z^{2})")
+    st.latex(r"L = -\log \hat{y}_{y}")  # its own line: after the softmax it overflowed the column at 1366×768
     st.markdown("**Backpropagation** (averaged over the batch)")
     st.latex(r"\delta^{2} = \hat{y} - \mathrm{onehot}(y)")
     st.latex(r"\frac{\partial L}{\partial W^{2}} = \delta^{2} (a^{1})^{\top}, \qquad "

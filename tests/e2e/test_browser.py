@@ -29,6 +29,13 @@ OVERFLOW_JS = """() => {
         bad.push(`${el.tagName} ${Math.round(r.width)} px wide spills out of its ${Math.round(c.width)} px column`);
     }
   }
+  for (const el of document.querySelectorAll('.katex-display')) {  // st.latex: a formula running past its column is cut
+    const box = (el.closest('[data-testid="stColumn"]') || el.closest('[data-testid="stMain"]')).getBoundingClientRect();
+    const left = el.getBoundingClientRect().left;
+    if (left + el.scrollWidth > box.right + 2)
+      bad.push(`formula cut off (${el.scrollWidth} px from ${Math.round(left)} in a column ending at ${Math.round(box.right)}): ` +
+               `"${el.textContent.trim().slice(0, 40)}"`);
+  }
   for (const el of document.querySelectorAll('[data-testid="stMain"] *, [data-testid="stSidebar"] *')) {
     if (el.children.length || !el.textContent.trim()) continue;
     const style = getComputedStyle(el);
