@@ -23,7 +23,9 @@ def _start(at, epochs=2, name="mine"):
     at.selectbox(key="train_preset").set_value("seed-cnn").run()
     at.selectbox(key="train_dataset").set_value("digits").run()
     at.number_input(key="train_epochs").set_value(epochs).run()
-    at.number_input(key="train_repeat").set_value(30).run()  # long enough to still be training when others look
+    # long enough to still be training when others look: fp32, since bf16 on a CPU with AMX trains this 1.5x faster
+    at.number_input(key="train_repeat").set_value(40).run()  # 57,480 images: under the 60,000 cap
+    at.selectbox(key="train_precision").set_value("fp32").run()
     at.text_input(key="train_name").set_value(name).run()
     at.button(key="train_start").click().run()
 
