@@ -102,7 +102,7 @@ def one_run(store: RunStore, cfg: TrainConfig, name: str, reuse: bool = False) -
         "run_id": record.id, "status": record.status, "model": cfg.model, "epochs": cfg.epochs, "seed": cfg.seed,
         "test_accuracy": record.metrics.get("test_accuracy"), "train_seconds": record.timings.get("train_seconds"),
         "wall_seconds": round(wall, 1), "images_per_second": record.timings.get("images_per_second"),
-        "device": record.timings.get("device"), "precision": record.timings.get("precision", "fp32"), "cpu": cpu_model(),
+        "device": record.timings.get("device"), "precision": record.timings.get("precision", cfg.precision), "cpu": cpu_model(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }
 

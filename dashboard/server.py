@@ -49,11 +49,11 @@ WARM_UP = "DIGIT_LAB_WARM_UP"  # "0": no explanation libraries before the first 
 @functools.cache  # once per process: the frame calls it on every run too (AppTest runs it without the lifespan)
 def prepare() -> None:
     """Before the server answers its first visitor (about 10 s on 2 cores): import what the pages import, load the
-    default dataset with its statistics (Home shows them), read the zoo's sizes (the Train page shows them; stored in
-    core/assets/zoo_measures.json, counted here only for a model the file lacks) and, unless DIGIT_LAB_WARM_UP=0, import the explanation libraries (~4 s). Without
-    this, a fresh server's first visitor waited about 5 s inside Home's first run, and the Train page's first visit
-    waited behind the warm-up thread's imports. A failure here is only printed: the pages meet the same problem and
-    say so in their own words."""
+    default dataset with its statistics (Home shows them), read the zoo's sizes (the Train page shows them; stored
+    in core/assets/zoo_measures.json, counted here only for a model the file lacks) and, unless DIGIT_LAB_WARM_UP=0,
+    import the explanation libraries (~4 s). Without this, a fresh server's first visitor waited about 5 s inside
+    Home's first run, and the Train page's first visit waited behind the warm-up thread's imports. A failure here is
+    only printed: the pages meet the same problem and say so in their own words."""
     import pandas  # noqa: F401 - imported once here, before sessions race to import it inside plotly (a cold
     import plotly.graph_objects  # noqa: F401 - server hit by many sessions at once raised "partially initialized")
 

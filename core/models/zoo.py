@@ -243,7 +243,7 @@ MEASURES = Path(__file__).resolve().parents[1] / "assets" / "zoo_measures.json"
 @functools.lru_cache(maxsize=None)
 def _measure(name: str) -> tuple[int, int, int]:
     stored = _stored_measures().get(name)
-    return (int(stored[0]), int(stored[1]), int(stored[2])) if stored else count_measures(name)
+    return tuple(int(v) for v in stored) if stored else count_measures(name)
 
 
 @functools.lru_cache(maxsize=1)
