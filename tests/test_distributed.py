@@ -91,3 +91,25 @@ def test_a_refused_resume_stops_every_rank_with_the_bad_input_code(store):
     refused = _torchrun(store, "resume", run.id)  # completed runs do not resume
     assert refused.returncode != 0
     assert "only" in refused.stderr and "runs resume" in refused.stderr
+
+
+def test_a_group_of_steps_is_summed_in_one_all_reduce(monkeypatch):
+    # A GPU reads its figures back every few steps; under torchrun a group's rows go through one all-reduce.
+    # One gloo process here: the rows come back as they went in (the mean loss weighted by images), with the flag.
+    import torch.distributed as dist
+
+    from core.training.distributed import Ranks
+
+    calls = []
+    real = dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: calls.append(t.numel()) or real(t, *a, **k))
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        ranks = Ranks(0, 1, 0, torch.device("cpu"))
+        table = torch.tensor([[0.25, 32, 20], [1.5, 16, 3], [2.0, 0, 0]], dtype=torch.float64)
+        rows, stop = ranks.step_totals(table, True)
+        assert rows == [(0.25, 32, 20), (1.5, 16, 3), (0.0, 0, 0)] and stop is True
+        assert ranks.step_totals(table[:1], False) == ([(0.25, 32, 20)], False)
+        assert calls == [10, 4]  # three steps and the stop flag in one all-reduce; then one step
+    finally:
+        dist.destroy_process_group()

@@ -260,6 +260,23 @@ def test_checkpoints_keep_the_latest_two_epochs(store, tiny_cfg):
     assert (pointer["previous"]["file"], pointer["previous"]["epoch"]) == ("checkpoint-3.safetensors", 3)
 
 
+def test_a_checkpoint_from_a_gpu_resumes_with_the_update_kernel_of_the_device_it_resumes_on(store, tiny_cfg):
+    # A GPU trains with the fused Adam, and its checkpoint names that in its optimiser settings. Resumed on a CPU,
+    # the run takes the CPU's own Adam (the default), whatever the saver used.
+    from core.training.checkpoint import load_state
+
+    cfg = tiny_cfg.replace(epochs=2)
+    record = execute_run(store, create_run(store, cfg).id)
+    folder = store.folder(record.id)
+    pointer = json.loads((folder / "checkpoint.json").read_text())
+    assert [g["fused"] for g in pointer["optimizer_param_groups"]] == [None]
+    for group in pointer["optimizer_param_groups"]:
+        group["fused"] = True
+    (folder / "checkpoint.json").write_text(json.dumps(pointer))
+    state, note = load_state(folder, cfg, torch.device("cpu"))
+    assert note == "" and [g["fused"] for g in state.optimizer.param_groups] == [None]
+
+
 @pytest.mark.parametrize("harm", ["damaged", "missing"])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_epoch_with_a_message(store, tiny_cfg, harm):
     cfg = tiny_cfg.replace(epochs=3)

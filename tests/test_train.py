@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +53,63 @@ def test_a_finite_but_blown_up_loss_is_stopped_as_diverged_within_the_first_epoc
     assert outcome.state.epoch == 0 and outcome.state.step <= 45  # 45 steps make one epoch here
     assert "guessing at random" in outcome.message and "learning rate 10" in outcome.message
     assert train(tiny_cfg, digits).status == "completed"  # an ordinary run is never judged blown up
+
+
+def _read_back_every(monkeypatch, steps: int) -> None:
+    monkeypatch.setattr(train_module, "read_back_every", lambda device: steps)
+
+
+def test_figures_read_back_in_groups_train_exactly_as_every_step(digits, tiny_cfg, monkeypatch):
+    # A GPU reads its loss and accuracy back every READ_BACK_EVERY steps; forced here on the CPU. The weights, the
+    # step events and the epoch rows must be those of reading every step, with one read per group.
+    cfg = tiny_cfg.replace(epochs=2, limit_batches=None, batch_size=64, augment=True)
+    every_step, grouped, reads = [], [], []
+    one = train(cfg, digits, on_event=every_step.append)
+    real = train_module.step_figures
+    monkeypatch.setattr(train_module, "step_figures", lambda steps, *a: reads.append(len(steps)) or real(steps, *a))
+    _read_back_every(monkeypatch, 4)
+    four = train(cfg, digits, on_event=grouped.append)
+    a, b = one.model.state_dict(), four.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    timeless = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_second", "seconds")} for r in rows]
+    assert timeless(grouped) == timeless(every_step)  # the same steps, losses, rates and epoch rows, in order
+    assert timeless(four.state.history) == timeless(one.state.history) and four.state.images == one.state.images
+    per_epoch = one.state.step // 2
+    assert per_epoch == 21 and reads == [4, 4, 4, 4, 4, 1] * 2  # groups of four, a short one closing each epoch
+
+
+def test_the_step_loop_reads_nothing_back_between_groups(digits, tiny_cfg, monkeypatch):
+    # Every read of a tensor's value to the host (a GPU sync) by the project's code from the first step to the last
+    # goes through step_figures; the epoch's end (validation, its preview) may read what it likes. (On a CPU torch's
+    # Adam reads its step count, a CPU tensor; on a GPU the fused Adam does not.)
+    log, ours = [], str(Path(train_module.__file__).parents[1])
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _real=real, **kwargs):
+            caller = sys._getframe(1).f_code
+            if caller.co_filename.startswith(ours):
+                log.append(caller.co_name)
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    _read_back_every(monkeypatch, 5)
+    outcome = train(tiny_cfg.replace(epochs=1, limit_batches=None, batch_size=64, augment=True), digits,
+                    on_event=lambda e: log.append(e["type"]))
+    assert outcome.status == "completed" and outcome.state.step == 21
+    last_step = len(log) - 1 - log[::-1].index("step")
+    in_loop = [c for c in log[log.index("started") + 1:last_step] if c != "step"]
+    assert in_loop == ["step_figures"] * 5  # 21 steps read back in groups of five: five reads in all
+
+
+@pytest.mark.parametrize("optimizer,lr,every", [("sgd", 10.0, 4), ("adam", 10.0, 7)])
+def test_divergence_read_back_in_groups_names_the_same_step(digits, tiny_cfg, monkeypatch, optimizer, lr, every):
+    cfg = tiny_cfg.replace(optimizer=optimizer, lr=lr, epochs=3, limit_batches=None, batch_size=32)
+    one = train(cfg, digits)
+    _read_back_every(monkeypatch, every)
+    grouped = train(cfg, digits)
+    assert one.status == grouped.status == "diverged"
+    assert grouped.message == one.message  # judged on the same figures, so the same step and sentence
+    assert one.state.step <= grouped.state.step < one.state.step + every  # at most a group's steps ran past it
 
 
 def test_same_seed_gives_identical_weights_on_cpu(digits, tiny_cfg):

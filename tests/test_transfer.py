@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
-import statistics
 
 import pytest
 import torch
@@ -17,8 +15,7 @@ from core.training.config import TrainConfig
 from core.training.jobs import JobManager
 from core.training.train import new_state, train
 from core.training.transfer import (ALL, TransferSpec, create_experiment, experiment_points, experiment_progress,
-                                    get_experiment, parse_ks, pretrain_summary, run_experiment, stop_experiment,
-                                    submit_experiment)
+                                    parse_ks, pretrain_summary, run_experiment, stop_experiment, submit_experiment)
 from core.inference.weights import load_source, model_source
 
 TINY = dict(source="mnist", target="digits", ks=(1, 5), seeds=1, pretrain_steps=30, epochs=2, epoch_images=64,

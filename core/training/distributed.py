@@ -57,13 +57,17 @@ class Ranks:
         """This rank's part of a batch's indices: every `world`-th from `rank`."""
         return indices[self.rank::self.world]
 
-    def step_totals(self, loss: float, images: int, correct: int, stop: bool) -> tuple[float, int, int, bool]:
-        """One all-reduce per step: the whole batch's mean loss, its size, how many were right, and whether any rank
-        was asked to stop (every rank then stops at the same step)."""
-        t = torch.tensor([loss * images, images, correct, float(stop)], dtype=torch.float64, device=self.device)
+    def step_totals(self, table: torch.Tensor, stop: bool) -> tuple[list[tuple[float, int, int]], bool]:
+        """One all-reduce for a group of steps: this rank's rows (mean loss, images, correct) of its shards become
+        the whole batches' rows; and whether any rank was asked to stop (every rank then stops at the same step)."""
+        loss, images, correct = table.double().unbind(1)
+        flag = torch.tensor([float(stop)], dtype=torch.float64, device=table.device)
+        t = torch.cat([torch.stack([loss * images, images, correct], 1).flatten(), flag]).to(self.device)
         dist.all_reduce(t)
-        total = int(t[1].item())
-        return (t[0].item() / max(total, 1), total, int(t[2].item()), bool(t[3].item() > 0))
+        values = t.tolist()  # the one read to the host
+        rows = [(values[i] / max(values[i + 1], 1), int(values[i + 1]), int(values[i + 2]))
+                for i in range(0, len(values) - 1, 3)]
+        return rows, values[-1] > 0
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as DistributedDataParallel (it averages gradients across ranks in backward)."""

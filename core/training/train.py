@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
 DIVERGENCE_WINDOW = 20  # steps into an epoch before its mean loss is judged
 DIVERGENCE_FACTOR = 10  # a mean loss this many times a uniform guess's means the run has blown up
+READ_BACK_EVERY = 32  # steps between reading a GPU's loss and accuracy figures back to the host
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
 
 
@@ -71,6 +72,45 @@ def cancelled(state: TrainState, epoch_start: float) -> TrainOutcome:
     counts, and the run stays resumable."""
     state.train_seconds += time.perf_counter() - epoch_start
     return TrainOutcome("cancelled", state, f"Stopped by request at step {state.step}.")
+
+
+def diverged(state: TrainState, epoch_start: float, message: str) -> TrainOutcome:
+    state.train_seconds += time.perf_counter() - epoch_start
+    return TrainOutcome("diverged", state, message)
+
+
+@dataclass
+class PendingStep:
+    """One optimiser step's figures, still on the training device until they are read back."""
+
+    number: int  # 1-based step of the run
+    batch: int  # 0-based batch of the epoch
+    lr: float
+    loss: torch.Tensor  # the batch's mean loss (0-d)
+    correct: torch.Tensor  # how many images the model got right (0-d)
+    images: int
+
+
+def read_back_every(device: torch.device) -> int:
+    """Steps whose figures stay on the device between two read-backs. On a CPU every step is read (a read costs
+    nothing, and a diverged step is caught before it touches the weights); on a GPU every read makes the host wait
+    for the device's queue to drain, so figures are read in groups and up to that many steps run after a bad one."""
+    return 1 if device.type == "cpu" else READ_BACK_EVERY
+
+
+def step_figures(steps: list[PendingStep], ranks: Ranks | None,
+                 stop: bool) -> tuple[list[tuple[float, int, int]], bool]:
+    """Each step's (mean loss, images, correct), read to the host in one sync; under torchrun summed over the ranks
+    in one all-reduce (the whole batches' figures), with whether any rank was asked to stop."""
+    if not steps:
+        return [], stop
+    loss = torch.stack([s.loss for s in steps]).double()
+    correct = torch.stack([s.correct for s in steps]).double()
+    images = torch.tensor([float(s.images) for s in steps], dtype=torch.float64, device=loss.device)
+    table = torch.stack([loss, images, correct], 1)
+    if ranks is not None:
+        return ranks.step_totals(table, stop)
+    return [(loss_value, int(n), int(c)) for loss_value, n, c in table.tolist()], stop
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -143,12 +183,14 @@ def hard_example_weights(model: torch.nn.Module, images_u8: torch.Tensor, labels
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The run's optimiser over the weights it trains (for a linear probe, the output layer's alone)."""
     params = trainable_parameters(cfg, model)
+    # On a GPU one fused kernel updates every weight, with no host sync (DP's wrapped optimiser keeps the default).
+    fused = True if params and params[0].is_cuda and not cfg.dp else None
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def trainable_parameters(cfg: TrainConfig, model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -246,6 +288,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     joins the training images. Under torchrun (`ranks`, core.training.distributed) every rank trains on its shard of
     each batch through DistributedDataParallel; figures (loss, accuracy, images) are the whole batch's.
     The process's C allocator keeps freed memory for the next step from here on (core.training.allocator).
+    Each step's loss and accuracy stay on the device until they are read back, every step on a CPU and every
+    READ_BACK_EVERY steps on a GPU (`read_back_every`), so a GPU's step loop never waits for the host.
     """
     keep_freed_memory()
     with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave
@@ -277,6 +321,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
     n_train, per_epoch, total_steps = run.train_images, run.steps_per_epoch, run.total_steps
     chance_loss = math.log(len(splits.info.classes))  # cross-entropy of a uniform guess
     precision = resolve_precision(cfg, device)
+    every = read_back_every(device)
     use_bf16 = precision == "bf16"
     attack = adversarial_settings(cfg) if cfg.adversarial != "none" else None
     private, forward = None, model
@@ -309,11 +354,43 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                  else torch.randperm(n_train, device=device, generator=gen))
         set_train_mode(cfg, model)
         epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
+        pending: list[PendingStep] = []
+
+        def read_back() -> TrainOutcome | None:
+            """Bring the pending steps' figures to the host (one sync), judge them in order, report each step."""
+            nonlocal epoch_loss, epoch_correct, epoch_seen
+            rows, stopping = step_figures(pending, ranks, ranks is not None and should_stop())
+            steps, pending[:] = list(pending), []
+            if stopping:  # a rank was asked to stop: every rank stops here, before the latest step's update
+                steps, rows = steps[:-1], rows[:-1]
+            for step, (loss_value, seen, correct) in zip(steps, rows):
+                if not math.isfinite(loss_value):
+                    return diverged(state, epoch_start, (
+                        f"Training diverged at step {step.number} (epoch {epoch + 1}): the loss became "
+                        f"{loss_value} with learning rate {step.lr:.3g}. Lower the learning rate."))
+                if epoch_seen >= DIVERGENCE_WINDOW * cfg.batch_size or step.batch == per_epoch - 1:
+                    mean_loss = (epoch_loss + loss_value * seen) / max(epoch_seen + seen, 1)
+                    if mean_loss > DIVERGENCE_FACTOR * chance_loss:  # finite, but far worse than guessing: blown up
+                        return diverged(state, epoch_start, (
+                            f"Training diverged in epoch {epoch + 1}: the loss averaged {mean_loss:.1f}, more than "
+                            f"{DIVERGENCE_FACTOR}× the {chance_loss:.2f} of guessing at random, with learning rate "
+                            f"{step.lr:.3g}. Lower the learning rate."))
+                state.images += seen
+                epoch_seen += seen
+                epoch_loss += loss_value * seen
+                epoch_correct += correct
+                # Images/s the same way the run's record computes it (images over the loop's wall time, data
+                # and augmentation included, validation excluded), so the live figure and the stored one agree.
+                on_event({"type": "step", "epoch": epoch + 1, "step": step.number, "total_steps": total_steps,
+                          "loss": loss_value, "lr": step.lr,
+                          "images_per_second": epoch_seen / max(time.perf_counter() - epoch_start, 1e-9)})
+            return cancelled(state, epoch_start) if stopping else None
+
         for batch in range(per_epoch):
             if state.step >= total_steps:
                 break
-            if ranks is None and should_stop():  # under torchrun the ranks agree on stopping after the forward pass
-                return cancelled(state, epoch_start)
+            if ranks is None and should_stop():  # under torchrun the ranks agree on stopping when they read back
+                return read_back() or cancelled(state, epoch_start)
             idx = private.sample(n_train, gen) if private else order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
             if ranks is not None:
                 idx = ranks.shard(idx)
@@ -332,38 +409,15 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                         else logits.sum() * 0.0)  # an empty Poisson batch still takes a (noise-only) DP step
             if cfg.l1:
                 loss = loss + cfg.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
-            loss_value = loss.item()  # a device sync; needed every step for divergence detection
-            correct, seen = int((logits.argmax(1) == y).sum()), len(y)
-            if ranks is not None:  # the whole batch's figures, and a stop asked of any rank
-                loss_value, seen, correct, stopping = ranks.step_totals(loss_value, seen, correct, should_stop())
-                if stopping:
-                    return cancelled(state, epoch_start)
-            if not math.isfinite(loss_value):
-                state.train_seconds += time.perf_counter() - epoch_start
-                return TrainOutcome("diverged", state, (
-                    f"Training diverged at step {state.step + 1} (epoch {epoch + 1}): the loss became "
-                    f"{loss_value} with learning rate {lr:.3g}. Lower the learning rate."))
-            if epoch_seen >= DIVERGENCE_WINDOW * cfg.batch_size or batch == per_epoch - 1:
-                mean_loss = (epoch_loss + loss_value * seen) / max(epoch_seen + seen, 1)
-                if mean_loss > DIVERGENCE_FACTOR * chance_loss:  # finite, but far worse than guessing: blown up
-                    state.train_seconds += time.perf_counter() - epoch_start
-                    return TrainOutcome("diverged", state, (
-                        f"Training diverged in epoch {epoch + 1}: the loss averaged {mean_loss:.1f}, more than "
-                        f"{DIVERGENCE_FACTOR}× the {chance_loss:.2f} of guessing at random, with learning rate "
-                        f"{lr:.3g}. Lower the learning rate."))
+            pending.append(PendingStep(state.step + 1, batch, lr, loss.detach(), (logits.argmax(1) == y).sum(), len(y)))
+            # Judged before this step's update, so with `every` 1 a diverged step never reaches the weights.
+            if len(pending) >= every or batch == per_epoch - 1 or state.step + 1 >= total_steps:
+                if (verdict := read_back()) is not None:
+                    return verdict
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             state.step += 1
-            state.images += seen
-            epoch_seen += seen
-            epoch_loss += loss_value * seen
-            epoch_correct += correct
-            # Images/s the same way the run's record computes it (images over the loop's wall time, data
-            # and augmentation included, validation excluded), so the live figure and the stored one agree.
-            on_event({"type": "step", "epoch": epoch + 1, "step": state.step, "total_steps": total_steps,
-                      "loss": loss_value, "lr": lr,
-                      "images_per_second": epoch_seen / max(time.perf_counter() - epoch_start, 1e-9)})
 
         state.train_seconds += time.perf_counter() - epoch_start
         val = evaluate(model, splits.val_x, splits.val_y)
