@@ -2,7 +2,8 @@
 
     python benchmarks/load.py [--sessions 10] [--seconds 120] [--url http://127.0.0.1:PORT] [--json PATH]
 Reports errors (exceptions, error boxes, disconnects, crashes, timeouts: must be 0), the predict round trip as the
-browser sees it and the rerun's server time (p50/p95), the training job's images/s and the server's RSS. Without
+browser sees it and the rerun's server time (p50/p95), the training job's images/s and the server's RSS; and, as a
+reference measured in the same run, the wall time of a bare 20 ms CPU burst beside the server (cpu_probe.py). Without
 --url it starts its own `streamlit run dashboard/app.py` on 127.0.0.1 over a fresh temporary run store;
 loopback only, bounded by a hard timeout; it stops the job, the browser and its server on any exit.
 """
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +36,7 @@ from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model
                            wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
+PROBE_BURST_MS = 20.0  # the reference's CPU burst: about what a predict's script run takes (17-19 ms measured)
 PROGRESS = re.compile(r"(?:queued|running) · epoch \d+/\d+ · step (\d+)/")  # the job's bar: started, or starting
 
 
@@ -146,7 +149,8 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                     errors.extend(await failure(error, "reading the training step", train_page))
             stop_at = time.monotonic() + result.seconds
             log(f"drawing for {result.seconds:g} s")
-            cpu_before, window_start = cpu_seconds_by_side(server_pid), time.monotonic()
+            reference = start_probe(result.seconds)
+            cpu_before, window_start = cpu_seconds_by_side(server_pid, reference.pid), time.monotonic()
 
             async def stop_training_when_due() -> None:  # as the drawing ends, while the last predicts finish
                 await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
@@ -162,7 +166,8 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                                  *([stop_training_when_due()] if training_started else []))
             window = time.monotonic() - window_start
             result.cpu_cores = {side: round((used - cpu_before[side]) / window, 2)
-                                for side, used in cpu_seconds_by_side(server_pid).items()}
+                                for side, used in cpu_seconds_by_side(server_pid, reference.pid).items()}
+            read_probe(reference, result)
         finally:
             if training_started and not result.train_stopped:  # never leave a job running on --url servers
                 try:
@@ -170,6 +175,29 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                 except Exception:  # noqa: BLE001
                     pass
             await browser.close()
+
+
+def start_probe(seconds: float) -> subprocess.Popen:
+    """benchmarks/cpu_probe.py for `seconds`, in a session of its own at this script's priority, as the server runs
+    (server_timing.start_server): the scheduler's share for a bare CPU burst, measured beside the server's."""
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("cpu_probe.py")), "--seconds", str(seconds),
+                             "--burst-ms", str(PROBE_BURST_MS)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def read_probe(probe: subprocess.Popen, result: LoadResult) -> None:
+    """The probe's bursts into `result` (nothing when it failed: the report says 'not measured')."""
+    try:
+        out, _ = probe.communicate(timeout=30)
+        found = json.loads(out)
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        probe.kill()
+        return
+    result.probe_burst_ms, result.probe_bursts = found["burst_ms"], found["bursts"]
+    result.probe_wall_p50_ms, result.probe_wall_p95_ms = (percentile(found["wall_ms"], 50),
+                                                          percentile(found["wall_ms"], 95))
+    result.probe_runqueue_p50_ms, result.probe_runqueue_p95_ms = (percentile(found["runqueue_ms"], 50),
+                                                                  percentile(found["runqueue_ms"], 95))
 
 
 # -- the run -------------------------------------------------------------------------------------------------------

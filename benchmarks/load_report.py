@@ -46,6 +46,14 @@ class LoadResult:
     train_images_per_second: float | None = None
     train_stopped: bool = False
     train_stop_seconds: float | None = None
+    # The reference in the same run (benchmarks/cpu_probe.py): a bare CPU burst of about a predict's CPU, in a process
+    # of its own at the server's priority, its wall time and its wait for a core.
+    probe_burst_ms: float | None = None
+    probe_bursts: int = 0
+    probe_wall_p50_ms: float | None = None
+    probe_wall_p95_ms: float | None = None
+    probe_runqueue_p50_ms: float | None = None
+    probe_runqueue_p95_ms: float | None = None
     cpu_cores: dict[str, float] = field(default_factory=dict)  # cores each side used while drawing (server, ...)
     server_rss_start_mb: float | None = None
     server_rss_peak_mb: float | None = None
@@ -107,6 +115,13 @@ def table(r: LoadResult) -> str:
         "CPU while drawing, in cores (of " + str(r.cpu_count) + "): "
         + (", ".join(f"{side} {cores:.2f}" for side, cores in r.cpu_cores.items()) or "not read")
         + " (driver: Playwright's, relaying every visitor's input, and this script)",
+        (f"reference, same run: a bare {r.probe_burst_ms:g} ms CPU burst in a process of its own at the server's "
+         f"priority (benchmarks/cpu_probe.py, {r.probe_bursts} bursts) took p50 / p95 {_fmt(r.probe_wall_p50_ms)} / "
+         f"{_fmt(r.probe_wall_p95_ms)} ms wall, waiting for a core {_fmt(r.probe_runqueue_p50_ms)} / "
+         f"{_fmt(r.probe_runqueue_p95_ms)} ms: what no server could beat on these cores"
+         + (f"; the predict's server time p95 is {r.predict_server_p95_ms / r.probe_wall_p95_ms:.1f}x the burst's"
+            if r.predict_server_p95_ms is not None and r.probe_wall_p95_ms else "")
+         if r.probe_bursts else "reference: not measured"),
         f"target: predict server time p95 <= {TARGET_MS:.0f} ms: {target} (reported, not enforced)",
         f"predicts per session: {r.predicts_per_session}; read as the digit drawn: {r.read_as_drawn} of {r.predicts}; "
         f"strokes drawn again because a fresh canvas missed them: {r.redrawn}",

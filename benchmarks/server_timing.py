@@ -165,18 +165,23 @@ def rss_mb(pid: int) -> float | None:
     return total / 1024
 
 
-def cpu_seconds_by_side(server_pid: int | None) -> dict[str, float]:
+def cpu_seconds_by_side(server_pid: int | None, reference_pid: int | None = None) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each side of a benchmark, from /proc: `server` (the server's
     process), `training` (its children: the training worker), `browsers` (Chromium's processes), `driver`
-    (Playwright's driver and this script) and `other`. Two calls' difference over a window is what each side took
-    in it; a process that ended in between is missed, so the sides are read across a window they all live through."""
+    (Playwright's driver and this script), `reference` (the load benchmark's CPU probe) and `other`. Two calls'
+    difference over a window is what each side took in it; a process that ended in between is missed, so the sides
+    are read across a window they all live through."""
     table = process_table()
     below_server = descendants(table, server_pid) if server_pid else set()
     below_me = descendants(table, os.getpid())
     sides = {"server": 0.0, "training": 0.0, "browsers": 0.0, "driver": 0.0, "other": 0.0}
+    if reference_pid:
+        sides["reference"] = 0.0
     for pid, (_, cpu, command) in table.items():
         if pid == server_pid:
             side = "server"
+        elif reference_pid and pid == reference_pid:
+            side = "reference"
         elif pid in below_server:
             side = "training"
         elif "chrom" in command:

@@ -3,6 +3,7 @@ and the parts it measures with: the CPU each side uses, Playwright's driver put 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,27 @@ def test_three_sessions_predict_without_errors_while_a_training_job_runs(browser
     assert result.server_rss_peak_mb > 0
     cores = result.cpu_cores  # what each side took while drawing: the server, its training, the browsers, ...
     assert cores["server"] > 0 and cores["training"] > 0 and cores["browsers"] > 0, cores
+    # The reference in the same run: a bare 20 ms CPU burst every 0.2-0.6 s beside the server, in its own process
+    assert result.probe_burst_ms == 20 and result.probe_bursts >= 30 and cores["reference"] > 0, cores
+    assert 20 * 0.8 <= result.probe_wall_p50_ms <= result.probe_wall_p95_ms, result
+    assert 0 <= result.probe_runqueue_p50_ms <= result.probe_runqueue_p95_ms <= result.probe_wall_p95_ms
+    assert "reference, same run: a bare 20 ms CPU burst" in load.table(result)
     assert sum(cores.values()) <= result.cpu_count * 1.1, cores  # /proc's ticks, not a guess
+
+
+def test_the_cpu_probe_times_bursts_of_the_cpu_it_was_asked_for(tmp_path):
+    # Calibrated on CPU time, so each burst uses about --burst-ms of CPU even on busy cores; wall >= CPU.
+    out = tmp_path / "probe.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_probe.py"), "--seconds", "2",
+                           "--burst-ms", "15", "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    assert found == json.loads(done.stdout) and found["burst_ms"] == 15 and found["bursts"] >= 3
+    assert all(10 <= cpu <= 25 for cpu in found["cpu_ms"]), found["cpu_ms"]
+    assert all(wall >= cpu * 0.98 for wall, cpu in zip(found["wall_ms"], found["cpu_ms"]))
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_probe.py"), "--seconds", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "must be positive" in bad.stderr
 
 
 def test_cpu_by_side_counts_a_servers_child_as_its_training(tmp_path):
