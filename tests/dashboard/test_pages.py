@@ -1,6 +1,7 @@
 """AppTest for every page: renders cleanly; Train, Runs, Evaluate, Explain and Under the hood at work."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -112,6 +113,9 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     goto(app, "runs")
     assert_clean(app)
     assert len(app.dataframe(key="runs_table").value) == 2
+    columns = json.loads(app.dataframe(key="runs_table").proto.columns)  # read as a person reads them
+    assert (columns["params"]["type_config"]["format"], columns["train time (s)"]["type_config"]["format"],
+            columns["test accuracy"]["type_config"]["format"]) == ("localized", "%.1f", "percent")
     assert any("Pareto" in c.value for c in app.caption)  # cost-benefit over all listed runs
     assert app.radio(key="runs_cost").options
     # rename the newest run (row 0)
