@@ -55,16 +55,25 @@ def recipe_net() -> nn.Module:
                          nn.ReLU(), nn.Flatten(), nn.Linear(800, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def public_recipe(seed: int, tuned: bool = False) -> dict:
+def sync(device: torch.device) -> None:
+    """Wait for a GPU's queued work (a timer must not stop before it); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def public_recipe(seed: int, tuned: bool = False, device: torch.device = torch.device("cpu"),
+                  max_steps: int | None = None) -> dict:
     """One epoch of the recipe; seconds are the training loop's alone (data already resident), like `train_seconds`.
     `tuned`: with the settings core trains `fast` with (its allocator setting, channels-last convolution weights,
-    and bf16 autocast where its auto precision picks it on this machine)."""
+    and bf16 autocast where its auto precision picks it on this machine). `device`: where the data and the model
+    live (benchmarks/gpu_check.py runs it on a GPU); `max_steps`: stop early (its smoke test)."""
     splits = load_splits("mnist")
     x = ((splits.train_x.float() / 255 - MEAN) / STD).unsqueeze(1)
     y = splits.train_y
     x, y = torch.cat([x, ((splits.val_x.float() / 255 - MEAN) / STD).unsqueeze(1)]), torch.cat([y, splits.val_y])
+    x, y = x.to(device), y.to(device)
     torch.manual_seed(seed)
-    net = recipe_net()
+    net = recipe_net().to(device)
     if tuned:
         from core.training.allocator import keep_freed_memory
 
@@ -74,41 +83,45 @@ def public_recipe(seed: int, tuned: bool = False) -> dict:
     steps = math.ceil(len(y) / batch)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.7, 0.9))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    order = torch.randperm(len(y))
-    bf16 = tuned and fast_precision() == "bf16"
+    order = torch.randperm(len(y)).to(device)
+    bf16 = tuned and fast_precision(device) == "bf16"
     net.train()
+    sync(device)
     start = time.perf_counter()
-    for i in range(steps):
+    for i in range(min(steps, max_steps or steps)):
         idx = order[i * batch:(i + 1) * batch]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(x[idx])
         loss = F.cross_entropy(logits.float(), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+    sync(device)
     seconds = time.perf_counter() - start
     net.eval()
-    test_x = ((splits.test_x.float() / 255 - MEAN) / STD).unsqueeze(1)
+    test_x, test_y = ((splits.test_x.float() / 255 - MEAN) / STD).unsqueeze(1).to(device), splits.test_y.to(device)
     with torch.no_grad():
-        correct = sum(int((net(test_x[i:i + 2000]).argmax(1) == splits.test_y[i:i + 2000]).sum())
-                      for i in range(0, len(splits.test_y), 2000))
-    return {"train_seconds": round(seconds, 3), "test_accuracy": correct / len(splits.test_y)}
+        correct = sum(int((net(test_x[i:i + 2000]).argmax(1) == test_y[i:i + 2000]).sum())
+                      for i in range(0, len(test_y), 2000))
+    return {"train_seconds": round(seconds, 3), "test_accuracy": correct / len(test_y)}
 
 
-def plain_loop(seconds_budget: float | None = None) -> dict:
-    """The everyday PyTorch loop: torchvision's MNIST, ToTensor, a DataLoader, batch 64, Adam, the seed CNN."""
+def plain_loop(seconds_budget: float | None = None, device: torch.device = torch.device("cpu")) -> dict:
+    """The everyday PyTorch loop: torchvision's MNIST, ToTensor, a DataLoader, batch 64, Adam, the seed CNN (on a
+    GPU, each batch copied to it as such a loop does)."""
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
     data = datasets.MNIST(str(data_root()), train=True, download=False, transform=transforms.ToTensor())
     loader = DataLoader(data, batch_size=64, shuffle=True)
     torch.manual_seed(0)
-    net = build_model("seed-cnn")  # the same model core trains (it normalises inside)
+    net = build_model("seed-cnn").to(device)  # the same model core trains (it normalises inside)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
     images, start = 0, time.perf_counter()
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         loss = F.cross_entropy(net(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -116,13 +129,14 @@ def plain_loop(seconds_budget: float | None = None) -> dict:
         images += len(y)
         if seconds_budget and time.perf_counter() - start > seconds_budget:
             break
+    sync(device)
     seconds = time.perf_counter() - start
     return {"images": images, "seconds": round(seconds, 3), "images_per_second": round(images / seconds, 1)}
 
 
-def fast_precision() -> str:
-    """What `fast` trains in on this machine's CPU (fp32, or bf16 where core's auto precision picks it)."""
-    return resolve_precision(TrainConfig.from_preset("fast"), torch.device("cpu"))
+def fast_precision(device: torch.device = torch.device("cpu")) -> str:
+    """What `fast` trains in on `device` (fp32, or bf16 where core's auto precision picks it)."""
+    return resolve_precision(TrainConfig.from_preset("fast"), device)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
