@@ -111,7 +111,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(executable), args=args, headless=True)
-        train_page = None
+        train_page = reference = None
         training_started = False
         try:
             async def start_training() -> None:
@@ -169,6 +169,9 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                                 for side, used in cpu_seconds_by_side(server_pid, reference.pid).items()}
             read_probe(reference, result)
         finally:
+            if reference is not None and reference.poll() is None:  # the drawing was cut short: so is the probe
+                reference.kill()
+                reference.wait()
             if training_started and not result.train_stopped:  # never leave a job running on --url servers
                 try:
                     await train_page.get_by_role("button", name=re.compile("^Stop")).click(timeout=30_000)
@@ -180,9 +183,11 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
 def start_probe(seconds: float) -> subprocess.Popen:
     """benchmarks/cpu_probe.py for `seconds`, in a session of its own at this script's priority, as the server runs
     (server_timing.start_server): the scheduler's share for a bare CPU burst, measured beside the server's."""
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("cpu_probe.py")), "--seconds", str(seconds),
-                             "--burst-ms", str(PROBE_BURST_MS)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cpu_probe.py")), "--seconds", str(seconds),
+                              "--burst-ms", str(PROBE_BURST_MS)], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    SERVERS.append(probe)  # the watchdog's last resort kills it too
+    return probe
 
 
 def read_probe(probe: subprocess.Popen, result: LoadResult) -> None:
@@ -192,6 +197,7 @@ def read_probe(probe: subprocess.Popen, result: LoadResult) -> None:
         found = json.loads(out)
     except (subprocess.TimeoutExpired, json.JSONDecodeError):
         probe.kill()
+        probe.wait()
         return
     result.probe_burst_ms, result.probe_bursts = found["burst_ms"], found["bursts"]
     result.probe_wall_p50_ms, result.probe_wall_p95_ms = (percentile(found["wall_ms"], 50),

@@ -113,3 +113,25 @@ def test_a_group_of_steps_is_summed_in_one_all_reduce(monkeypatch):
         assert calls == [10, 4]  # three steps and the stop flag in one all-reduce; then one step
     finally:
         dist.destroy_process_group()
+
+
+def test_ranks_read_back_in_groups_stop_together_and_report_every_step_taken(digits, monkeypatch):
+    # Under torchrun the ranks learn of a stop when they read a group back (one gloo process here): the step being
+    # read is dropped (its update never happens), every earlier step is reported and counted.
+    import torch.distributed as dist
+
+    from core.training import train as train_module
+    from core.training.distributed import Ranks
+
+    monkeypatch.setattr(train_module, "read_back_every", lambda device: 4)
+    cfg = TrainConfig(**{**SETTINGS, "epochs": 1})
+    asked, events = [], []
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        outcome = train_module.train(cfg, digits, on_event=events.append, ranks=Ranks(0, 1, 0, torch.device("cpu")),
+                                     should_stop=lambda: asked.append(1) or len(asked) >= 3)  # at the third read
+    finally:
+        dist.destroy_process_group()
+    assert outcome.status == "cancelled" and len(asked) == 3
+    assert outcome.state.step == 11 and outcome.state.images == 11 * 32  # steps 1-11; step 12 was being read
+    assert [e["step"] for e in events if e["type"] == "step"] == list(range(1, 12))

@@ -134,8 +134,7 @@ def _restore(folder: Path, info: dict[str, Any], cfg: TrainConfig, device: torch
     for group in groups:
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
-        if "fused" in group:  # the update kernel of the device it resumes on (fused on a GPU), not the saver's
-            group["fused"] = optimizer.defaults.get("fused")
+        group["fused"] = optimizer.defaults.get("fused")  # the kernel of the device it resumes on, not the saver's
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")} or None
     return TrainState(model=model, optimizer=optimizer, epoch=info["epoch"], step=info["step"],

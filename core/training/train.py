@@ -354,10 +354,12 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                  else torch.randperm(n_train, device=device, generator=gen))
         set_train_mode(cfg, model)
         epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
-        pending: list[PendingStep] = []
+        pending: list[PendingStep] = []  # steps whose figures are still on the device
+        judged: list[Event] = []  # steps read back and judged, reported once their update is done
 
         def read_back() -> TrainOutcome | None:
-            """Bring the pending steps' figures to the host (one sync), judge them in order, report each step."""
+            """Bring the pending steps' figures to the host (one sync) and judge them in order; a step that passes
+            joins the epoch's figures and `judged`."""
             nonlocal epoch_loss, epoch_correct, epoch_seen
             rows, stopping = step_figures(pending, ranks, ranks is not None and should_stop())
             steps, pending[:] = list(pending), []
@@ -375,23 +377,30 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                             f"Training diverged in epoch {epoch + 1}: the loss averaged {mean_loss:.1f}, more than "
                             f"{DIVERGENCE_FACTOR}× the {chance_loss:.2f} of guessing at random, with learning rate "
                             f"{step.lr:.3g}. Lower the learning rate."))
-                state.images += seen
                 epoch_seen += seen
                 epoch_loss += loss_value * seen
                 epoch_correct += correct
-                # Images/s the same way the run's record computes it (images over the loop's wall time, data
-                # and augmentation included, validation excluded), so the live figure and the stored one agree.
-                on_event({"type": "step", "epoch": epoch + 1, "step": step.number, "total_steps": total_steps,
-                          "loss": loss_value, "lr": step.lr,
-                          "images_per_second": epoch_seen / max(time.perf_counter() - epoch_start, 1e-9)})
+                judged.append({"type": "step", "epoch": epoch + 1, "step": step.number, "total_steps": total_steps,
+                               "loss": loss_value, "lr": step.lr, "images_per_second": epoch_seen})
             return cancelled(state, epoch_start) if stopping else None
+
+        def report() -> None:
+            """Send the judged steps' events. Images/s the same way the run's record computes it (images over the
+            loop's wall time, data and augmentation included, validation excluded): live and stored figures agree."""
+            elapsed = max(time.perf_counter() - epoch_start, 1e-9)
+            for event in judged:
+                on_event({**event, "images_per_second": event["images_per_second"] / elapsed})
+            judged.clear()
 
         for batch in range(per_epoch):
             if state.step >= total_steps:
                 break
             if ranks is None and should_stop():  # under torchrun the ranks agree on stopping when they read back
-                return read_back() or cancelled(state, epoch_start)
+                verdict = read_back()  # the steps taken since the last read
+                report()
+                return verdict or cancelled(state, epoch_start)
             idx = private.sample(n_train, gen) if private else order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+            images = len(idx)  # the whole batch's, before a rank takes its shard
             if ranks is not None:
                 idx = ranks.shard(idx)
             x, y = to_float(splits.train_x[idx]), splits.train_y[idx]
@@ -413,11 +422,14 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             # Judged before this step's update, so with `every` 1 a diverged step never reaches the weights.
             if len(pending) >= every or batch == per_epoch - 1 or state.step + 1 >= total_steps:
                 if (verdict := read_back()) is not None:
+                    report()  # the steps before the one it stopped at were all taken
                     return verdict
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             state.step += 1
+            state.images += images
+            report()
 
         state.train_seconds += time.perf_counter() - epoch_start
         val = evaluate(model, splits.val_x, splits.val_y)
