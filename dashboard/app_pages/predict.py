@@ -180,6 +180,7 @@ def draw_and_read() -> None:
     so the answer comes back quickly even when a class draws on one server at once."""
     left, right = st.columns([1, 1])
     with left:
+        st.space(16)  # room for the canvas's toolbar, which shows above it on hover: over the tabs it hid "Test image"
         canvas = st_canvas(stroke_width=st.session_state.get("predict_brush", 18), stroke_color="#FFFFFF",
                            background_color="#000000", height=280, width=280, drawing_mode="freedraw",
                            return_image_data=True,

@@ -79,6 +79,11 @@ def test_a_digit_drawn_with_the_mouse_is_read_beside_the_canvas(server, page):
     expect(verdict).to_contain_text("7")
     assert _on_screen(verdict)  # the answer sits beside the drawing
     expect(page.get_by_text("What the model sees (28×28)")).to_be_visible()
+    # The canvas's own toolbar shows above it while the pointer is over it: never on the tabs (it hid "Test image",
+    # and a move from the canvas up to that tab landed on the toolbar's buttons instead)
+    toolbar, tabs = page.locator(".dc-toolbar").first, page.get_by_role("tablist").first
+    expect(toolbar).to_be_visible()
+    assert toolbar.bounding_box()["y"] >= tabs.bounding_box()["y"] + tabs.bounding_box()["height"]
 
 
 def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
