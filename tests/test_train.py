@@ -55,6 +55,12 @@ def test_a_finite_but_blown_up_loss_is_stopped_as_diverged_within_the_first_epoc
     assert train(tiny_cfg, digits).status == "completed"  # an ordinary run is never judged blown up
 
 
+def test_figures_are_read_every_step_on_a_cpu_and_in_groups_on_a_gpu():
+    assert train_module.read_back_every(torch.device("cpu")) == 1  # caught before its update, as always
+    assert train_module.read_back_every(torch.device("cuda", 0)) == train_module.READ_BACK_EVERY == 32
+    assert train_module.read_back_every(torch.device("mps")) == 32
+
+
 def _read_back_every(monkeypatch, steps: int) -> None:
     monkeypatch.setattr(train_module, "read_back_every", lambda device: steps)
 
