@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.training.config import TrainConfig  # noqa: E402
 from core.data.datasets import Splits, load_splits  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
-from core.training.train import pick_device, read_back_every, resolve_precision, train  # noqa: E402
+from core.training.devices import pick_device, resolve_precision  # noqa: E402
+from core.training.readback import read_back_every  # noqa: E402
+from core.training.train import train  # noqa: E402
 from speed import plain_loop, public_recipe, sync  # noqa: E402 - beside this script
 
 TARGET_SECONDS = 0.5  # the time to 99% for `fast` on a current data-centre GPU

@@ -10,9 +10,9 @@
    betas (0.7, 0.9) and a one-cycle schedule, the data resident as pre-normalised tensors (tuomaso/train_mnist_fast,
    "99% on MNIST in 0.76 s"), run as its own process like the CLI. Seeds alternate between the two, so load on the
    machine falls on both. The recipe also runs a second time with the settings core trains `fast` with (its
-   allocator setting, core.training.allocator, and channels-last convolution weights, core.training.train.place),
+   allocator setting, core.training.allocator, and channels-last convolution weights, core.training.devices.place),
    which shows how much of the difference those settings alone make; where core trains `fast` in bf16 autocast
-   (precision auto on a CPU with AMX, core.training.train.resolve_precision) that run gets bf16 autocast too.
+   (precision auto on a CPU with AMX, core.training.devices.resolve_precision) that run gets bf16 autocast too.
    Target: every `fast` seed ≥ 99.0% and its median time ≤ 0.8× the recipe's.
 2. Throughput: `--preset seed-cnn --epochs 1` through `core` (`images_per_second`) against a plain PyTorch loop
    (torchvision.datasets.MNIST + ToTensor + DataLoader, batch 64, Adam, the same model), target ≥ 1.5×; and the
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from core.data.datasets import data_root, load_splits  # noqa: E402
 from core.models.zoo import ZOO, build_model, train_flops  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
-from core.training.train import resolve_precision  # noqa: E402
+from core.training.devices import resolve_precision  # noqa: E402
 from server_timing import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "speed.json"

@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.errors import DigitLabError
 from core.training.config import SETTINGS, TrainConfig
-from core.training.train import auto_precision, pick_device
+from core.training.devices import auto_precision, pick_device
 from core.data.datasets import DATASETS
 from core.models.zoo import ZOO
 

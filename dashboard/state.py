@@ -20,7 +20,7 @@ from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
 from core.errors import DigitLabError
 from core.policy import VISITOR_KEY, Policy
 from core.training.config import TrainConfig, plan
-from core.training.train import native_bf16
+from core.training.devices import native_bf16
 from core.training.jobs import Job, JobManager
 from core.runs import RunRecord, RunStore
 from core.tasks import TaskRunner

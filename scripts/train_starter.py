@@ -39,7 +39,8 @@ from core.inference.predict import Predictor  # noqa: E402
 from core.inference.weights import ASSETS, STARTER_CARD, STARTER_WEIGHTS  # noqa: E402
 from core.runs import RunStore  # noqa: E402
 from core.storage import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402
-from core.training.train import pick_device, train  # noqa: E402
+from core.training.devices import pick_device  # noqa: E402
+from core.training.train import train  # noqa: E402
 
 DRAWINGS_PER_DIGIT = 100  # the template "drawn by a person" set: 1,000 canvases, seed 0 (measured only)
 RESTROKED = 12_000  # the first 12,000 MNIST training digits, re-stroked once each, join the training data

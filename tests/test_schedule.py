@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.training.config import TrainConfig
-from core.training.train import lr_at
+from core.training.schedule import lr_at
 
 PER_EPOCH = 37  # steps per epoch; odd on purpose, so phase boundaries fall between epochs
 EPOCHS = 6

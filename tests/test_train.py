@@ -15,7 +15,9 @@ from core.training.experiment import create_run, execute_run
 from core.inference.metrics import EvalResult
 from core.insight.compare import model_card
 from core.storage import load_tensors
-from core.training.train import lr_at, train
+from core.training.readback import READ_BACK_EVERY
+from core.training.schedule import lr_at
+from core.training.train import train
 
 
 def test_training_on_digits_learns(digits, tiny_cfg):
@@ -57,7 +59,7 @@ def test_a_finite_but_blown_up_loss_is_stopped_as_diverged_within_the_first_epoc
 
 def test_figures_are_read_every_step_on_a_cpu_and_in_groups_on_a_gpu():
     assert train_module.read_back_every(torch.device("cpu")) == 1  # caught before its update, as always
-    assert train_module.read_back_every(torch.device("cuda", 0)) == train_module.READ_BACK_EVERY == 32
+    assert train_module.read_back_every(torch.device("cuda", 0)) == READ_BACK_EVERY == 32
     assert train_module.read_back_every(torch.device("mps")) == 32
 
 

@@ -18,7 +18,8 @@ import torch
 from core.training.config import TrainConfig
 from core.errors import CheckpointError
 from core.storage import atomic_write_json, load_tensors, save_tensors
-from core.training.train import TrainState, make_optimizer, place
+from core.training.devices import place
+from core.training.train import TrainState, make_optimizer
 from core.inference.weights import model_from_tensors
 
 log = logging.getLogger(__name__)

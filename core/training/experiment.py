@@ -20,8 +20,8 @@ from core.models.zoo import ZOO, train_flops
 from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunRecord, RunStore
 from core.training.distributed import Ranks
-from core.training.train import (Event, TrainOutcome, adversarial_settings, pick_device, resolve_precision, train,
-                                 training_splits)
+from core.training.devices import pick_device, resolve_precision
+from core.training.train import Event, TrainOutcome, adversarial_settings, train, training_splits
 from core.inference.evaluation import remember_predictions
 from core.inference.weights import load_source, model_source, save_model
 

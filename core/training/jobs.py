@@ -24,7 +24,8 @@ from core.errors import DigitLabError
 from core.training.experiment import create_run, execute_run
 from core.ownership import Lease, train_lock
 from core.runs import RESUMABLE, RunStore
-from core.training.train import Event, pick_device
+from core.training.devices import pick_device
+from core.training.train import Event
 from core.training.worker import TrainingProcess, WorkerDied
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,10 @@ import torch.nn.functional as F
 
 from core.errors import ConfigError
 from core.training.allocator import keep_freed_memory
-from core.training.config import RunPlan, TrainConfig, plan
+from core.training.config import TrainConfig, plan
+from core.training.devices import pick_device, place, resolve_precision
+from core.training.readback import PendingStep, read_back_every, step_figures
+from core.training.schedule import lr_at
 from core.data.datasets import Splits, augment_batch, to_float
 from core.data.drawing_parts import DrawingImages
 from core.data.drawing_parts import images as drawing_images
@@ -34,7 +37,6 @@ if TYPE_CHECKING:
 PREVIEW_IMAGES = 12  # validation images whose predictions every epoch event carries
 DIVERGENCE_WINDOW = 20  # steps into an epoch before its mean loss is judged
 DIVERGENCE_FACTOR = 10  # a mean loss this many times a uniform guess's means the run has blown up
-READ_BACK_EVERY = 32  # steps between reading a GPU's loss and accuracy figures back to the host
 Event = dict[str, Any]  # {"type": "started"|"step"|"epoch"|"finished"|..., ...}; JSON-serialisable
 
 
@@ -79,77 +81,6 @@ def diverged(state: TrainState, epoch_start: float, message: str) -> TrainOutcom
     return TrainOutcome("diverged", state, message)
 
 
-@dataclass
-class PendingStep:
-    """One optimiser step's figures, still on the training device until they are read back."""
-
-    number: int  # 1-based step of the run
-    batch: int  # 0-based batch of the epoch
-    lr: float
-    loss: torch.Tensor  # the batch's mean loss (0-d)
-    correct: torch.Tensor  # how many images the model got right (0-d)
-    images: int
-
-
-def read_back_every(device: torch.device) -> int:
-    """Steps whose figures stay on the device between two read-backs. On a CPU every step is read (a read costs
-    nothing, and a diverged step is caught before it touches the weights); on a GPU every read makes the host wait
-    for the device's queue to drain, so figures are read in groups and up to that many steps run after a bad one."""
-    return 1 if device.type == "cpu" else READ_BACK_EVERY
-
-
-def step_figures(steps: list[PendingStep], ranks: Ranks | None,
-                 stop: bool) -> tuple[list[tuple[float, int, int]], bool]:
-    """Each step's (mean loss, images, correct), read to the host in one sync; under torchrun summed over the ranks
-    in one all-reduce (the whole batches' figures), with whether any rank was asked to stop."""
-    if not steps:
-        return [], stop
-    loss = torch.stack([s.loss for s in steps]).double()
-    correct = torch.stack([s.correct for s in steps]).double()
-    images = torch.tensor([float(s.images) for s in steps], dtype=torch.float64, device=loss.device)
-    table = torch.stack([loss, images, correct], 1)
-    if ranks is not None:
-        return ranks.step_totals(table, stop)
-    return [(loss_value, int(n), int(c)) for loss_value, n, c in table.tolist()], stop
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """auto -> cuda, then mps, then cpu; an explicit device that is absent is an error."""
-    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    if requested == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
-    if not has.get(requested, False):
-        raise ConfigError(f"device {requested!r} is not available on this machine; use auto or cpu.")
-    return torch.device(requested)
-
-
-# Zoo models that train faster in bf16 autocast than in fp32 where the hardware computes bf16 natively. Measured on
-# 2 cores of an Intel Xeon with AMX (images/s, bf16 / fp32): speed-cnn 1.4–1.8×, seed-cnn 1.5×, resnet 1.5×, all at
-# the same accuracy; the tiny ViT (0.37×) and the MLP (0.84×) were slower there, so they stay in fp32.
-BF16_FASTER = frozenset({"seed-cnn", "speed-cnn", "resnet"})
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AMX tiles (Intel Xeon
-    from Sapphire Rapids on). A CPU with only AVX-512 BF16 is not counted: not measured here, so it stays fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-    return False
-
-
-def auto_precision(model: str, device: torch.device, private: bool = False) -> str:
-    """What `auto` means for `model` on `device`: bf16 autocast for the models measured faster in it (BF16_FASTER),
-    on a device with native bf16, outside private training (DP-SGD stays fp32); fp32 otherwise."""
-    return "bf16" if model in BF16_FASTER and not private and native_bf16(device) else "fp32"
-
-
-def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
-    """The precision a run trains in: its setting, with `auto` resolved for its model on `device`."""
-    return auto_precision(cfg.model, device, cfg.dp) if cfg.precision == "auto" else cfg.precision
-
-
 def new_state(cfg: TrainConfig, splits: Splits, device: torch.device,
               init_weights: dict[str, torch.Tensor] | None = None) -> TrainState:
     """A fresh model (or one starting from `init_weights`) and optimiser; deterministic for cfg.seed."""
@@ -162,15 +93,6 @@ def new_state(cfg: TrainConfig, splits: Splits, device: torch.device,
         model.load_state_dict(init_weights)
     model = place(model, device)
     return TrainState(model=model, optimizer=make_optimizer(cfg, model))
-
-
-def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """`model` on `device` in the layout it trains in (a fresh run and a resumed one alike, so a resumed run still
-    ends with the very weights an uninterrupted one has). Convolution weights are channels-last (NHWC; dense layers
-    are unchanged): oneDNN's convolutions run much faster in that layout, forward and backward, and the activations
-    follow the weights. On this project's 2-core CPU, training images/s went: speed CNN at batch 256 3,600 -> 6,300,
-    seed CNN at 64 1,730 -> 2,830, ResNet at 128 780 -> 1,010. Saved weights are written contiguous as before."""
-    return model.to(device, memory_format=torch.channels_last)
 
 
 def hard_example_weights(model: torch.nn.Module, images_u8: torch.Tensor, labels: torch.Tensor,
@@ -214,33 +136,6 @@ def set_train_mode(cfg: TrainConfig, model: torch.nn.Module) -> None:
         model.train()
 
 
-# Ours, not torch's schedulers: a pure function of the step means a resumed run gets exactly the same
-# rates with no scheduler state to save. tests/test_schedule.py checks it against StepLR,
-# CosineAnnealingLR and OneCycleLR over whole runs.
-def lr_at(cfg: TrainConfig, step: int, total_steps: int, per_epoch: int) -> float:
-    """The learning rate for optimiser step `step` (0-based): a pure function, so resume needs no state."""
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "step":
-        return cfg.lr * cfg.step_gamma ** (step // (per_epoch * cfg.step_every))
-    progress = min(step / max(total_steps, 1), 1.0)
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    # onecycle: cosine warm-up from lr/25 to lr, then cosine anneal to (lr/25)/1e4, as torch's OneCycleLR
-    # (div_factor=25, final_div_factor=1e4); torch peaks one step earlier, at step warmup_fraction*total - 1.
-    warm = cfg.warmup_fraction
-    if progress < warm:
-        return _cos_between(cfg.lr / 25, cfg.lr, progress / warm)
-    return _cos_between(cfg.lr, cfg.lr / 25 / 1e4, (progress - warm) / max(1 - warm, 1e-9))
-
-
-def lr_curve(cfg: TrainConfig, run: RunPlan, points: int = 200) -> tuple[list[int], list[float]]:
-    """The whole schedule, sampled at about `points` steps (for plotting before a run)."""
-    total = run.total_steps
-    steps = sorted(set(range(0, total, max(1, total // points))) | {max(total - 1, 0)})
-    return steps, [lr_at(cfg, s, total, run.steps_per_epoch) for s in steps]
-
-
 def training_splits(cfg: TrainConfig, splits: Splits, drawings_root: Path | None = None,
                     drawings: DrawingImages | None = None) -> Splits:
     """The images `cfg` trains on: the first `train_size` (or `per_class` of each class), plus the validation
@@ -260,10 +155,6 @@ def drawing_train_part(cfg: TrainConfig, root: Path | None = None) -> DrawingIma
     """The train half of `cfg.drawings` as uint8 images (round(model input × 255)) and labels."""
     sets = DrawingStore(root)
     return drawing_images(sets, sets.resolve(cfg.drawings).id, "train")
-
-
-def _cos_between(start: float, end: float, t: float) -> float:
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def adversarial_settings(cfg: TrainConfig) -> AttackSettings:
@@ -289,7 +180,7 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     each batch through DistributedDataParallel; figures (loss, accuracy, images) are the whole batch's.
     The process's C allocator keeps freed memory for the next step from here on (core.training.allocator).
     Each step's loss and accuracy stay on the device until they are read back, every step on a CPU and every
-    READ_BACK_EVERY steps on a GPU (`read_back_every`), so a GPU's step loop never waits for the host.
+    READ_BACK_EVERY steps on a GPU (core.training.readback), so a GPU's step loop never waits for the host.
     """
     keep_freed_memory()
     with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave

@@ -11,7 +11,7 @@ from core.training.measured import preset_sentence
 from core.data.datasets import augment_batch, to_float
 from core.errors import DigitLabError
 from core.models.zoo import ZOO
-from core.training.train import lr_curve
+from core.training.schedule import lr_curve
 from dashboard import form, state, widgets
 from dashboard.live import live_charts, live_panel
 
