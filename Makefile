@@ -42,6 +42,8 @@ benchmark: $(VENV)/.installed  # about 3 hours on 2 CPU cores; each script print
 	$(PY) benchmarks/pages.py --json benchmarks/results/pages.json
 	$(PY) benchmarks/watch.py --json benchmarks/results/watch.json
 	$(PY) benchmarks/load.py --sessions 10 --seconds 60 --json benchmarks/results/load.json
+	if [ $$(nproc) -ge 2 ]; then $(PY) benchmarks/load.py --sessions 10 --seconds 60 --server-cores 1 \
+	  --json benchmarks/results/load-server-cores1.json; fi  # the browsers on a core of their own
 
 clean:
 	rm -rf $(VENV) .pytest_cache .digit-lab/test-home

@@ -32,8 +32,8 @@ from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, R
                             VIEWPORT, SessionStats, behind, draw_and_predict, driver_behind, failure,
                             open_predict)
 from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model,  # noqa: E402, F401 (data_line: tests)
-                           cpu_seconds_by_side, data_line, machine_line, read_log, start_server, stop_server,
-                           wait_healthy)
+                           cpu_seconds_by_side, data_line, machine_line, on_cores, read_log, split_cores,
+                           start_server, stop_server, wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
 PROBE_BURST_MS = 20.0  # the reference's CPU burst: about what a predict's script run takes (17-19 ms measured)
@@ -103,7 +103,8 @@ async def _stop_training(page, result: LoadResult) -> None:
 
 async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors: list[tuple[str, str]],
                  preset: str | None, timeout_ms: float, executable: Path, args: list[str],
-                 log: Callable[[str], None], artifacts: Path | None, server_pid: int | None = None) -> None:
+                 log: Callable[[str], None], artifacts: Path | None, server_pid: int | None = None,
+                 server_cores: set[int] | None = None) -> None:
     """One Chromium: the Train page starts the job while the sessions open (all at once, as a class would), then
     the sessions draw for `result.seconds`, and the job is stopped as they end. Errors outside the sessions go
     to `errors`; a session that cannot open its page counts an error and tries again while the others draw."""
@@ -149,7 +150,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                     errors.extend(await failure(error, "reading the training step", train_page))
             stop_at = time.monotonic() + result.seconds
             log(f"drawing for {result.seconds:g} s")
-            reference = start_probe(result.seconds)
+            reference = start_probe(result.seconds, server_cores)
             cpu_before, window_start = cpu_seconds_by_side(server_pid, reference.pid), time.monotonic()
 
             async def stop_training_when_due() -> None:  # as the drawing ends, while the last predicts finish
@@ -180,12 +181,13 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
             await browser.close()
 
 
-def start_probe(seconds: float) -> subprocess.Popen:
-    """benchmarks/cpu_probe.py for `seconds`, in a session of its own at this script's priority, as the server runs
-    (server_timing.start_server): the scheduler's share for a bare CPU burst, measured beside the server's."""
+def start_probe(seconds: float, cores: set[int] | None = None) -> subprocess.Popen:
+    """benchmarks/cpu_probe.py for `seconds`, in a session of its own at this script's priority and on the server's
+    `cores`, as the server runs (server_timing.start_server): the scheduler's share for a bare CPU burst, measured
+    beside the server's."""
     probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cpu_probe.py")), "--seconds", str(seconds),
                               "--burst-ms", str(PROBE_BURST_MS)], stdout=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             preexec_fn=on_cores(cores), start_new_session=True)
     SERVERS.append(probe)  # the watchdog's last resort kills it too
     return probe
 
@@ -210,13 +212,15 @@ def read_probe(probe: subprocess.Popen, result: LoadResult) -> None:
 def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, preset: str | None = "fast",
              timeout_s: float | None = None, verdict_timeout_s: float = 30, server_pid: int | None = None,
              chromium: Path = CHROMIUM, chromium_args: list[str] | None = None, artifacts: Path | None = None,
-             browsers_nice: int = 0, log: Callable[[str], None] = print) -> LoadResult:
+             browsers_nice: int = 0, server_cores: int = 0, log: Callable[[str], None] = print) -> LoadResult:
     """Run the load and return its figures; `preset=None` runs no training job. Bounded by `timeout_s`.
 
     `artifacts`: a folder for a screenshot of each session's page when it meets an error. `browsers_nice` > 0: run
     Chromium and Playwright's driver at that nice (`canvas_visitor.behind`, `driver_behind`), behind the server as a
     class's browsers on their own laptops would be; at 0 they share the cores with the server evenly. (The training
-    job's worker runs at nice 10.)"""
+    job's worker runs at nice 10.) `server_cores` > 0: the server, its training job and the reference on that many of
+    this machine's cores, the browsers, Playwright's driver and this script on the others, as if the visitors were on
+    machines of their own (`split_cores`; not with `url`, a server this script did not start)."""
     if artifacts is not None:
         artifacts.mkdir(parents=True, exist_ok=True)
     timeout_s = timeout_s or seconds + 480
@@ -226,6 +230,13 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     result = LoadResult(sessions=sessions, seconds=seconds, cpu_count=cpu_count(), cpu_model=cpu_model(),
                         load_average_start=os.getloadavg()[0], train_preset=preset or "",
                         browsers_nice=browsers_nice)
+    server_side = visitors_side = None
+    if server_cores:
+        if url is not None:
+            raise ValueError("--server-cores needs a server this script starts, not --url")
+        server_side, visitors_side = split_cores(server_cores)
+        result.server_cores, result.visitor_cores = sorted(server_side), sorted(visitors_side)
+    cores_were = os.sched_getaffinity(0) if visitors_side else None
     stats = [SessionStats() for _ in range(sessions)]
     home = proc = sampler = None
     timing: list[dict] = []
@@ -236,9 +247,11 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
         chromium = behind(chromium, launchers, browsers_nice)
         os.environ["PLAYWRIGHT_NODEJS_PATH"] = str(driver_behind(launchers, browsers_nice))
     try:
+        if visitors_side:  # this thread, and so the driver's thread, Playwright's driver and its browsers
+            os.sched_setaffinity(0, visitors_side)
         if url is None:
             home = Path(tempfile.mkdtemp(prefix="digit-lab-load-"))
-            proc, url = start_server(home)
+            proc, url = start_server(home, server_side)
             server_pid = proc.pid
             log(f"server {url} (pid {proc.pid}, run store {home})")
         url = check_loopback(url)
@@ -251,7 +264,7 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
             try:
                 asyncio.run(asyncio.wait_for(_drive(url, result, stats, errors, preset, verdict_timeout_s * 1000,
                                                     chromium, chromium_args or CHROMIUM_ARGS, log, artifacts,
-                                                    server_pid),
+                                                    server_pid, server_side),
                                              timeout_s - (time.monotonic() - began)))
             except asyncio.TimeoutError:
                 errors.append(("timeout", f"hard timeout: stopped after {timeout_s:.0f} s"))
@@ -266,6 +279,8 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     except Exception as error:  # noqa: BLE001
         errors.append(("other", f"{type(error).__name__}: {error}"))
     finally:
+        if cores_were is not None:  # a caller (the tests) gets its cores back
+            os.sched_setaffinity(0, cores_were)
         if sampler is not None:
             sampler.stop()
         if proc is not None:
@@ -334,9 +349,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the browsers and Playwright's driver at nice N (1-19; their whole sessions too), "
                              "unable to raise it, as if on the visitors' own machines (default 0: at the server's "
                              "priority)")
+    parser.add_argument("--server-cores", type=int, default=0, metavar="N",
+                        help="run the server, its training job and the reference on N of the cores, the browsers, "
+                             "Playwright's driver and this script on the others, as if the visitors were on machines "
+                             "of their own (default 0: everything shares every core)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--artifacts", type=Path, help="a folder for screenshots of pages that met an error")
     args = parser.parse_args(argv)
+    if args.server_cores:
+        try:
+            split_cores(args.server_cores)
+        except ValueError as error:
+            parser.error(str(error))
+        if args.url:
+            parser.error("--server-cores needs a server this script starts, not --url")
     if not CHROMIUM.exists():
         print(f"{CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
         return 2
@@ -353,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     result = run_load(args.sessions, args.seconds, args.url, None if args.preset == "none" else args.preset,
                       timeout_s, args.verdict_timeout, args.server_pid, artifacts=args.artifacts,
-                      browsers_nice=args.browsers_nice, log=lambda m: print(m, flush=True))
+                      browsers_nice=args.browsers_nice, server_cores=args.server_cores,
+                      log=lambda m: print(m, flush=True))
     print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ class LoadResult:
     cpu_model: str
     load_average_start: float
     browsers_nice: int = 0  # > 0: the browsers behind the server at this nice, as if on the visitors' own machines
+    server_cores: list[int] = field(default_factory=list)  # set: the server side on these cores only, ...
+    visitor_cores: list[int] = field(default_factory=list)  # ... the browsers, the driver and the script on these
     load_average_end: float = 0.0
     predicts: int = 0
     errors: int = 0
@@ -81,6 +83,24 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def _cores(cores: list[int]) -> str:
+    return ("core " if len(cores) == 1 else "cores ") + ", ".join(map(str, cores))
+
+
+def _where_browsers(r: LoadResult) -> str:
+    """Where the browsers ran, beside the server or apart from it."""
+    where = []
+    if r.server_cores:
+        where.append(f"the server, its training job and the reference on {_cores(r.server_cores)}, the browsers, "
+                     f"Playwright's driver and this script on {_cores(r.visitor_cores)}, as if the visitors were on "
+                     "machines of their own")
+    else:
+        where.append("the browsers run on them too")
+    where.append(f"the browsers behind the server: nice {r.browsers_nice}" if r.browsers_nice
+                 else "the browsers at the server's priority")
+    return "; ".join(where)
+
+
 def table(r: LoadResult) -> str:
     """The figures as a markdown table, with what each column measures underneath."""
     target = {None: "n/a", True: "PASS", False: "FAIL"}[r.target_met]
@@ -99,9 +119,7 @@ def table(r: LoadResult) -> str:
         f"{_fmt(r.server_rss_final_mb)} MB |",
         "",
         f"machine: {r.cpu_count} CPU cores ({r.cpu_model}); load average {r.load_average_start:.1f} at the start, "
-        f"{r.load_average_end:.1f} at the end (other jobs may share the cores; the browsers run on them too, "
-        + (f"behind the server: nice {r.browsers_nice}, as if on the visitors' own machines)" if r.browsers_nice
-           else "at the server's priority)"),
+        f"{r.load_average_end:.1f} at the end (other jobs may share the cores; {_where_browsers(r)})",
         f"server time: on the server's own clock, for each script run that read a drawing "
         f"({r.predict_server_samples} runs): the rerun request taken off the websocket -> the script's end "
         "(queueing + the run); in brackets the script run alone",

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_LOG = "timing.jsonl"  # in the run store of a server started here: one line per script run
@@ -117,21 +118,36 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def split_cores(server_cores: int) -> tuple[set[int], set[int]]:
+    """This process's cores cut in two: the first `server_cores` for the server side (the server, its training job,
+    the reference), the rest for the visitors' side (the browsers, Playwright's driver, the benchmark itself)."""
+    mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not 0 < server_cores < len(mine):
+        raise ValueError(f"cannot give the server {server_cores} of {len(mine)} cores and the browsers the rest"
+                         + ("" if mine else " (core affinity is Linux only)"))
+    return set(mine[:server_cores]), set(mine[server_cores:])
+
+
+def on_cores(cores: set[int] | None) -> Callable[[], None] | None:
+    """A `preexec_fn` for subprocess.Popen that runs the child on `cores` only (None: wherever this process may)."""
+    return None if cores is None else lambda: os.sched_setaffinity(0, cores)
+
+
 def machine_line() -> str:
     """A benchmark's first line: the cores, the CPU, the load when it starts and which data a server will show."""
     return f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}; {data_line()}"
 
 
 def process_table() -> dict[int, tuple[int, float, str]]:
-    """Every process now, from /proc: pid -> (parent pid, CPU seconds used so far (user + system), command line).
-    A process that ends while it is read is left out."""
+    """Every process now, from /proc: pid -> (parent pid, CPU seconds used so far (user + system, its own and that of
+    the children it has waited for), command line). A process that ends while it is read is left out."""
     tick, table = os.sysconf("SC_CLK_TCK"), {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, command)
+                table[int(entry.name)] = (int(fields[1]), sum(map(int, fields[11:15])) / tick, command)
             except (OSError, IndexError, ValueError):
                 continue
     return table
@@ -169,8 +185,9 @@ def cpu_seconds_by_side(server_pid: int | None, reference_pid: int | None = None
     """CPU seconds (user + system) used so far by each side of a benchmark, from /proc: `server` (the server's
     process), `training` (its children: the training worker), `browsers` (Chromium's processes), `driver`
     (Playwright's driver and this script), `reference` (the load benchmark's CPU probe) and `other`. Two calls'
-    difference over a window is what each side took in it; a process that ended in between is missed, so the sides
-    are read across a window they all live through."""
+    difference over a window is what each side took in it. A process that ends in between is still counted: once
+    its parent has waited for it, its time is in its parent's (Chromium's renderers come and go under Chromium's
+    own processes); one left to init counts as `other`."""
     table = process_table()
     below_server = descendants(table, server_pid) if server_pid else set()
     below_me = descendants(table, os.getpid())
@@ -235,9 +252,9 @@ def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
     raise RuntimeError(f"{url} did not become healthy within {timeout_s:.0f} s")
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, cores: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     """`streamlit run dashboard/app.py` on 127.0.0.1 and a free port, over the run store `home`; every script run
-    is timed into home/timing.jsonl (benchmarks/server_timing.py). The server gets a session of its own, as a
+    is timed into home/timing.jsonl (benchmarks/server_timing.py). `cores`: only on these (its training job too). The server gets a session of its own, as a
     teacher's `streamlit run` in a terminal has: Linux shares the CPU between sessions first (autogroups), and in
     the benchmark's session the server would split its share with Playwright's driver, which works for the
     browsers (it relays every mouse move of every visitor)."""
@@ -249,7 +266,7 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
         [sys.executable, str(REPO / "benchmarks" / "server_timing.py"), str(home / TIMING_LOG), "run",
          "dashboard/app.py", "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=on_cores(cores),
         start_new_session=True)  # as from a terminal of its own: not in the CPU group of the benchmark's browser driver
     log.close()  # the child holds its own copy
     SERVERS.append(proc)

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from playwright.async_api import async_playwright
 
 from tests.conftest import REPO
@@ -85,6 +86,34 @@ def test_cpu_by_side_counts_a_servers_child_as_its_training(tmp_path):
     assert sides["server"] < 0.45, sides  # the parent only waited
 
 
+def test_cpu_by_side_still_counts_a_process_that_ended_within_the_window(tmp_path):
+    # Chromium's renderers come and go while the sessions draw: one that ended must not take its CPU with it
+    # (the sides' differences went negative)
+    load = load_benchmark()
+    script = tmp_path / "reaper.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "if sys.argv[1:] == ['child']:\n"
+                      "    t = time.process_time()\n"
+                      "    while time.process_time() - t < 0.5:\n"
+                      "        pass\n"
+                      "else:\n"
+                      "    sys.stdin.readline()\n"
+                      "    subprocess.run([sys.executable, __file__, 'child'])\n"
+                      "    print('reaped', flush=True)\n"
+                      "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        before = load.cpu_seconds_by_side(None)
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "reaped"  # the child burnt 0.5 s and is gone
+        after = load.cpu_seconds_by_side(None)
+    finally:
+        parent.kill()
+    assert after["driver"] - before["driver"] >= 0.45, (before, after)  # in its parent's, below this process
+    assert all(after[side] - before[side] >= -0.02 for side in before), (before, after)
+
+
 def test_the_load_and_pages_scripts_say_which_data_the_server_shows(tmp_path, monkeypatch):
     load = load_benchmark()
     monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path))  # no MNIST there: the app falls back to the built-in digits
@@ -120,3 +149,42 @@ def test_browsers_nice_puts_playwrights_driver_behind_the_server_in_a_session_of
     thread.join(timeout=60)
     assert seen["session"]  # a session of its own: the benchmark's (maybe a terminal's) keeps its priority
     assert seen["nice"] == 7 and seen.get("group", "7") == "7"
+
+
+def _allowed_cores(pid: int) -> set[int]:
+    return set(os.sched_getaffinity(pid))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="splitting the cores needs Linux and two of them")
+def test_server_cores_puts_the_server_and_its_children_apart_from_the_visitors(tmp_path):
+    load = load_benchmark()
+    mine = sorted(os.sched_getaffinity(0))
+    server_side, visitors_side = load.split_cores(1)
+    assert server_side == {mine[0]} and visitors_side == set(mine[1:])
+    for impossible in (0, len(mine), -1):
+        with pytest.raises(ValueError, match="cannot give the server"):
+            load.split_cores(impossible)
+    # A process started as the server is (on_cores as its preexec_fn) runs there, and so does the child it starts
+    # (the training job's worker)
+    script = tmp_path / "parent.py"
+    script.write_text("import os, subprocess, sys, time\n"
+                      "if sys.argv[1:] == ['child']:\n"
+                      "    print(sorted(os.sched_getaffinity(0)), flush=True)\n"
+                      "else:\n"
+                      "    subprocess.run([sys.executable, __file__, 'child'])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          preexec_fn=load.on_cores(server_side))
+    assert done.stdout.strip() == str(sorted(server_side)), done
+    assert load.on_cores(None) is None  # without a split, children run wherever the benchmark may
+    assert _allowed_cores(0) == set(mine)  # the benchmark's own cores are untouched by all of this
+
+
+def test_server_cores_refuses_what_it_cannot_do_with_a_sentence():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    for argv, said in ((["--server-cores", str(cores)], "cannot give the server"),
+                       (["--server-cores", "1", "--url", "http://127.0.0.1:1"],
+                        "needs a server this script starts" if cores >= 2 else "cannot give the server")):
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "load.py"), *argv], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and said in done.stderr, done.stderr
