@@ -7,7 +7,9 @@ One torch thread: on 2 cores shared with other work, two threads trained 3× slo
 The starter learns from MNIST's training split (55,000 images) plus generated drawings of those same
 training digits: RESTROKED re-drawn on the canvas (core.data.drawings.restroke_digit) and LOW_RES first
 coarsened as a low-resolution scanner would (core.data.drawings.low_resolution, half of them stretched to
-fill their box as UCI's scans were) and then re-drawn, all
+fill their box as UCI's scans were) and then re-drawn, and FLAGGED of its later 1s re-drawn with a flag (some
+with a foot too: core.data.drawings.with_flag; MNIST's 1s are mostly a bare stroke, and a 1 written with a flag,
+as fonts and most of the world write it, was read as a 7), all
 preprocessed as the app does, so it reads handwriting drawn with any pen, not only MNIST's scans.
 Validation and test splits are MNIST's, untouched. Measured, never trained on: re-stroked MNIST *test*
 digits (fine and coarse), the template drawings, and scikit-learn's 1,797 digits (UCI, 43 other writers)
@@ -47,23 +49,27 @@ RESTROKED = 12_000  # the first 12,000 MNIST training digits, re-stroked once ea
 RESTROKED_SEED = 1  # for the training drawings; the held-out handwriting set uses seed 0 on test digits
 LOW_RES = 12_000  # the next 12,000 training digits, coarsened to 8×8 and re-stroked, join it too
 LOW_RES_SEED = 2
+FLAGGED = 3_000  # then up to 3,000 of the later training 1s, re-stroked with a flag (a third also with a foot)
+FLAGGED_SEED = 3
+FOOT = 0.35  # the share of those flagged 1s that also get a foot
 OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
 CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inputs 1.6 MB
 
 
-def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
+def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = (8.0, 30.0),
+                      flag: float = 0.0) -> np.ndarray:
     """restroked_inputs over `workers` processes; the same result as one process (drawing i uses (seed, i))."""
     starts = range(0, len(images), CHUNK)
     with ProcessPoolExecutor(workers) as pool:
-        parts = pool.map(_restroke_chunk, [(images[s:s + CHUNK], seed, s, pen) for s in starts])
+        parts = pool.map(_restroke_chunk, [(images[s:s + CHUNK], seed, s, pen, flag) for s in starts])
         return np.concatenate(list(parts)) if len(images) else np.empty((0, 28, 28), np.float32)
 
 
-def _restroke_chunk(job: tuple[np.ndarray, int, int, tuple[float, float]]) -> np.ndarray:
-    images, seed, start, pen = job
-    return restroked_inputs(images, seed, start, pen=pen)
+def _restroke_chunk(job: tuple[np.ndarray, int, int, tuple[float, float], float]) -> np.ndarray:
+    images, seed, start, pen, flag = job
+    return restroked_inputs(images, seed, start, pen=pen, flag=flag)
 
 
 def to_uint8(inputs: np.ndarray) -> torch.Tensor:
@@ -83,10 +89,14 @@ def main() -> int:
     half = len(coarse_x) // 2  # half as they are, half stretched to fill the box first (as UCI's scans were)
     coarse = restroke_parallel(np.concatenate([low_resolution(coarse_x[:half]), low_resolution(coarse_x[half:], fill=True)]),
                                LOW_RES_SEED, workers)
+    later_ones = torch.nonzero(mnist.train_y[RESTROKED + LOW_RES:] == 1).flatten()[:FLAGGED] + RESTROKED + LOW_RES
+    flagged = restroke_parallel(mnist.train_x[later_ones].numpy(), FLAGGED_SEED, workers, flag=FOOT)
     generate_seconds = time.perf_counter() - started
-    print(f"re-stroked {len(drawn) + len(coarse):,} training digits in {generate_seconds:.0f} s", flush=True)
-    splits = Splits(mnist.info, torch.cat([mnist.train_x, to_uint8(drawn), to_uint8(coarse)]),
-                    torch.cat([mnist.train_y, mnist.train_y[:RESTROKED], mnist.train_y[coarse_ids]]),
+    print(f"re-stroked {len(drawn) + len(coarse) + len(flagged):,} training digits in {generate_seconds:.0f} s",
+          flush=True)
+    splits = Splits(mnist.info, torch.cat([mnist.train_x, to_uint8(drawn), to_uint8(coarse), to_uint8(flagged)]),
+                    torch.cat([mnist.train_y, mnist.train_y[:RESTROKED], mnist.train_y[coarse_ids],
+                               mnist.train_y[later_ones]]),
                     mnist.val_x, mnist.val_y, mnist.test_x, mnist.test_y).to(device)
 
     with tempfile.TemporaryDirectory() as home:
@@ -137,17 +147,21 @@ def main() -> int:
                    "total_seconds": round(time.perf_counter() - started, 1)}
         record = store.update(record.id, status="completed", metrics=metrics, timings=timings, weights_sha256=sha)
         training_data = {
-            "description": (f"MNIST training split ({len(mnist.train_y):,} images) plus {RESTROKED + LOW_RES:,} "
-                            f"of those same training digits re-drawn once each by core.data.drawings.restroke_digit "
+            "description": (f"MNIST training split ({len(mnist.train_y):,} images) plus "
+                            f"{RESTROKED + LOW_RES + len(later_ones):,} of those same training digits re-drawn once each by core.data.drawings.restroke_digit "
                             f"(thinned, re-stroked with a round 8-30 px pen on a 280 px canvas, random size, "
                             f"position, slant, rotation and bend): the first {RESTROKED:,} as they are (seed "
                             f"{RESTROKED_SEED}), the next {LOW_RES:,} first coarsened to 8×8 by "
                             f"core.data.drawings.low_resolution, half of them stretched to fill their box first "
-                            f"(seed {LOW_RES_SEED}); all preprocessed by "
+                            f"(seed {LOW_RES_SEED}); then {len(later_ones):,} of the later training 1s with a flag "
+                            f"drawn from the top of the stem, {FOOT:.0%} of them with a foot too "
+                            f"(core.data.drawings.with_flag, seed {FLAGGED_SEED}); all preprocessed by "
                             "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "
                             "no template drawings, no other dataset."),
             "mnist_train": len(mnist.train_y), "restroked_mnist_train": RESTROKED, "restroked_seed": RESTROKED_SEED,
-            "low_res_restroked_mnist_train": LOW_RES, "low_res_seed": LOW_RES_SEED, "total": len(splits.train_y)}
+            "low_res_restroked_mnist_train": LOW_RES, "low_res_seed": LOW_RES_SEED,
+            "flagged_ones_mnist_train": len(later_ones), "flagged_seed": FLAGGED_SEED, "foot_share": FOOT,
+            "total": len(splits.train_y)}
         ASSETS.mkdir(exist_ok=True)
         shutil.copyfile(weights, STARTER_WEIGHTS)
         atomic_write_json(STARTER_CARD, {
@@ -189,6 +203,8 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
         f"- Re-stroked MNIST training digits (generated): {training_data['restroked_mnist_train']:,} images",
         f"- Coarsened, then re-stroked MNIST training digits (generated): "
         f"{training_data['low_res_restroked_mnist_train']:,} images",
+        f"- MNIST training 1s re-stroked with a flag, some with a foot (generated): "
+        f"{training_data['flagged_ones_mnist_train']:,} images",
         f"- Total: {training_data['total']:,} images; validation (5,000) and test (10,000) are MNIST's own.", "",
         "## Held-out handwriting drawings", "",
         f"The first {handwriting['images']:,} MNIST test digits, re-stroked with seed {handwriting['seed']} and "

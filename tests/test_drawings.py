@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from core.data.drawings import TEMPLATES, draw_digit, drawing_set, restroke_digit, restroked_inputs, skeleton_edges
+from core.data.drawings import (FLAG_ANGLE, FLAG_LENGTH, TEMPLATES, draw_digit, drawing_set, restroke_digit,
+                                restroked_inputs, skeleton_edges, with_flag)
 from core.inference.predict import Predictor
 from core.inference.weights import ASSETS, STARTER_CARD
 from core.data.preprocess import to_model_inputs
@@ -172,6 +173,38 @@ def test_the_skeleton_is_a_thin_centre_line_inside_the_digit(digits_28):
         skeleton_edges(np.zeros((28, 28), np.uint8))
 
 
+def test_a_flag_leaves_the_top_of_a_1s_stem_down_to_the_left_and_a_foot_crosses_its_bottom():
+    stem = np.stack([np.full(81, 14.0), np.linspace(4.0, 24.0, 81)], axis=1)  # an upright 1, 20 px tall
+    pairs = np.stack([np.arange(80), np.arange(1, 81)], axis=1)
+    for seed in range(20):
+        points, joined = with_flag(stem, pairs, np.random.default_rng(seed))
+        flag = points[len(stem):]
+        assert len(flag) >= 2 and np.array_equal(flag[0], stem[0])  # it starts at the top of the stem ...
+        assert [0, len(stem)] in joined.tolist()  # ... joined to it, so the pen does not lift
+        assert np.abs(points[joined[:, 0]] - points[joined[:, 1]]).max() <= 0.25 + 1e-9  # drawn as one line
+        tip = flag[-1] - flag[0]
+        assert tip[0] < 0 and tip[1] > 0  # down and to the left
+        off_stem = np.degrees(np.arctan2(-tip[0], tip[1]))
+        assert FLAG_ANGLE[0] - 1e-6 <= off_stem <= FLAG_ANGLE[1] + 1e-6
+        assert FLAG_LENGTH[0] * 20 - 1e-6 <= np.linalg.norm(tip) <= FLAG_LENGTH[1] * 20 + 1e-6
+        assert points[len(stem) + len(flag):].size == 0  # no foot unless asked for
+    with pytest.raises(ValueError, match="templates 0 to 2, not 3"):  # the tests below draw one template each
+        draw_digit(1, np.random.default_rng(0), template=3)
+    points, joined = with_flag(stem, pairs, np.random.default_rng(0), foot=True)
+    foot = points[points[:, 1] == 24.0]
+    assert foot[:, 0].min() < 13 and foot[:, 0].max() > 15  # a bar across the bottom, on both sides of the stem
+    assert joined.max() < len(points)
+
+
+def test_restroked_1s_with_flags_are_drawn_reproducibly(mnist):
+    ones = mnist.train_x[mnist.train_y == 1][:4].numpy()
+    flagged = restroked_inputs(ones, seed=3, flag=0.35)
+    assert np.array_equal(flagged, restroked_inputs(ones, seed=3, flag=0.35))
+    assert not np.array_equal(flagged, restroked_inputs(ones, seed=3))
+    for x in flagged:
+        assert_mnist_like(x)
+
+
 def test_the_starter_reads_restroked_test_digits_as_their_labels(digits_28, starter):
     images, labels = digits_28[0][100:110], digits_28[1][100:110]
     guess = starter.probabilities(restroked_inputs(images, seed=3)).argmax(axis=1)
@@ -187,9 +220,10 @@ def test_the_starter_reads_at_least_95_percent_of_held_out_restroked_handwriting
 def test_the_starter_card_states_what_it_learned_from():
     info = json.loads(STARTER_CARD.read_text())
     data = info["training_data"]
-    assert data["mnist_train"] == 55_000 and data["restroked_mnist_train"] > 0 and data["low_res_restroked_mnist_train"] > 0
-    assert data["total"] == data["mnist_train"] + data["restroked_mnist_train"] + data["low_res_restroked_mnist_train"]
+    generated = ("restroked_mnist_train", "low_res_restroked_mnist_train", "flagged_ones_mnist_train")
+    assert data["mnist_train"] == 55_000 and all(data[kind] > 0 for kind in generated)
+    assert data["total"] == data["mnist_train"] + sum(data[kind] for kind in generated)
     assert {"test_accuracy", "drawings_accuracy", "handwriting_accuracy", "outside_handwriting_accuracy"} <= set(info["metrics"])
     card = (ASSETS / "STARTER_MODEL_CARD.md").read_text()
-    assert f"{data['restroked_mnist_train']:,}" in card and f"{data['low_res_restroked_mnist_train']:,}" in card
+    assert all(f"{data[kind]:,}" in card for kind in generated)
     assert "MNIST training split" in card and "outside MNIST" in card

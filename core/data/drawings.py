@@ -165,13 +165,16 @@ def _pose(strokes: list[Stroke], rng: np.random.Generator) -> list[Stroke]:
     return [(p - 0.5) @ m.T for p in strokes]
 
 
-def draw_digit(digit: int, rng: np.random.Generator, size: int = 280) -> np.ndarray:
-    """One hand-drawn-looking digit on a transparent RGBA uint8 canvas of (size, size, 4)."""
+def draw_digit(digit: int, rng: np.random.Generator, size: int = 280, template: int | None = None) -> np.ndarray:
+    """One hand-drawn-looking digit on a transparent RGBA uint8 canvas of (size, size, 4); `template`: that one of
+    the digit's TEMPLATES (default: one at random)."""
     if digit not in TEMPLATES:
         raise ValueError(f"Digit must be an integer from 0 to 9, not {digit!r}.")
     if size < 28:
         raise ValueError(f"The canvas must be at least 28 px wide to draw on, not {size}.")
-    template = TEMPLATES[digit][rng.integers(len(TEMPLATES[digit]))]
+    if template is not None and not 0 <= template < len(TEMPLATES[digit]):
+        raise ValueError(f"A {digit} has templates 0 to {len(TEMPLATES[digit]) - 1}, not {template!r}.")
+    template = TEMPLATES[digit][rng.integers(len(TEMPLATES[digit])) if template is None else template]
     amount = rng.uniform(0.005, 0.025)  # tremor, in units of the digit's height
     strokes = _pose([_tremor(_resample(s, rng), rng, amount) for s in template()], rng)
 
@@ -308,15 +311,55 @@ def _warp(points: np.ndarray, rng: np.random.Generator, amount: float) -> np.nda
     return points + np.stack(shift, axis=1)
 
 
+FLAG_ANGLE = (25.0, 58.0)  # a 1's flag leaves the top of its stem this many degrees off the stem, to the left (on an
+#                            upright 1: 65-32° below the horizontal; a flatter, longer one is a 7's bar) ...
+FLAG_LENGTH = (0.15, 0.38)  # ... and is this long, in units of the stem's height
+FOOT_WIDTH = (0.35, 0.7)  # a 1's foot: a bar this wide (of the stem's height) across its bottom
+
+
+def _segment(start: np.ndarray, end: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Skeleton points every quarter pixel from `start` to `end` (28-px units) and the pairs joining them in order,
+    numbered from `first`; the caller joins the first point to the stroke it leaves from."""
+    n = max(2, int(np.linalg.norm(end - start) * 4) + 1)
+    points = start + (end - start) * np.linspace(0, 1, n)[:, None]
+    idx = np.arange(first, first + n)
+    return points, np.stack([idx[:-1], idx[1:]], axis=1)
+
+
+def with_flag(points: np.ndarray, pairs: np.ndarray, rng: np.random.Generator,
+              foot: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A 1's centre lines (from `skeleton_edges`) with a flag drawn from the top of its stem, down to the left, as
+    fonts and most of the world's hands write a 1 (MNIST's American 1s are mostly a bare stroke, and a 1 with a flag
+    read as a 7); `foot`: a bar across the bottom too."""
+    top, bottom = int(points[:, 1].argmin()), int(points[:, 1].argmax())
+    height = max(points[bottom, 1] - points[top, 1], 1.0)
+    down = (points[bottom] - points[top]) / max(np.linalg.norm(points[bottom] - points[top]), 1e-6)
+    angle = np.radians(rng.uniform(*FLAG_ANGLE))  # turn from the stem, down it, towards the left (x right, y down)
+    c, s = np.cos(angle), np.sin(angle)
+    direction = np.array([c * down[0] - s * down[1], s * down[0] + c * down[1]])
+    end = points[top] + rng.uniform(*FLAG_LENGTH) * height * direction
+    flag, flag_pairs = _segment(points[top], end, len(points))
+    points, pairs = np.vstack([points, flag]), np.vstack([pairs, [[top, len(points)]], flag_pairs])
+    if foot:
+        half = rng.uniform(*FOOT_WIDTH) * height / 2
+        centre = points[bottom] + np.array([rng.uniform(-0.15, 0.15) * half, 0.0])
+        bar, bar_pairs = _segment(centre - [half, 0.0], centre + [half, 0.0], len(points))
+        points, pairs = np.vstack([points, bar]), np.vstack([pairs, bar_pairs])
+    return points, pairs
+
+
 def restroke_digit(image: np.ndarray, rng: np.random.Generator, size: int = 280,
-                   pen: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
+                   pen: tuple[float, float] = (8.0, 30.0), flag: float = 0.0) -> np.ndarray:
     """A real handwritten 28×28 digit re-drawn with a round pen on a transparent RGBA (size, size, 4) canvas.
 
     Pen width is drawn from `pen` (px at 280 px, capped for small digits), height from 20–90% of the canvas.
+    `flag` > 0 (for 1s only): the digit gets a flag (`with_flag`), and with that probability a foot too.
     """
     if size < 28:
         raise ValueError(f"The canvas must be at least 28 px wide to draw on, not {size}.")
     points, pairs = skeleton_edges(image, rng.uniform(*INK_LEVELS))
+    if flag > 0:
+        points, pairs = with_flag(points, pairs, rng, foot=rng.random() < flag)
     points = _warp(points, rng, rng.uniform(0, WARP))
     # Stretch, slant and rotate about the middle (writers differ: narrow, wide, upright, italic).
     aspect = rng.uniform(0.65, 1.35)
@@ -344,15 +387,16 @@ def restroke_digit(image: np.ndarray, rng: np.random.Generator, size: int = 280,
 
 
 def restroked_inputs(images: np.ndarray, seed: int = 0, start: int = 0, size: int = 280,
-                     pen: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
+                     pen: tuple[float, float] = (8.0, 30.0), flag: float = 0.0) -> np.ndarray:
     """Re-stroke each 28×28 digit and preprocess it as the app does: float32 (N, 28, 28) model inputs.
 
-    Drawing i uses the generator (seed, start + i), so a set drawn in chunks equals one drawn at once.
+    Drawing i uses the generator (seed, start + i), so a set drawn in chunks equals one drawn at once. `flag` > 0:
+    the digits are 1s, each given a flag (and a foot with that probability), as `restroke_digit`.
     """
     images = np.asarray(images)
     out = np.empty((len(images), 28, 28), dtype=np.float32)
     for i, image in enumerate(images):
-        out[i] = to_model_input(restroke_digit(image, np.random.default_rng([seed, start + i]), size, pen))
+        out[i] = to_model_input(restroke_digit(image, np.random.default_rng([seed, start + i]), size, pen, flag))
     return out
 
 
