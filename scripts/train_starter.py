@@ -49,7 +49,7 @@ RESTROKED = 12_000  # the first 12,000 MNIST training digits, re-stroked once ea
 RESTROKED_SEED = 1  # for the training drawings; the held-out handwriting set uses seed 0 on test digits
 LOW_RES = 12_000  # the next 12,000 training digits, coarsened to 8×8 and re-stroked, join it too
 LOW_RES_SEED = 2
-FLAGGED = 3_000  # then up to 3,000 of the later training 1s, re-stroked with a flag (a third also with a foot)
+FLAGGED = 4_000  # then up to 4,000 of the later training 1s (about 3,450), re-stroked with a flag where it fits
 FLAGGED_SEED = 3
 FOOT = 0.35  # the share of those flagged 1s that also get a foot
 OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
@@ -154,7 +154,8 @@ def main() -> int:
                             f"{RESTROKED_SEED}), the next {LOW_RES:,} first coarsened to 8×8 by "
                             f"core.data.drawings.low_resolution, half of them stretched to fill their box first "
                             f"(seed {LOW_RES_SEED}); then {len(later_ones):,} of the later training 1s with a flag "
-                            f"drawn from the top of the stem, {FOOT:.0%} of them with a foot too "
+                            f"drawn from the top of the stem where one fits (not along a stem leaning left), "
+                            f"{FOOT:.0%} of those with a foot too "
                             f"(core.data.drawings.with_flag, seed {FLAGGED_SEED}); all preprocessed by "
                             "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "
                             "no template drawings, no other dataset."),
@@ -203,7 +204,7 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
         f"- Re-stroked MNIST training digits (generated): {training_data['restroked_mnist_train']:,} images",
         f"- Coarsened, then re-stroked MNIST training digits (generated): "
         f"{training_data['low_res_restroked_mnist_train']:,} images",
-        f"- MNIST training 1s re-stroked with a flag, some with a foot (generated): "
+        f"- MNIST training 1s re-stroked with a flag where one fits, some with a foot (generated): "
         f"{training_data['flagged_ones_mnist_train']:,} images",
         f"- Total: {training_data['total']:,} images; validation (5,000) and test (10,000) are MNIST's own.", "",
         "## Held-out handwriting drawings", "",

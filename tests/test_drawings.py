@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from core.data.drawings import (FLAG_ANGLE, FLAG_LENGTH, TEMPLATES, draw_digit, drawing_set, restroke_digit,
+from core.data.drawings import (FLAG_ANGLE, FLAG_LENGTH, FLAG_OFF_STEM, TEMPLATES, draw_digit, drawing_set, restroke_digit,
                                 restroked_inputs, skeleton_edges, with_flag)
 from core.inference.predict import Predictor
 from core.inference.weights import ASSETS, STARTER_CARD
@@ -183,11 +183,25 @@ def test_a_flag_leaves_the_top_of_a_1s_stem_down_to_the_left_and_a_foot_crosses_
         assert [0, len(stem)] in joined.tolist()  # ... joined to it, so the pen does not lift
         assert np.abs(points[joined[:, 0]] - points[joined[:, 1]]).max() <= 0.25 + 1e-9  # drawn as one line
         tip = flag[-1] - flag[0]
-        assert tip[0] < 0 and tip[1] > 0  # down and to the left
-        off_stem = np.degrees(np.arctan2(-tip[0], tip[1]))
-        assert FLAG_ANGLE[0] - 1e-6 <= off_stem <= FLAG_ANGLE[1] + 1e-6
+        assert tip[0] < 0 and tip[1] > 0  # down and to the left, steeper than a 7's bar
+        assert FLAG_ANGLE[0] - 1e-6 <= np.degrees(np.arctan2(tip[1], -tip[0])) <= FLAG_ANGLE[1] + 1e-6
         assert FLAG_LENGTH[0] * 20 - 1e-6 <= np.linalg.norm(tip) <= FLAG_LENGTH[1] * 20 + 1e-6
         assert points[len(stem) + len(flag):].size == 0  # no foot unless asked for
+    # A 1 leaning left, 75° from the horizontal: a flag at 55-65° would lie along it and is left out
+    leaning = np.stack([np.linspace(14.0, 0.0, 81), np.linspace(4.0, 24.0, 81)], axis=1)
+    leaning[:, 0] = 14 - (leaning[:, 1] - 4) / np.tan(np.radians(75))
+    bare = 0
+    for seed in range(40):
+        points, joined = with_flag(leaning, pairs, np.random.default_rng(seed))
+        if len(points) == len(leaning):
+            bare += 1
+            assert joined is pairs
+        else:
+            tip = points[-1] - points[len(leaning)]
+            off = np.degrees(np.arccos(tip @ (leaning[-1] - leaning[0]) / np.linalg.norm(tip) / np.linalg.norm(
+                leaning[-1] - leaning[0])))
+            assert off >= FLAG_OFF_STEM - 1e-6
+    assert 0 < bare < 40
     with pytest.raises(ValueError, match="templates 0 to 2, not 3"):  # the tests below draw one template each
         draw_digit(1, np.random.default_rng(0), template=3)
     points, joined = with_flag(stem, pairs, np.random.default_rng(0), foot=True)

@@ -311,9 +311,11 @@ def _warp(points: np.ndarray, rng: np.random.Generator, amount: float) -> np.nda
     return points + np.stack(shift, axis=1)
 
 
-FLAG_ANGLE = (25.0, 58.0)  # a 1's flag leaves the top of its stem this many degrees off the stem, to the left (on an
-#                            upright 1: 65-32° below the horizontal; a flatter, longer one is a 7's bar) ...
-FLAG_LENGTH = (0.15, 0.38)  # ... and is this long, in units of the stem's height
+FLAG_ANGLE = (35.0, 65.0)  # a 1's flag leaves the top of its stem leftwards, this many degrees below the horizontal
+#                            (a flatter one is a 7's bar: MNIST's 7s with short bars were read as 1s) ...
+FLAG_LENGTH = (0.15, 0.32)  # ... this long, in units of the stem's height ...
+FLAG_OFF_STEM = 20.0  # ... and at least this many degrees off the stem (nearer, on a 1 leaning left, it only thickens
+#                       the stem: such a 1 is drawn without one)
 FOOT_WIDTH = (0.35, 0.7)  # a 1's foot: a bar this wide (of the stem's height) across its bottom
 
 
@@ -330,13 +332,15 @@ def with_flag(points: np.ndarray, pairs: np.ndarray, rng: np.random.Generator,
               foot: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A 1's centre lines (from `skeleton_edges`) with a flag drawn from the top of its stem, down to the left, as
     fonts and most of the world's hands write a 1 (MNIST's American 1s are mostly a bare stroke, and a 1 with a flag
-    read as a 7); `foot`: a bar across the bottom too."""
+    read as a 7); `foot`: a bar across the bottom too. A 1 leaning so far left that the flag would lie along its
+    stem comes back as it was."""
     top, bottom = int(points[:, 1].argmin()), int(points[:, 1].argmax())
     height = max(points[bottom, 1] - points[top, 1], 1.0)
     down = (points[bottom] - points[top]) / max(np.linalg.norm(points[bottom] - points[top]), 1e-6)
-    angle = np.radians(rng.uniform(*FLAG_ANGLE))  # turn from the stem, down it, towards the left (x right, y down)
-    c, s = np.cos(angle), np.sin(angle)
-    direction = np.array([c * down[0] - s * down[1], s * down[0] + c * down[1]])
+    angle = np.radians(rng.uniform(*FLAG_ANGLE))
+    direction = np.array([-np.cos(angle), np.sin(angle)])  # left and down (x right, y down)
+    if np.degrees(np.arccos(np.clip(direction @ down, -1.0, 1.0))) < FLAG_OFF_STEM:
+        return points, pairs
     end = points[top] + rng.uniform(*FLAG_LENGTH) * height * direction
     flag, flag_pairs = _segment(points[top], end, len(points))
     points, pairs = np.vstack([points, flag]), np.vstack([pairs, [[top, len(points)]], flag_pairs])
