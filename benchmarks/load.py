@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -38,6 +39,16 @@ from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 
 PROBE_BURST_MS = 20.0  # the reference's CPU burst: about what a predict's script run takes (17-19 ms measured)
 PROGRESS = re.compile(r"(?:queued|running) · epoch \d+/\d+ · step (\d+)/")  # the job's bar: started, or starting
+
+
+def check_server_cores(server_cores: int, url: str | None) -> tuple[set[int] | None, set[int] | None]:
+    """(the server's cores, the visitors' cores) for `--server-cores`, or (None, None) without a split; ValueError
+    with a sentence when this machine cannot split so, or the server is not one this script starts."""
+    if not server_cores:
+        return None, None
+    if url is not None:
+        raise ValueError("--server-cores needs a server this script starts, not --url")
+    return split_cores(server_cores)
 
 
 def check_loopback(url: str) -> str:
@@ -104,7 +115,7 @@ async def _stop_training(page, result: LoadResult) -> None:
 async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors: list[tuple[str, str]],
                  preset: str | None, timeout_ms: float, executable: Path, args: list[str],
                  log: Callable[[str], None], artifacts: Path | None, server_pid: int | None = None,
-                 server_cores: set[int] | None = None) -> None:
+                 server_side: set[int] | None = None) -> None:
     """One Chromium: the Train page starts the job while the sessions open (all at once, as a class would), then
     the sessions draw for `result.seconds`, and the job is stopped as they end. Errors outside the sessions go
     to `errors`; a session that cannot open its page counts an error and tries again while the others draw."""
@@ -150,7 +161,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                     errors.extend(await failure(error, "reading the training step", train_page))
             stop_at = time.monotonic() + result.seconds
             log(f"drawing for {result.seconds:g} s")
-            reference = start_probe(result.seconds, server_cores)
+            reference = start_probe(result.seconds, server_side)
             cpu_before, window_start = cpu_seconds_by_side(server_pid, reference.pid), time.monotonic()
 
             async def stop_training_when_due() -> None:  # as the drawing ends, while the last predicts finish
@@ -230,11 +241,8 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     result = LoadResult(sessions=sessions, seconds=seconds, cpu_count=cpu_count(), cpu_model=cpu_model(),
                         load_average_start=os.getloadavg()[0], train_preset=preset or "",
                         browsers_nice=browsers_nice)
-    server_side = visitors_side = None
-    if server_cores:
-        if url is not None:
-            raise ValueError("--server-cores needs a server this script starts, not --url")
-        server_side, visitors_side = split_cores(server_cores)
+    server_side, visitors_side = check_server_cores(server_cores, url)
+    if server_side:
         result.server_cores, result.visitor_cores = sorted(server_side), sorted(visitors_side)
     cores_were = os.sched_getaffinity(0) if visitors_side else None
     stats = [SessionStats() for _ in range(sessions)]
@@ -279,8 +287,9 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
     except Exception as error:  # noqa: BLE001
         errors.append(("other", f"{type(error).__name__}: {error}"))
     finally:
-        if cores_were is not None:  # a caller (the tests) gets its cores back
-            os.sched_setaffinity(0, cores_were)
+        if cores_were is not None:  # a caller (the tests) gets its cores back; the cleanup below runs whatever
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, cores_were)
         if sampler is not None:
             sampler.stop()
         if proc is not None:
@@ -356,13 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--artifacts", type=Path, help="a folder for screenshots of pages that met an error")
     args = parser.parse_args(argv)
-    if args.server_cores:
-        try:
-            split_cores(args.server_cores)
-        except ValueError as error:
-            parser.error(str(error))
-        if args.url:
-            parser.error("--server-cores needs a server this script starts, not --url")
+    try:
+        check_server_cores(args.server_cores, args.url)
+    except ValueError as error:
+        parser.error(str(error))
     if not CHROMIUM.exists():
         print(f"{CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
         return 2

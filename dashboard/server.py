@@ -16,6 +16,7 @@ from core.inference.evaluation import split_predictions
 from core.inference.weights import STARTER, model_source
 from core.models.zoo import ZOO
 from core.runs import RunStore
+from core.training.devices import usable_cores
 from dashboard import state
 
 SERVER_THREADS = "DIGIT_LAB_SERVER_THREADS"  # torch threads in the dashboard server; 0 leaves torch's default
@@ -31,7 +32,7 @@ def _set_server_threads() -> None:
     its test-set evaluation 13 s against 8 s, once per model: it is cached on disk and warmed up, see warm_up).
     Training runs in its own process with its own thread count.
     """
-    default = max(1, (os.cpu_count() or 1) // 2)
+    default = max(1, usable_cores() // 2)
     try:
         threads = int(os.environ.get(SERVER_THREADS) or default)
     except ValueError:

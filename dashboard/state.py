@@ -7,7 +7,6 @@ writing another page's session keys. What a model is judged on, and its cached s
 """
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from core.data.drawing_sets import Drawing, DrawingSet, DrawingStore
 from core.errors import DigitLabError
 from core.policy import VISITOR_KEY, Policy
 from core.training.config import TrainConfig, plan
-from core.training.devices import native_bf16
+from core.training.devices import native_bf16, usable_cores
 from core.training.jobs import Job, JobManager
 from core.runs import RunRecord, RunStore
 from core.tasks import TaskRunner
@@ -80,7 +79,7 @@ def device_label() -> str:
         return "GPU: Apple MPS"
     threads = torch.get_num_threads()
     native = ", native bf16 (AMX)" if native_bf16(torch.device("cpu")) else ""  # what precision auto uses
-    return f"CPU: {os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'}{native}"
+    return f"CPU: {usable_cores()} cores, {threads} torch thread{'' if threads == 1 else 's'}{native}"
 
 
 def current_dataset() -> str:

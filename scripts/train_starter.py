@@ -7,7 +7,7 @@ One torch thread: on 2 cores shared with other work, two threads trained 3× slo
 The starter learns from MNIST's training split (55,000 images) plus generated drawings of those same
 training digits: RESTROKED re-drawn on the canvas (core.data.drawings.restroke_digit) and LOW_RES first
 coarsened as a low-resolution scanner would (core.data.drawings.low_resolution, half of them stretched to
-fill their box as UCI's scans were) and then re-drawn, and FLAGGED of its later 1s re-drawn with a flag (some
+fill their box as UCI's scans were) and then re-drawn, and all its later 1s re-drawn with a flag (some
 with a foot too: core.data.drawings.with_flag; MNIST's 1s are mostly a bare stroke, and a 1 written with a flag,
 as fonts and most of the world write it, was read as a 7), all
 preprocessed as the app does, so it reads handwriting drawn with any pen, not only MNIST's scans.
@@ -49,8 +49,7 @@ RESTROKED = 12_000  # the first 12,000 MNIST training digits, re-stroked once ea
 RESTROKED_SEED = 1  # for the training drawings; the held-out handwriting set uses seed 0 on test digits
 LOW_RES = 12_000  # the next 12,000 training digits, coarsened to 8×8 and re-stroked, join it too
 LOW_RES_SEED = 2
-FLAGGED = 4_000  # then up to 4,000 of the later training 1s (about 3,450), re-stroked with a flag where it fits
-FLAGGED_SEED = 3
+FLAGGED_SEED = 3  # then every later training 1 (3,480), re-stroked with a flag where one fits
 FOOT = 0.35  # the share of those flagged 1s that also get a foot
 OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
@@ -59,17 +58,17 @@ CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inp
 
 
 def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = (8.0, 30.0),
-                      flag: float = 0.0) -> np.ndarray:
+                      flag: bool = False, foot: float = 0.0) -> np.ndarray:
     """restroked_inputs over `workers` processes; the same result as one process (drawing i uses (seed, i))."""
     starts = range(0, len(images), CHUNK)
     with ProcessPoolExecutor(workers) as pool:
-        parts = pool.map(_restroke_chunk, [(images[s:s + CHUNK], seed, s, pen, flag) for s in starts])
+        parts = pool.map(_restroke_chunk, [(images[s:s + CHUNK], seed, s, pen, flag, foot) for s in starts])
         return np.concatenate(list(parts)) if len(images) else np.empty((0, 28, 28), np.float32)
 
 
-def _restroke_chunk(job: tuple[np.ndarray, int, int, tuple[float, float], float]) -> np.ndarray:
-    images, seed, start, pen, flag = job
-    return restroked_inputs(images, seed, start, pen=pen, flag=flag)
+def _restroke_chunk(job: tuple[np.ndarray, int, int, tuple[float, float], bool, float]) -> np.ndarray:
+    images, seed, start, pen, flag, foot = job
+    return restroked_inputs(images, seed, start, pen=pen, flag=flag, foot=foot)
 
 
 def to_uint8(inputs: np.ndarray) -> torch.Tensor:
@@ -89,8 +88,8 @@ def main() -> int:
     half = len(coarse_x) // 2  # half as they are, half stretched to fill the box first (as UCI's scans were)
     coarse = restroke_parallel(np.concatenate([low_resolution(coarse_x[:half]), low_resolution(coarse_x[half:], fill=True)]),
                                LOW_RES_SEED, workers)
-    later_ones = torch.nonzero(mnist.train_y[RESTROKED + LOW_RES:] == 1).flatten()[:FLAGGED] + RESTROKED + LOW_RES
-    flagged = restroke_parallel(mnist.train_x[later_ones].numpy(), FLAGGED_SEED, workers, flag=FOOT)
+    later_ones = torch.nonzero(mnist.train_y[RESTROKED + LOW_RES:] == 1).flatten() + RESTROKED + LOW_RES
+    flagged = restroke_parallel(mnist.train_x[later_ones].numpy(), FLAGGED_SEED, workers, flag=True, foot=FOOT)
     generate_seconds = time.perf_counter() - started
     print(f"re-stroked {len(drawn) + len(coarse) + len(flagged):,} training digits in {generate_seconds:.0f} s",
           flush=True)
@@ -154,7 +153,7 @@ def main() -> int:
                             f"{RESTROKED_SEED}), the next {LOW_RES:,} first coarsened to 8×8 by "
                             f"core.data.drawings.low_resolution, half of them stretched to fill their box first "
                             f"(seed {LOW_RES_SEED}); then {len(later_ones):,} of the later training 1s with a flag "
-                            f"drawn from the top of the stem where one fits (not along a stem leaning left), "
+                            f"drawn from the top of the stem where one fits (not along a stem leaning forward), "
                             f"{FOOT:.0%} of those with a foot too "
                             f"(core.data.drawings.with_flag, seed {FLAGGED_SEED}); all preprocessed by "
                             "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "

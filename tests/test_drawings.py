@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from core.data import drawings
 from core.data.drawings import (FLAG_ANGLE, FLAG_LENGTH, FLAG_OFF_STEM, TEMPLATES, draw_digit, drawing_set, restroke_digit,
                                 restroked_inputs, skeleton_edges, with_flag)
 from core.inference.predict import Predictor
@@ -186,8 +187,9 @@ def test_a_flag_leaves_the_top_of_a_1s_stem_down_to_the_left_and_a_foot_crosses_
         assert tip[0] < 0 and tip[1] > 0  # down and to the left, steeper than a 7's bar
         assert FLAG_ANGLE[0] - 1e-6 <= np.degrees(np.arctan2(tip[1], -tip[0])) <= FLAG_ANGLE[1] + 1e-6
         assert FLAG_LENGTH[0] * 20 - 1e-6 <= np.linalg.norm(tip) <= FLAG_LENGTH[1] * 20 + 1e-6
-        assert points[len(stem) + len(flag):].size == 0  # no foot unless asked for
-    # A 1 leaning left, 75° from the horizontal: a flag at 55-65° would lie along it and is left out
+        assert flag[:, 1].max() < 4 + 20 * FLAG_LENGTH[1]  # no foot (at y = 24) unless asked for
+    # A 1 leaning forward, its top to the right, 75° from the horizontal: a flag at 55-65° would lie along it and
+    # is left out
     leaning = np.stack([np.linspace(14.0, 0.0, 81), np.linspace(4.0, 24.0, 81)], axis=1)
     leaning[:, 0] = 14 - (leaning[:, 1] - 4) / np.tan(np.radians(75))
     bare = 0
@@ -210,13 +212,20 @@ def test_a_flag_leaves_the_top_of_a_1s_stem_down_to_the_left_and_a_foot_crosses_
     assert joined.max() < len(points)
 
 
-def test_restroked_1s_with_flags_are_drawn_reproducibly(mnist):
-    ones = mnist.train_x[mnist.train_y == 1][:4].numpy()
-    flagged = restroked_inputs(ones, seed=3, flag=0.35)
-    assert np.array_equal(flagged, restroked_inputs(ones, seed=3, flag=0.35))
-    assert not np.array_equal(flagged, restroked_inputs(ones, seed=3))
+def test_restroked_1s_get_their_flags_and_feet_reproducibly(mnist, monkeypatch):
+    ones = mnist.train_x[mnist.train_y == 1][:6].numpy()
+    flagged = restroked_inputs(ones, seed=3, flag=True, foot=0.5)
+    assert np.array_equal(flagged, restroked_inputs(ones, seed=3, flag=True, foot=0.5))
     for x in flagged:
         assert_mnist_like(x)
+    feet: list[bool] = []
+    real = drawings.with_flag
+    monkeypatch.setattr(drawings, "with_flag", lambda points, pairs, rng, foot=False: (
+        feet.append(foot), real(points, pairs, rng, foot))[1])
+    restroked_inputs(ones, seed=3)
+    assert feet == []  # no flag unless asked for
+    assert np.array_equal(restroked_inputs(ones, seed=3, flag=True, foot=0.5), flagged)  # through with_flag ...
+    assert len(feet) == 6 and 0 < sum(feet) < 6  # ... each 1, about half with a foot
 
 
 def test_the_starter_reads_restroked_test_digits_as_their_labels(digits_28, starter):

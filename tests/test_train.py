@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -338,3 +339,18 @@ def test_the_allocator_keeps_freed_memory_on_glibc_unless_told_not_to():
     plain = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "DIGIT_LAB_MALLOC": "default"},
                            capture_output=True, text=True, timeout=120)
     assert plain.stdout.split() == ["False", "False"], plain.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="core affinity is Linux only")
+def test_usable_cores_are_the_ones_this_process_may_run_on():
+    # Under taskset or a container's cpuset os.cpu_count() names the machine's cores; the server's torch threads
+    # and the sidebar's caption go by these instead
+    from core.training.devices import usable_cores
+
+    mine = os.sched_getaffinity(0)
+    assert usable_cores() == len(mine)
+    try:
+        os.sched_setaffinity(0, {min(mine)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, mine)

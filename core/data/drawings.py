@@ -314,15 +314,15 @@ def _warp(points: np.ndarray, rng: np.random.Generator, amount: float) -> np.nda
 FLAG_ANGLE = (35.0, 65.0)  # a 1's flag leaves the top of its stem leftwards, this many degrees below the horizontal
 #                            (a flatter one is a 7's bar: MNIST's 7s with short bars were read as 1s) ...
 FLAG_LENGTH = (0.15, 0.32)  # ... this long, in units of the stem's height ...
-FLAG_OFF_STEM = 20.0  # ... and at least this many degrees off the stem (nearer, on a 1 leaning left, it only thickens
-#                       the stem: such a 1 is drawn without one)
+FLAG_OFF_STEM = 20.0  # ... and at least this many degrees off the stem (nearer, on a 1 leaning forward, its top to
+#                       the right, it only thickens the stem: such a 1 is drawn without one)
 FOOT_WIDTH = (0.35, 0.7)  # a 1's foot: a bar this wide (of the stem's height) across its bottom
 
 
 def _segment(start: np.ndarray, end: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """Skeleton points every quarter pixel from `start` to `end` (28-px units) and the pairs joining them in order,
-    numbered from `first`; the caller joins the first point to the stroke it leaves from."""
-    n = max(2, int(np.linalg.norm(end - start) * 4) + 1)
+    """Skeleton points about a quarter pixel apart from `start` to `end` (28-px units) and the pairs joining them in
+    order, numbered from `first` (a stroke of its own unless the caller joins it to another)."""
+    n = max(2, int(np.linalg.norm(end - start) * 4) + 1)  # as the shipped starter's drawings were made
     points = start + (end - start) * np.linspace(0, 1, n)[:, None]
     idx = np.arange(first, first + n)
     return points, np.stack([idx[:-1], idx[1:]], axis=1)
@@ -332,8 +332,8 @@ def with_flag(points: np.ndarray, pairs: np.ndarray, rng: np.random.Generator,
               foot: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A 1's centre lines (from `skeleton_edges`) with a flag drawn from the top of its stem, down to the left, as
     fonts and most of the world's hands write a 1 (MNIST's American 1s are mostly a bare stroke, and a 1 with a flag
-    read as a 7); `foot`: a bar across the bottom too. A 1 leaning so far left that the flag would lie along its
-    stem comes back as it was."""
+    read as a 7); `foot`: a bar across the bottom too. A 1 leaning so far forward (its top to the right) that the
+    flag would lie along its stem comes back as it was."""
     top, bottom = int(points[:, 1].argmin()), int(points[:, 1].argmax())
     height = max(points[bottom, 1] - points[top, 1], 1.0)
     down = (points[bottom] - points[top]) / max(np.linalg.norm(points[bottom] - points[top]), 1e-6)
@@ -353,17 +353,17 @@ def with_flag(points: np.ndarray, pairs: np.ndarray, rng: np.random.Generator,
 
 
 def restroke_digit(image: np.ndarray, rng: np.random.Generator, size: int = 280,
-                   pen: tuple[float, float] = (8.0, 30.0), flag: float = 0.0) -> np.ndarray:
+                   pen: tuple[float, float] = (8.0, 30.0), flag: bool = False, foot: float = 0.0) -> np.ndarray:
     """A real handwritten 28×28 digit re-drawn with a round pen on a transparent RGBA (size, size, 4) canvas.
 
     Pen width is drawn from `pen` (px at 280 px, capped for small digits), height from 20–90% of the canvas.
-    `flag` > 0 (for 1s only): the digit gets a flag (`with_flag`), and with that probability a foot too.
+    `flag` (for 1s only): the digit gets a flag (`with_flag`), and with probability `foot` a foot too.
     """
     if size < 28:
         raise ValueError(f"The canvas must be at least 28 px wide to draw on, not {size}.")
     points, pairs = skeleton_edges(image, rng.uniform(*INK_LEVELS))
-    if flag > 0:
-        points, pairs = with_flag(points, pairs, rng, foot=rng.random() < flag)
+    if flag:
+        points, pairs = with_flag(points, pairs, rng, foot=rng.random() < foot)
     points = _warp(points, rng, rng.uniform(0, WARP))
     # Stretch, slant and rotate about the middle (writers differ: narrow, wide, upright, italic).
     aspect = rng.uniform(0.65, 1.35)
@@ -391,16 +391,17 @@ def restroke_digit(image: np.ndarray, rng: np.random.Generator, size: int = 280,
 
 
 def restroked_inputs(images: np.ndarray, seed: int = 0, start: int = 0, size: int = 280,
-                     pen: tuple[float, float] = (8.0, 30.0), flag: float = 0.0) -> np.ndarray:
+                     pen: tuple[float, float] = (8.0, 30.0), flag: bool = False, foot: float = 0.0) -> np.ndarray:
     """Re-stroke each 28×28 digit and preprocess it as the app does: float32 (N, 28, 28) model inputs.
 
-    Drawing i uses the generator (seed, start + i), so a set drawn in chunks equals one drawn at once. `flag` > 0:
-    the digits are 1s, each given a flag (and a foot with that probability), as `restroke_digit`.
+    Drawing i uses the generator (seed, start + i), so a set drawn in chunks equals one drawn at once. `flag`: the
+    digits are 1s, each given a flag (and a foot with probability `foot`), as `restroke_digit`.
     """
     images = np.asarray(images)
     out = np.empty((len(images), 28, 28), dtype=np.float32)
     for i, image in enumerate(images):
-        out[i] = to_model_input(restroke_digit(image, np.random.default_rng([seed, start + i]), size, pen, flag))
+        out[i] = to_model_input(restroke_digit(image, np.random.default_rng([seed, start + i]), size, pen, flag,
+                                               foot))
     return out
 
 

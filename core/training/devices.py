@@ -2,10 +2,17 @@
 trains faster in it, and the memory layout of the model's weights."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from core.errors import ConfigError
 from core.training.config import TrainConfig
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's cpuset or `taskset`), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pick_device(requested: str = "auto") -> torch.device:

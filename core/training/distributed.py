@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from core.training.devices import usable_cores
+
 TIMEOUT = timedelta(minutes=10)  # a collective that waits longer than this means a rank died: fail, never hang
 
 
@@ -48,7 +50,7 @@ class Ranks:
             device = torch.device("cpu")
             # torchrun sets OMP_NUM_THREADS=1 when it starts several processes; otherwise share the cores.
             if "OMP_NUM_THREADS" not in os.environ:
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+                torch.set_num_threads(max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
         if not dist.is_initialized():
             dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
         return Ranks(rank, world, local_rank, device)
