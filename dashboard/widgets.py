@@ -42,7 +42,11 @@ def loss_figure(steps: Sequence[tuple[int, float, float]], history: Sequence[dic
         fig.add_scatter(x=s[:, 0], y=s[:, 1], mode="lines", name="train loss (step)", line=dict(color="#c7d2fe"))
         fig.add_scatter(x=s[:, 0], y=s[:, 2], mode="lines", name="learning rate", yaxis="y2",
                         line=dict(color=PALETTE[2], width=1, dash="dot"))
+        # From 0 to just above the highest rate: left to itself, a constant rate (Adam at 1e-3) got an axis from
+        # -0.9 to 0.7, negative learning rates on a teacher's screen
+        top = float(s[:, 2].max()) * 1.15 or 1e-3
         fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, tickformat=".1e",
+                                      range=[0, top], nticks=4,
                                       title=dict(text="learning rate", font=dict(color=PALETTE[2]))))
     if history:
         x = [r["step"] for r in history]

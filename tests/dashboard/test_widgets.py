@@ -43,6 +43,10 @@ def test_the_live_loss_chart_carries_the_learning_rate_the_run_reported():
     fig = widgets.loss_figure(steps, [])
     lr = next(trace for trace in fig.data if trace.name == "learning rate")
     assert list(lr.y) == [1e-4, 2e-4, 3e-4] and lr.yaxis == "y2"
+    low, high = fig.layout.yaxis2.range  # from 0, never negative, to just above the highest rate
+    assert low == 0 and 3e-4 < high < 4e-4
+    constant = widgets.loss_figure([(1, 2.3, 1e-3), (2, 2.1, 1e-3)], [])  # Adam's fixed rate: plotly alone went
+    assert tuple(constant.layout.yaxis2.range) == (0, 1e-3 * 1.15)       # from -0.9 to 0.7
 
 
 def test_figures_show_each_label_and_value_with_its_tooltip_escaped():
