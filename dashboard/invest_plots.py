@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.insight.invest import ALL, PowerLaw, amortised, human_flops, k_order, k_text
-from dashboard.widgets import PALETTE, layout
+from dashboard.widgets import PALETTE, accuracy_range, layout
 
 STRATEGY_STYLE = {"finetune": ("Fine-tuned (all layers)", PALETTE[0]), "probe": ("Linear probe", PALETTE[2]),
                   "scratch": ("From scratch", PALETTE[1])}
@@ -106,7 +106,7 @@ def scaling_figure(rows: Sequence[dict[str, Any]], x: str, fit: PowerLaw | None)
         fig.add_scatter(x=xs, y=1 - fit.error_at(xs), mode="lines", name=fit.equation,
                         line=dict(color="#475569", dash="dash"))
     fig.update_xaxes(type="log")
-    fig.update_yaxes(tickformat=".1%")
+    fig.update_yaxes(tickformat=".1%", range=accuracy_range([r["test_accuracy"] for r in rows]) if rows else None)
     label = "parameters" if x == "params" else "training FLOPs"
     return layout(fig, f"Test accuracy against {label}, every finished run", f"{label} (log scale)", "test accuracy",
                   height=380)

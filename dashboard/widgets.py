@@ -57,6 +57,13 @@ def loss_figure(steps: Sequence[tuple[int, float, float]], history: Sequence[dic
     return layout(fig, "Loss and learning rate", "step", "cross-entropy")
 
 
+def accuracy_range(values: Sequence[float]) -> list[float]:
+    """A y range for accuracies: around the values with a little room, never below 0% or above 100% (left to itself,
+    plotly stretched a single point to 0-150%)."""
+    pad = max(0.005, (max(values) - min(values)) * 0.15)
+    return [max(0.0, min(values) - pad), min(1.0, max(values) + pad)]
+
+
 def accuracy_figure(history: Sequence[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     epochs = [r["epoch"] for r in history]
@@ -64,9 +71,8 @@ def accuracy_figure(history: Sequence[dict[str, Any]]) -> go.Figure:
                     line=dict(color=PALETTE[0]))
     fig.add_scatter(x=epochs, y=[r["val_accuracy"] for r in history], mode="lines+markers", name="validation",
                     line=dict(color=PALETTE[1]))
-    values = [r[k] for r in history for k in ("train_accuracy", "val_accuracy")]
-    pad = max(0.005, (max(values) - min(values)) * 0.15)  # a single epoch must not stretch the axis to 0-150%
-    fig.update_yaxes(tickformat=".1%", range=[max(0.0, min(values) - pad), min(1.0, max(values) + pad)])
+    fig.update_yaxes(tickformat=".1%", range=accuracy_range(
+        [r[k] for r in history for k in ("train_accuracy", "val_accuracy")]))
     fig.update_xaxes(dtick=1, range=[0.5, max(epochs) + 0.5])
     return layout(fig, "Accuracy", "epoch", "accuracy")
 

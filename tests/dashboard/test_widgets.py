@@ -3,13 +3,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard import explain_plots, widgets
+from dashboard import explain_plots, invest_plots, widgets
 
 
 def test_a_single_epoch_does_not_stretch_the_accuracy_axis():
     fig = widgets.accuracy_figure([{"epoch": 1, "train_accuracy": 0.91, "val_accuracy": 0.95}])
     low, high = fig.layout.yaxis.range
     assert 0.85 < low < 0.91 and 0.95 < high <= 1.0  # not 0-150%
+
+
+def test_a_single_run_does_not_stretch_the_scaling_chart_either():
+    # Invest's "Scaling across runs" with one finished run showed it on an axis from 0% to 150%
+    row = {"kind": "cnn", "test_accuracy": 0.9911, "flops": 4e12, "params": 93_322, "model": "seed-cnn",
+           "name": "seed-cnn on mnist"}
+    low, high = invest_plots.scaling_figure([row], "flops", None).layout.yaxis.range
+    assert 0.98 < low < 0.9911 < high <= 1.0
+    assert invest_plots.scaling_figure([], "flops", None).layout.yaxis.range is None  # nothing yet: plotly's own
 
 
 def test_probability_bars_label_every_class_and_scale_to_the_probability():
