@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data.datasets import load_splits  # noqa: E402
-from core.data.drawings import drawing_set, reading_report, restroked_inputs  # noqa: E402
+from core.data.drawings import drawing_set, reading_report  # noqa: E402
+from core.data.restroke import restroked_inputs  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
 from core.data.preprocess import to_model_inputs  # noqa: E402
 

@@ -5,10 +5,10 @@ Writes starter.safetensors, its sidecar starter.json (sha256, metrics) and START
 One torch thread: on 2 cores shared with other work, two threads trained 3× slower (measured 130 vs 431 img/s).
 
 The starter learns from MNIST's training split (55,000 images) plus generated drawings of those same
-training digits: RESTROKED re-drawn on the canvas (core.data.drawings.restroke_digit) and LOW_RES first
-coarsened as a low-resolution scanner would (core.data.drawings.low_resolution, half of them stretched to
+training digits: RESTROKED re-drawn on the canvas (core.data.restroke.restroke_digit) and LOW_RES first
+coarsened as a low-resolution scanner would (core.data.restroke.low_resolution, half of them stretched to
 fill their box as UCI's scans were) and then re-drawn, and all its later 1s re-drawn with a flag (some
-with a foot too: core.data.drawings.with_flag; MNIST's 1s are mostly a bare stroke, and a 1 written with a flag,
+with a foot too: core.data.restroke.with_flag; MNIST's 1s are mostly a bare stroke, and a 1 written with a flag,
 as fonts and most of the world write it, was read as a 7), all
 preprocessed as the app does, so it reads handwriting drawn with any pen, not only MNIST's scans.
 Validation and test splits are MNIST's, untouched. Measured, never trained on: re-stroked MNIST *test*
@@ -34,7 +34,8 @@ from core.inference.weights import save_model  # noqa: E402
 from core.insight.compare import model_card  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
 from core.data.datasets import Splits, load_splits  # noqa: E402
-from core.data.drawings import drawing_set, low_resolution, reading_report, restroked_inputs  # noqa: E402
+from core.data.drawings import drawing_set, reading_report  # noqa: E402
+from core.data.restroke import low_resolution, restroked_inputs  # noqa: E402
 from core.training.experiment import create_run  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
@@ -147,15 +148,15 @@ def main() -> int:
         record = store.update(record.id, status="completed", metrics=metrics, timings=timings, weights_sha256=sha)
         training_data = {
             "description": (f"MNIST training split ({len(mnist.train_y):,} images) plus "
-                            f"{RESTROKED + LOW_RES + len(later_ones):,} of those same training digits re-drawn once each by core.data.drawings.restroke_digit "
+                            f"{RESTROKED + LOW_RES + len(later_ones):,} of those same training digits re-drawn once each by core.data.restroke.restroke_digit "
                             f"(thinned, re-stroked with a round 8-30 px pen on a 280 px canvas, random size, "
                             f"position, slant, rotation and bend): the first {RESTROKED:,} as they are (seed "
                             f"{RESTROKED_SEED}), the next {LOW_RES:,} first coarsened to 8×8 by "
-                            f"core.data.drawings.low_resolution, half of them stretched to fill their box first "
+                            f"core.data.restroke.low_resolution, half of them stretched to fill their box first "
                             f"(seed {LOW_RES_SEED}); then {len(later_ones):,} of the later training 1s with a flag "
                             f"drawn from the top of the stem where one fits (not along a stem leaning forward), "
                             f"{FOOT:.0%} of those with a foot too "
-                            f"(core.data.drawings.with_flag, seed {FLAGGED_SEED}); all preprocessed by "
+                            f"(core.data.restroke.with_flag, seed {FLAGGED_SEED}); all preprocessed by "
                             "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "
                             "no template drawings, no other dataset."),
             "mnist_train": len(mnist.train_y), "restroked_mnist_train": RESTROKED, "restroked_seed": RESTROKED_SEED,
@@ -169,7 +170,7 @@ def main() -> int:
             "config": cfg.to_dict(), "metrics": metrics, "timings": timings, "training_data": training_data,
             "drawings": {"images": len(labels), "seed": 0, "accuracy": templates},
             "handwriting": {**handwriting, "source": f"the first {HANDWRITING:,} MNIST test digits, re-stroked "
-                                                     "by core.data.drawings.restroke_digit (never trained on)"},
+                                                     "by core.data.restroke.restroke_digit (never trained on)"},
             "coarse_handwriting": {**coarse_report, "source": f"the same {HANDWRITING:,} MNIST test digits coarsened "
                                                              "to 8×8, then re-stroked (never trained on)"},
             "outside_handwriting": {**outside_report, "source": "scikit-learn's 1,797 digits (UCI; 43 writers, not "

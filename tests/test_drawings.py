@@ -1,7 +1,7 @@
 """Synthetic hand-drawn digits: canvas format, reproducibility, coverage, and that they read as digits.
 
 Two kinds: template drawings (draw_digit) and real MNIST handwriting re-stroked on the canvas
-(restroke_digit), which the shipped starter must read as well as strangers' drawings.
+(core.data.restroke), which the shipped starter must read as well as strangers' drawings.
 """
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from core.data import drawings
-from core.data.drawings import (FLAG_ANGLE, FLAG_LENGTH, FLAG_OFF_STEM, TEMPLATES, draw_digit, drawing_set, restroke_digit,
-                                restroked_inputs, skeleton_edges, with_flag)
+from core.data import restroke
+from core.data.drawings import TEMPLATES, draw_digit, drawing_set
+from core.data.restroke import (FLAG_ANGLE, FLAG_LENGTH, FLAG_OFF_STEM, restroke_digit, restroked_inputs,
+                                skeleton_edges, with_flag)
 from core.inference.predict import Predictor
 from core.inference.weights import ASSETS, STARTER_CARD
 from core.data.preprocess import to_model_inputs
@@ -219,8 +220,8 @@ def test_restroked_1s_get_their_flags_and_feet_reproducibly(mnist, monkeypatch):
     for x in flagged:
         assert_mnist_like(x)
     feet: list[bool] = []
-    real = drawings.with_flag
-    monkeypatch.setattr(drawings, "with_flag", lambda points, pairs, rng, foot=False: (
+    real = restroke.with_flag
+    monkeypatch.setattr(restroke, "with_flag", lambda points, pairs, rng, foot=False: (
         feet.append(foot), real(points, pairs, rng, foot))[1])
     restroked_inputs(ones, seed=3)
     assert feet == []  # no flag unless asked for
