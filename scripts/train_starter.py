@@ -18,7 +18,6 @@ re-stroked with 10-20 px pens: handwriting from outside MNIST, the nearest stand
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from core.inference.predict import Predictor  # noqa: E402
 from core.inference.weights import ASSETS, STARTER_CARD, STARTER_WEIGHTS  # noqa: E402
 from core.runs import RunStore  # noqa: E402
 from core.storage import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402
-from core.training.devices import pick_device  # noqa: E402
+from core.training.devices import pick_device, usable_cores  # noqa: E402
 from core.training.train import train  # noqa: E402
 
 DRAWINGS_PER_DIGIT = 100  # the template "drawn by a person" set: 1,000 canvases, seed 0 (measured only)
@@ -82,7 +81,7 @@ def main() -> int:
     cfg = TrainConfig.from_preset("starter")
     device = pick_device(cfg.device)
     mnist = load_splits(cfg.dataset, "cpu")
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = max(1, min(4, usable_cores()))
     drawn = restroke_parallel(mnist.train_x[:RESTROKED].numpy(), RESTROKED_SEED, workers)
     coarse_ids = slice(RESTROKED, RESTROKED + LOW_RES)
     coarse_x = mnist.train_x[coarse_ids].numpy()

@@ -44,8 +44,8 @@ def step_figures(steps: list[PendingStep], ranks: Ranks | None,
         return [], stop
     loss = torch.stack([s.loss for s in steps]).double()
     correct = torch.stack([s.correct for s in steps]).double()
-    images = torch.tensor([float(s.images) for s in steps], dtype=torch.float64, device=loss.device)
-    table = torch.stack([loss, images, correct], 1)
-    if ranks is not None:
-        return ranks.step_totals(table, stop)
-    return [(loss_value, int(n), int(c)) for loss_value, n, c in table.tolist()], stop
+    if ranks is not None:  # the image counts go to the device only to be summed over the ranks
+        images = torch.tensor([float(s.images) for s in steps], dtype=torch.float64, device=loss.device)
+        return ranks.step_totals(torch.stack([loss, images, correct], 1), stop)
+    figures = torch.stack([loss, correct], 1).tolist()  # the one read to the host
+    return [(loss_value, s.images, int(c)) for s, (loss_value, c) in zip(steps, figures)], stop

@@ -246,7 +246,8 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
         set_train_mode(cfg, model)
         epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
         pending: list[PendingStep] = []  # steps whose figures are still on the device
-        judged: list[Event] = []  # steps read back and judged, reported once their update is done
+        judged: list[tuple[Event, int]] = []  # steps read back and judged (event, images so far), reported once
+        #                                       their update is done
 
         def read_back() -> TrainOutcome | None:
             """Bring the pending steps' figures to the host (one sync) and judge them in order; a step that passes
@@ -271,16 +272,16 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
                 epoch_seen += seen
                 epoch_loss += loss_value * seen
                 epoch_correct += correct
-                judged.append({"type": "step", "epoch": epoch + 1, "step": step.number, "total_steps": total_steps,
-                               "loss": loss_value, "lr": step.lr, "images_per_second": epoch_seen})
+                judged.append(({"type": "step", "epoch": epoch + 1, "step": step.number, "total_steps": total_steps,
+                                "loss": loss_value, "lr": step.lr}, epoch_seen))
             return cancelled(state, epoch_start) if stopping else None
 
         def report() -> None:
             """Send the judged steps' events. Images/s the same way the run's record computes it (images over the
             loop's wall time, data and augmentation included, validation excluded): live and stored figures agree."""
             elapsed = max(time.perf_counter() - epoch_start, 1e-9)
-            for event in judged:
-                on_event({**event, "images_per_second": event["images_per_second"] / elapsed})
+            for event, seen in judged:
+                on_event({**event, "images_per_second": seen / elapsed})
             judged.clear()
 
         for batch in range(per_epoch):
