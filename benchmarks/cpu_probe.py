@@ -14,17 +14,11 @@ import argparse
 import json
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 
-
-def run_delay() -> float:
-    """Seconds this thread has waited runnable for a core so far (0 where /proc has no schedstat)."""
-    try:
-        return int(Path(f"/proc/self/task/{threading.get_native_id()}/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_timing import runqueue_wait  # noqa: E402 (the server's script runs are measured the same way)
 
 
 def spin(n: int) -> int:
@@ -54,11 +48,12 @@ def probe(seconds: float, burst_ms: float = 20.0, seed: int = 0) -> dict:
     stop_at = time.monotonic() + seconds
     while time.monotonic() < stop_at:
         time.sleep(rng.uniform(0.2, 0.6))
-        wall0, cpu0, wait0 = time.perf_counter(), time.thread_time(), run_delay()
+        wait0 = runqueue_wait()  # outside the burst: after a pause, opening a /proc file cost 6-10 ms of CPU here
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
         spin(n)
         walls.append(1000 * (time.perf_counter() - wall0))
         cpus.append(1000 * (time.thread_time() - cpu0))
-        waits.append(1000 * (run_delay() - wait0))
+        waits.append(1000 * (runqueue_wait() - wait0))
     return {"burst_ms": burst_ms, "bursts": len(walls), "wall_ms": walls, "cpu_ms": cpus, "runqueue_ms": waits}
 
 
