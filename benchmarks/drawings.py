@@ -1,8 +1,10 @@
-"""How well a model reads drawings: template drawings and real MNIST test handwriting re-stroked on the canvas.
+"""How well a model reads drawings: template drawings, real MNIST test handwriting re-stroked on the canvas,
+and the digits typed in the font families the starter never learned from, as typed and re-stroked.
 
-    python benchmarks/drawings.py [RUN_ID_OR_WEIGHTS] [--handwriting 1000] [--per-digit 100]
+    python benchmarks/drawings.py [RUN_ID_OR_WEIGHTS] [--handwriting 1000] [--per-digit 100] [--font-repeats 5]
 Every drawing goes canvas -> core.data.preprocess.to_model_input -> model, as in the app. Prints accuracy,
-accuracy per digit and the commonest misreads for both sets; needs MNIST under $DIGIT_LAB_DATA.
+accuracy per digit and the commonest misreads for each set (and the fonts read worst); needs MNIST under
+$DIGIT_LAB_DATA. The fonts are those installed here (core.data.glyphs): Debian's font packages, as .ci/run installs.
 """
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data.datasets import load_splits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
+from core.data.glyphs import font_faces, glyph_set, split_faces  # noqa: E402
 from core.data.restroke import restroked_inputs  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
 from core.data.preprocess import to_model_inputs  # noqa: E402
@@ -30,6 +35,8 @@ def main() -> int:
     parser.add_argument("model", nargs="?", default="starter")
     parser.add_argument("--handwriting", type=int, default=1000, help="MNIST test digits to re-stroke (seed 0)")
     parser.add_argument("--per-digit", type=int, default=100, help="template drawings per digit (seed 0)")
+    parser.add_argument("--font-repeats", type=int, default=5,
+                        help="re-stroked drawings of each held-out font digit (10-20 px pens, seed 0)")
     args = parser.parse_args()
     predictor = Predictor.starter() if args.model == "starter" else Predictor.load(args.model)
 
@@ -41,6 +48,18 @@ def main() -> int:
     canvases, truth = drawing_set(args.per_digit, seed=0)
     guess = predictor.probabilities(to_model_inputs(canvases)).argmax(axis=1)
     show("template drawings (seed 0)", reading_report(truth, guess))
+    held = split_faces(font_faces())[1]
+    typed, labels, faces = glyph_set(held)
+    print(f"held-out fonts: {len(held)} faces of {len({f.family for f in held})} families")
+    show("  as typed", reading_report(labels, predictor.probabilities(typed / 255.0).argmax(axis=1)))
+    drawn = restroked_inputs(np.repeat(typed, args.font_repeats, 0), seed=0, pen=(10.0, 20.0))
+    guess = predictor.probabilities(drawn).argmax(axis=1)
+    truth = np.repeat(labels, args.font_repeats)
+    show(f"  re-stroked {args.font_repeats}× with 10-20 px pens", reading_report(truth, guess))
+    family = np.array([face.family for face in faces for _ in range(args.font_repeats)])
+    rates = {fam: float((guess[family == fam] == truth[family == fam]).mean()) for fam in sorted(set(family))}
+    worst = sorted(rates.items(), key=lambda t: t[1])[:6]
+    print("  read worst: " + ", ".join(f"{fam} {rate:.0%}" for fam, rate in worst))
     print(f"({time.perf_counter() - start:.0f} s)")
     return 0
 

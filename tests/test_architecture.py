@@ -37,6 +37,7 @@ def test_inference_stands_in_its_own_room():
 
 def test_data_and_models_stand_on_nothing_above_them():
     code = ("import sys, core.data.datasets, core.data.preprocess, core.data.drawings, core.data.restroke, "
+            "core.data.glyphs, "
             "core.data.drawing_sets, core.data.drawing_parts, core.data.drawing_files, core.models.zoo\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('core.training', 'core.inference', 'core.insight')))\n"
             "assert not bad, bad\n")

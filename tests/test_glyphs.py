@@ -1,0 +1,69 @@
+"""Digits typed in the machine's fonts (core.data.glyphs): found, rendered as MNIST does, split for good.
+
+The DejaVu faces matplotlib ships are on every machine the suite runs on, so these tests never depend on which
+Debian font packages are installed; the starter's card must never list a held-out family among its training data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.data.glyphs import FontFace, design, font_faces, held_out, split_faces, typed_digits
+from tests.test_preprocess import assert_mnist_like
+
+
+def dejavu() -> list[FontFace]:
+    return [f for f in font_faces() if f.family.startswith("DejaVu")]
+
+
+def test_the_dejavu_faces_matplotlib_ships_are_always_found():
+    faces = dejavu()
+    assert {"DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono"} <= {f.family for f in faces}
+    assert len({(f.family, f.style) for f in faces}) == len(faces)  # one per (family, style), not one per copy
+
+
+def test_typed_digits_look_like_mnist_digits():
+    images = typed_digits(next(f for f in dejavu() if f.name == "DejaVu Sans Book"))
+    assert images.shape == (10, 28, 28) and images.dtype == np.uint8
+    assert len({im.tobytes() for im in images}) == 10
+    for im in images:
+        assert_mnist_like((im / 255.0).astype(np.float32))
+
+
+def test_a_broken_font_file_is_skipped_not_fatal(tmp_path: Path):
+    (tmp_path / "broken.ttf").write_bytes(b"not a font at all")
+    (tmp_path / "empty.otf").write_bytes(b"")
+    assert font_faces((tmp_path,)) == []
+
+
+def test_a_font_without_digits_is_left_out(tmp_path: Path):
+    """A face whose digits are missing types ten identical .notdef boxes: not a digit font."""
+    from fontTools import subset  # matplotlib's dependency, pinned in constraints.txt
+
+    sans = next(f for f in dejavu() if f.name == "DejaVu Sans Book")
+    letters = subset.Subsetter()
+    letters.populate(text="ABCDEFGHIJ")
+    font = subset.load_font(str(sans.path), subset.Options())
+    letters.subset(font)
+    subset.save_font(font, str(tmp_path / "letters.ttf"), subset.Options())
+    (tmp_path / "sans.ttf").write_bytes(sans.path.read_bytes())
+    assert [f.path.name for f in font_faces((tmp_path,))] == ["sans.ttf"]
+
+
+def test_a_design_lands_on_one_side_and_the_common_fonts_are_always_held_out():
+    assert design("Quicksand Light") == design("Quicksand Medium") == design("Quicksand") == "quicksand"
+    assert design("CabinSketch") == design("Cabin Sketch") == "cabin"
+    assert design("Because We Learn") == design("Because We Build")
+    for family in ("DejaVu Sans", "DejaVu Serif", "Liberation Sans", "Liberation Mono", "Nimbus Sans", "FreeSans"):
+        assert held_out(family)
+    faces = [FontFace(family, style, Path(f"/x/{family}{style}.ttf"))
+             for family in ("Quicksand", "Quicksand Light", "Roboto", "Roboto Condensed", "Inter", "Inter Display",
+                            "Lato", "Open Sans", "OpenDyslexic", "Comic Neue", "DejaVu Sans")
+             for style in ("Regular", "Bold")]
+    train, held = split_faces(faces)
+    assert sorted(map(id, train + held)) == sorted(map(id, faces)) and not set(train) & set(held)
+    for side in (train, held):
+        other = held if side is train else train
+        assert not {design(f.family) for f in side} & {design(f.family) for f in other}
+    assert train and held  # with eleven designs, both sides have some (one in three is held out)
