@@ -244,10 +244,11 @@ def test_the_starter_reads_at_least_95_percent_of_held_out_restroked_handwriting
 def test_the_starter_card_states_what_it_learned_from():
     info = json.loads(STARTER_CARD.read_text())
     data = info["training_data"]
-    generated = ("restroked_mnist_train", "low_res_restroked_mnist_train", "flagged_ones_mnist_train")
+    generated = ("restroked_mnist_train", "low_res_restroked_mnist_train", "flagged_ones_mnist_train", "font_digits")
     assert data["mnist_train"] == 55_000 and all(data[kind] > 0 for kind in generated)
     assert data["total"] == data["mnist_train"] + sum(data[kind] for kind in generated)
-    assert {"test_accuracy", "drawings_accuracy", "handwriting_accuracy", "outside_handwriting_accuracy"} <= set(info["metrics"])
+    assert {"test_accuracy", "drawings_accuracy", "handwriting_accuracy", "outside_handwriting_accuracy",
+            "held_out_fonts_typed_accuracy", "held_out_fonts_restroked_accuracy"} <= set(info["metrics"])
     card = (ASSETS / "STARTER_MODEL_CARD.md").read_text()
     assert all(f"{data[kind]:,}" in card for kind in generated)
-    assert "MNIST training split" in card and "outside MNIST" in card
+    assert "MNIST training split" in card and "outside MNIST" in card and "Fonts kept out of training" in card
