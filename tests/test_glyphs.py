@@ -1,7 +1,8 @@
 """Digits typed in the machine's fonts (core.data.glyphs): found, rendered as MNIST does, split for good.
 
-The DejaVu faces matplotlib ships are on every machine the suite runs on, so these tests never depend on which
-Debian font packages are installed; the starter's card must never list a held-out family among its training data.
+The DejaVu faces matplotlib ships are on every machine the suite runs on, so the tests need no Debian font package;
+where .ci/run's packages are installed, the starter is read on every held-out face its card was measured on. The
+card must never list a held-out family among its training data.
 """
 from __future__ import annotations
 
@@ -42,24 +43,36 @@ def test_a_broken_font_file_is_skipped_not_fatal(tmp_path: Path):
     assert font_faces((tmp_path,)) == []
 
 
-def test_a_font_without_digits_is_left_out(tmp_path: Path):
-    """A face whose digits are missing types ten identical .notdef boxes: not a digit font."""
+def _subset(face: FontFace, text: str, folder: Path) -> Path:
+    """A copy of `face` holding only the glyphs for `text` (and its .notdef box, drawn as a box)."""
     from fontTools import subset  # matplotlib's dependency, pinned in constraints.txt
 
+    options = subset.Options()
+    options.notdef_outline = True
+    font = subset.load_font(str(face.path), options)
+    keep = subset.Subsetter(options)
+    keep.populate(text=text)
+    keep.subset(font)
+    folder.mkdir()
+    subset.save_font(font, str(folder / "subset.ttf"), options)
+    return folder
+
+
+def test_a_font_without_its_digits_is_left_out(tmp_path: Path):
+    """A face missing its digits, or only one of them, types boxes in their place: not a digit font."""
     sans = next(f for f in dejavu() if f.name == "DejaVu Sans Book")
-    letters = subset.Subsetter()
-    letters.populate(text="ABCDEFGHIJ")
-    font = subset.load_font(str(sans.path), subset.Options())
-    letters.subset(font)
-    subset.save_font(font, str(tmp_path / "letters.ttf"), subset.Options())
-    (tmp_path / "sans.ttf").write_bytes(sans.path.read_bytes())
-    assert [f.path.name for f in font_faces((tmp_path,))] == ["sans.ttf"]
+    assert font_faces((_subset(sans, "ABCDEFGHIJ", tmp_path / "letters"),)) == []
+    assert font_faces((_subset(sans, "ABC012345678", tmp_path / "no-nine"),)) == []
+    assert [f.family for f in font_faces((_subset(sans, "ABC0123456789", tmp_path / "digits"),))] == ["DejaVu Sans"]
 
 
 def test_a_design_lands_on_one_side_and_the_common_fonts_are_always_held_out():
     assert design("Quicksand Light") == design("Quicksand Medium") == design("Quicksand") == "quicksand"
     assert design("CabinSketch") == design("Cabin Sketch") == "cabin"
     assert design("Because We Learn") == design("Because We Build")
+    # Families drawn from another's design go with it (unifur's 4-7 and 9 are eurofurence's, pixel for pixel)
+    assert design("unifur") == design("monofur") == design("eurofurence classic")
+    assert held_out("Hack") and held_out("Arimo") and held_out("Tinos") and held_out("Carlito") == held_out("Lato")
     for family in ("DejaVu Sans", "DejaVu Serif", "Liberation Sans", "Liberation Mono", "Nimbus Sans", "FreeSans"):
         assert held_out(family)
     faces = [FontFace(family, style, Path(f"/x/{family}{style}.ttf"))
@@ -78,7 +91,7 @@ def test_the_starter_never_learned_from_a_held_out_font():
     card = json.loads(STARTER_CARD.read_text())
     families = card["training_data"]["font_families"]
     assert families and not [f for f in families if held_out(f)]
-    assert not [f for f in families if f.startswith(ALWAYS_HELD_OUT)]
+    assert not [f for f in families if design(f) in ALWAYS_HELD_OUT]
     assert set(card["held_out_fonts"]["families"]) >= {"DejaVu Sans", "DejaVu Serif"}
 
 
@@ -92,9 +105,15 @@ def test_the_starter_reads_held_out_dejavu_digits_typed_and_drawn():
     assert (drawn.argmax(axis=1) == np.repeat(labels, 2)).mean() >= 0.95
 
 
-def test_the_starter_reads_the_digits_typed_in_every_held_out_font_installed():
-    # The starter before it learned from fonts read 98.5% of the 160 held-out faces .ci/run installs (Inter's
-    # long-flagged 1s as 7s); with only matplotlib's DejaVu faces (a machine without the font packages) it is 100%
-    images, labels, faces = glyph_set(split_faces(font_faces())[1])
+def test_the_starter_reads_the_digits_typed_in_the_held_out_fonts():
+    # The held-out faces its card was measured on, as far as they are installed here (.ci/run installs them all;
+    # elsewhere at least matplotlib's DejaVu). The starter before it learned from fonts read 98.6% of them (Inter's
+    # long-flagged 1s as 7s)
+    measured_on = set(json.loads(STARTER_CARD.read_text())["held_out_fonts"]["families"])
+    faces = [f for f in split_faces(font_faces())[1] if f.family in measured_on]
+    images, labels, faces_of = glyph_set(faces)
     typed = Predictor.starter().probabilities(images / 255.0).argmax(axis=1)
-    assert (typed == labels).mean() >= 0.99, [(f.name, y, g) for f, y, g in zip(faces, labels, typed) if y != g]
+    assert (typed == labels).mean() >= 0.99, [(f.name, y, g) for f, y, g in zip(faces_of, labels, typed) if y != g]
+    for face in faces:  # and no face is misread wholesale
+        mine = np.array([f is face for f in faces_of])
+        assert (typed[mine] == labels[mine]).sum() >= 8, face.name

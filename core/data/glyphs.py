@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from fontTools.ttLib import TTFont  # matplotlib's dependency, pinned in constraints.txt
 from PIL import Image, ImageDraw, ImageFont
 
 from core.data.preprocess import to_model_input
@@ -27,10 +28,14 @@ FONT_SUFFIXES = (".ttf", ".otf")
 # Families whose digit code points hold pictures, keycaps or letters, not digits (found by looking at them).
 NOT_DIGITS = ("D050000L", "Standard Symbols PS", "Linux Biolinum Keyboard O", "Linux Libertine Initials O",
               "DejaVu Math TeX Gyre", "OpenSymbol")
-# Family prefixes always kept out: the fonts most machines type digits in (DejaVu, Liberation) and the
-# Helvetica, Times and Courier clones whose digits are near copies of Liberation's (URW's Nimbus, GNU FreeFont).
-ALWAYS_HELD_OUT = ("DejaVu", "Liberation", "Nimbus", "Free")
-HELD_OUT_SHARE = 3  # besides those, one family in three (by a hash of its name) is kept out of training
+# Designs always kept out: the fonts most machines type digits in (DejaVu, Liberation) and the Helvetica, Times
+# and Courier clones whose digits are near copies of Liberation's (URW's Nimbus, GNU FreeFont).
+ALWAYS_HELD_OUT = ("deja", "liberation", "nimbus", "free")
+# Families whose names hide another design's glyphs: the same designer's siblings, and fonts derived from another.
+DESIGN_ALIASES = {"unifur": "eurofurence", "monofur": "eurofurence",  # one designer's family (digits 0.999 alike)
+                  "carlito": "lato", "hack": "deja",  # Carlito is drawn from Lato, Hack from DejaVu Sans Mono
+                  "arimo": "liberation", "tinos": "liberation", "cousine": "liberation"}  # Liberation's designs
+HELD_OUT_SHARE = 3  # besides those, one design in three (by a hash of its name) is kept out of training
 RENDER_PX = 112  # font size the glyphs are typed at before being brought to 28×28
 
 
@@ -75,26 +80,36 @@ def _faces(files: tuple[Path, ...]) -> tuple[FontFace, ...]:
     found: dict[tuple[str, str], FontFace] = {}
     for path in files:
         try:
-            family, style = ImageFont.truetype(str(path), 24).getname()
-        except OSError:  # a broken or unsupported font file: not ours to fix
+            family, style = _font(path, 24).getname()
+            family, style = (family or path.stem).strip(), (style or "").strip()
+            if family in NOT_DIGITS or (family, style) in found:
+                continue
+            face = FontFace(family, style, path)
+            if _types_digits(face):
+                found[family, style] = face
+        except Exception:  # noqa: BLE001 - a broken font fails in many ways inside PIL or fontTools: skip it
             continue
-        family, style = (family or path.stem).strip(), (style or "").strip()
-        if family in NOT_DIGITS or (family, style) in found:
-            continue
-        face = FontFace(family, style, path)
-        if _types_digits(face):
-            found[family, style] = face
     return tuple(sorted(found.values(), key=lambda f: (f.family, f.style)))
 
 
 def _types_digits(face: FontFace) -> bool:
-    """Ten glyphs with ink, all different (a font without digits types ten identical boxes or nothing)."""
+    """The font maps all ten digits to glyphs of its own, and they type ten inked, different glyphs (a font
+    missing some digits types its .notdef box, or nothing, in their place)."""
+    with TTFont(str(face.path), lazy=True) as font:
+        cmap = font.getBestCmap() or {}
+    if not all(ord(str(d)) in cmap for d in range(10)):
+        return False
     glyphs = [_typed(face.path, d, 32) for d in range(10)]
     return all(g.max() > 0 for g in glyphs) and len({g.tobytes() for g in glyphs}) == 10
 
 
+@lru_cache(maxsize=64)
+def _font(path: Path, px: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(path), px)
+
+
 def _typed(path: Path, digit: int, px: int) -> np.ndarray:
-    font = ImageFont.truetype(str(path), px)
+    font = _font(path, px)
     left, top, right, bottom = font.getbbox(str(digit))
     pad = px // 4
     image = Image.new("L", (max(right - left, 1) + 2 * pad, max(bottom - top, 1) + 2 * pad), 0)
@@ -111,15 +126,17 @@ def typed_digits(face: FontFace) -> np.ndarray:
 
 def design(family: str) -> str:
     """A family's design: the first word of its name ("Quicksand Light", "CabinSketch" -> quicksand, cabin),
-    so that a design's weights and widths land on the same side of the split."""
+    or the design it is drawn from (DESIGN_ALIASES), so that a design's weights, widths and siblings land on the
+    same side of the split."""
     words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", family)
-    return (words[0] if words else family).lower()
+    first = (words[0] if words else family).lower()
+    return DESIGN_ALIASES.get(first, first)
 
 
 def held_out(family: str) -> bool:
     """Whether a font family is kept out of the starter's training, to measure it on (fixed by its design's
     name, so every machine with the same fonts splits them the same way)."""
-    if family.startswith(ALWAYS_HELD_OUT):
+    if design(family) in ALWAYS_HELD_OUT:
         return True
     return int(hashlib.sha256(design(family).encode()).hexdigest()[:8], 16) % HELD_OUT_SHARE == 0
 
