@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ FONT_MEASURE_REPEATS = 5  # the held-out fonts' digits are measured as typed and
 OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
+FONT_PACKAGES = Path(__file__).resolve().parents[1] / ".ci" / "font-packages"
 CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inputs 1.6 MB
 
 
@@ -99,6 +101,10 @@ def main() -> int:
     later_ones = torch.nonzero(mnist.train_y[RESTROKED + LOW_RES:] == 1).flatten() + RESTROKED + LOW_RES
     flagged = restroke_parallel(mnist.train_x[later_ones].numpy(), FLAGGED_SEED, workers, flag=True, foot=FOOT)
     font_train, font_held = split_faces(font_faces())
+    if not font_train:
+        print(f"No fonts to learn from were found: install the Debian packages in {FONT_PACKAGES} "
+              f"(apt-get install $(cat {FONT_PACKAGES})), as .ci/run does.", file=sys.stderr)
+        return 2
     typed, typed_y, _ = glyph_set(font_train)
     fonts = np.concatenate([typed / 255.0,
                             restroke_parallel(np.repeat(typed, FONT_REPEATS, 0), FONT_SEED, workers)])
@@ -182,7 +188,7 @@ def main() -> int:
             "low_res_restroked_mnist_train": LOW_RES, "low_res_seed": LOW_RES_SEED,
             "flagged_ones_mnist_train": len(later_ones), "flagged_seed": FLAGGED_SEED, "foot_share": FOOT,
             "font_digits": len(fonts), "font_seed": FONT_SEED, "font_repeats": FONT_REPEATS,
-            "font_families": sorted({f.family for f in font_train}),
+            "font_families": sorted({f.family for f in font_train}), "font_packages": font_packages(),
             "total": len(splits.train_y)}
         ASSETS.mkdir(exist_ok=True)
         shutil.copyfile(weights, STARTER_WEIGHTS)
@@ -211,6 +217,17 @@ def main() -> int:
                           "misreads": handwriting["misreads"], "outside_misreads": outside_report["misreads"],
                           "held_out_fonts_misreads": fonts_restroked["misreads"]}))
     return 0
+
+
+def font_packages() -> dict[str, str]:
+    """The installed versions of the font packages .ci/run installs (for the card: which glyphs it learned from)."""
+    names = FONT_PACKAGES.read_text().split()
+    try:
+        listed = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *names], capture_output=True,
+                                text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):  # not a Debian machine: the card lists the families alone
+        return {}
+    return dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
 
 
 def font_reports(predictor: Predictor, faces: list, workers: int) -> tuple[dict, dict]:
