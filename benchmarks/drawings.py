@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data.datasets import load_splits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
-from core.data.glyphs import font_faces, glyph_set, split_faces  # noqa: E402
+from core.data.glyphs import MEASURE_REPEATS, font_faces, font_measure, split_faces  # noqa: E402
 from core.data.restroke import restroked_inputs  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
 from core.data.preprocess import to_model_inputs  # noqa: E402
@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("model", nargs="?", default="starter")
     parser.add_argument("--handwriting", type=int, default=1000, help="MNIST test digits to re-stroke (seed 0)")
     parser.add_argument("--per-digit", type=int, default=100, help="template drawings per digit (seed 0)")
-    parser.add_argument("--font-repeats", type=int, default=5,
+    parser.add_argument("--font-repeats", type=int, default=MEASURE_REPEATS,
                         help="re-stroked drawings of each held-out font digit (10-20 px pens, seed 0)")
     args = parser.parse_args()
     predictor = Predictor.starter() if args.model == "starter" else Predictor.load(args.model)
@@ -49,15 +49,14 @@ def main() -> int:
     guess = predictor.probabilities(to_model_inputs(canvases)).argmax(axis=1)
     show("template drawings (seed 0)", reading_report(truth, guess))
     held = split_faces(font_faces())[1]
-    typed, labels, faces = glyph_set(held)
+    measure = font_measure(held, repeats=args.font_repeats)
     print(f"held-out fonts: {len(held)} faces of {len({f.family for f in held})} families")
-    show("  as typed", reading_report(labels, predictor.probabilities(typed / 255.0).argmax(axis=1)))
-    drawn = restroked_inputs(np.repeat(typed, args.font_repeats, 0), seed=0, pen=(10.0, 20.0))
-    guess = predictor.probabilities(drawn).argmax(axis=1)
-    truth = np.repeat(labels, args.font_repeats)
-    show(f"  re-stroked {args.font_repeats}× with 10-20 px pens", reading_report(truth, guess))
-    family = np.array([face.family for face in faces for _ in range(args.font_repeats)])
-    rates = {fam: float((guess[family == fam] == truth[family == fam]).mean()) for fam in sorted(set(family))}
+    show("  as typed", reading_report(measure.labels, predictor.probabilities(measure.typed).argmax(axis=1)))
+    guess = predictor.probabilities(measure.drawn).argmax(axis=1)
+    show(f"  re-stroked {args.font_repeats}× with 10-20 px pens", reading_report(measure.drawn_labels, guess))
+    family = np.array([face.family for face in measure.drawn_faces])
+    right = guess == measure.drawn_labels
+    rates = {fam: float(right[family == fam].mean()) for fam in sorted(set(family))}
     worst = sorted(rates.items(), key=lambda t: t[1])[:6]
     print("  read worst: " + ", ".join(f"{fam} {rate:.0%}" for fam, rate in worst))
     print(f"({time.perf_counter() - start:.0f} s)")

@@ -37,7 +37,8 @@ from core.insight.compare import model_card  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
 from core.data.datasets import Splits, load_splits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
-from core.data.glyphs import font_faces, glyph_set, split_faces  # noqa: E402
+from core.data.glyphs import (MEASURE_PEN, MEASURE_REPEATS, MEASURE_SEED, font_faces, font_measure,  # noqa: E402
+                              glyph_set, split_faces)
 from core.data.restroke import low_resolution, restroked_inputs  # noqa: E402
 from core.training.experiment import create_run  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
@@ -58,8 +59,7 @@ LOW_RES_SEED = 2
 FLAGGED_SEED = 3  # then every later training 1 (3,480), re-stroked with a flag where one fits
 FOOT = 0.35  # the share of those flagged 1s that also get a foot
 FONT_SEED = 4  # the digits typed in the training side's fonts (core.data.glyphs), each as typed and ...
-FONT_REPEATS = 6  # ... re-stroked this many times
-FONT_MEASURE_REPEATS = 5  # the held-out fonts' digits are measured as typed and re-stroked this many times
+FONT_REPEATS = 6  # ... re-stroked this many times (the held-out fonts are measured by core.data.glyphs.font_measure)
 OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
@@ -88,6 +88,12 @@ def to_uint8(inputs: np.ndarray) -> torch.Tensor:
 
 def main() -> int:
     started = time.perf_counter()
+    font_train, font_held = split_faces(font_faces())
+    if not font_train:
+        print(f"No fonts to learn from were found: install the Debian packages in {FONT_PACKAGES} "
+              f"(apt-get install $(cat {FONT_PACKAGES})), as .ci/run does.", file=sys.stderr)
+        return 2
+    train_families = sorted({f.family for f in font_train})
     cfg = TrainConfig.from_preset("starter", epochs=EPOCHS)
     device = pick_device(cfg.device)
     mnist = load_splits(cfg.dataset, "cpu")
@@ -100,20 +106,15 @@ def main() -> int:
                                LOW_RES_SEED, workers)
     later_ones = torch.nonzero(mnist.train_y[RESTROKED + LOW_RES:] == 1).flatten() + RESTROKED + LOW_RES
     flagged = restroke_parallel(mnist.train_x[later_ones].numpy(), FLAGGED_SEED, workers, flag=True, foot=FOOT)
-    font_train, font_held = split_faces(font_faces())
-    if not font_train:
-        print(f"No fonts to learn from were found: install the Debian packages in {FONT_PACKAGES} "
-              f"(apt-get install $(cat {FONT_PACKAGES})), as .ci/run does.", file=sys.stderr)
-        return 2
-    typed, typed_y, _ = glyph_set(font_train)
-    fonts = np.concatenate([typed / 255.0,
-                            restroke_parallel(np.repeat(typed, FONT_REPEATS, 0), FONT_SEED, workers)])
+    typed, typed_y, _ = glyph_set(font_train)  # uint8, as MNIST's
+    fonts = torch.cat([torch.from_numpy(typed),
+                       to_uint8(restroke_parallel(np.repeat(typed, FONT_REPEATS, 0), FONT_SEED, workers))])
     fonts_y = torch.from_numpy(np.concatenate([typed_y, np.repeat(typed_y, FONT_REPEATS)]))
     generate_seconds = time.perf_counter() - started
     print(f"generated {len(drawn) + len(coarse) + len(flagged) + len(fonts):,} training drawings in "
           f"{generate_seconds:.0f} s", flush=True)
-    splits = Splits(mnist.info, torch.cat([mnist.train_x, to_uint8(drawn), to_uint8(coarse), to_uint8(flagged),
-                                           to_uint8(fonts)]),
+    splits = Splits(mnist.info,
+                    torch.cat([mnist.train_x, to_uint8(drawn), to_uint8(coarse), to_uint8(flagged), fonts]),
                     torch.cat([mnist.train_y, mnist.train_y[:RESTROKED], mnist.train_y[coarse_ids],
                                mnist.train_y[later_ones], fonts_y]),
                     mnist.val_x, mnist.val_y, mnist.test_x, mnist.test_y).to(device)
@@ -154,14 +155,14 @@ def main() -> int:
         outside_guess = predictor.probabilities(
             restroke_parallel(outside_x, HANDWRITING_SEED, workers, OUTSIDE_PEN)).argmax(axis=1)
         outside_report = reading_report(outside_y, outside_guess)
-        fonts_typed, fonts_restroked = font_reports(predictor, font_held, workers)
+        held_fonts = font_report(predictor, font_held, workers)
         metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss, "val_accuracy": last["val_accuracy"],
                    "val_loss": last["val_loss"], "drawings_accuracy": templates,
                    "handwriting_accuracy": handwriting["accuracy"],
                    "coarse_handwriting_accuracy": coarse_report["accuracy"],
                    "outside_handwriting_accuracy": outside_report["accuracy"],
-                   "held_out_fonts_typed_accuracy": fonts_typed["accuracy"],
-                   "held_out_fonts_restroked_accuracy": fonts_restroked["accuracy"]}
+                   "held_out_fonts_typed_accuracy": held_fonts["typed"]["accuracy"],
+                   "held_out_fonts_restroked_accuracy": held_fonts["restroked"]["accuracy"]}
         timings = {"device": str(device), "train_seconds": round(state.train_seconds, 3),
                    "images_per_second": round(state.images / state.train_seconds, 1),
                    "epochs_completed": state.epoch, "steps": state.step,
@@ -179,7 +180,7 @@ def main() -> int:
                             f"drawn from the top of the stem where one fits (not along a stem leaning forward), "
                             f"{FOOT:.0%} of those with a foot too "
                             f"(core.data.restroke.with_flag, seed {FLAGGED_SEED}); and the digits typed in "
-                            f"{len(font_train)} faces of {len({f.family for f in font_train})} installed font families "
+                            f"{len(font_train)} faces of {len(train_families)} installed font families "
                             f"(core.data.glyphs; the families kept out of training are measured below), each digit "
                             f"as typed and re-stroked {FONT_REPEATS} times (seed {FONT_SEED}); all preprocessed by "
                             "core.data.preprocess.to_model_input. Nothing else: no MNIST validation or test images, "
@@ -188,7 +189,7 @@ def main() -> int:
             "low_res_restroked_mnist_train": LOW_RES, "low_res_seed": LOW_RES_SEED,
             "flagged_ones_mnist_train": len(later_ones), "flagged_seed": FLAGGED_SEED, "foot_share": FOOT,
             "font_digits": len(fonts), "font_seed": FONT_SEED, "font_repeats": FONT_REPEATS,
-            "font_families": sorted({f.family for f in font_train}), "font_packages": font_packages(),
+            "font_families": train_families, "font_packages": font_packages(),
             "total": len(splits.train_y)}
         ASSETS.mkdir(exist_ok=True)
         shutil.copyfile(weights, STARTER_WEIGHTS)
@@ -202,20 +203,16 @@ def main() -> int:
                                                              "to 8×8, then re-stroked (never trained on)"},
             "outside_handwriting": {**outside_report, "source": "scikit-learn's 1,797 digits (UCI; 43 writers, not "
                                                                "MNIST) re-stroked with 10-20 px pens (never trained on)"},
-            "held_out_fonts": {"typed": fonts_typed, "restroked": fonts_restroked,
-                               "families": sorted({f.family for f in font_held}), "faces": len(font_held),
-                               "source": f"the digits typed in the {len(font_held)} installed font faces kept out of "
-                                         f"training (core.data.glyphs.split_faces), as typed and re-stroked "
-                                         f"{FONT_MEASURE_REPEATS} times with 10-20 px pens (seed 0)"},
+            "held_out_fonts": held_fonts,
             "versions": record.versions,
         })
         card = model_card(record, store.read_metrics(record.id), STARTER_WEIGHTS.name)
         atomic_write_bytes(ASSETS / "STARTER_MODEL_CARD.md",
                            with_data_section(card, training_data, handwriting, coarse_report, outside_report,
-                                             (fonts_typed, fonts_restroked, font_held)).encode())
+                                             held_fonts).encode())
         print(json.dumps({**metrics, **timings, "handwriting_per_digit": handwriting["per_digit"],
                           "misreads": handwriting["misreads"], "outside_misreads": outside_report["misreads"],
-                          "held_out_fonts_misreads": fonts_restroked["misreads"]}))
+                          "held_out_fonts_misreads": held_fonts["restroked"]["misreads"]}))
     return 0
 
 
@@ -230,13 +227,16 @@ def font_packages() -> dict[str, str]:
     return dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
 
 
-def font_reports(predictor: Predictor, faces: list, workers: int) -> tuple[dict, dict]:
-    """How the model reads the digits typed in fonts it never saw: as typed, and re-stroked with 10-20 px pens."""
-    typed, labels, _ = glyph_set(faces)
-    as_typed = reading_report(labels, predictor.probabilities(typed / 255.0).argmax(axis=1))
-    drawn = restroke_parallel(np.repeat(typed, FONT_MEASURE_REPEATS, 0), HANDWRITING_SEED, workers, OUTSIDE_PEN)
-    restroked = reading_report(np.repeat(labels, FONT_MEASURE_REPEATS), predictor.probabilities(drawn).argmax(axis=1))
-    return as_typed, restroked
+def font_report(predictor: Predictor, faces: list, workers: int) -> dict:
+    """How the model reads the digits typed in fonts it never saw (core.data.glyphs.font_measure, drawn in parallel):
+    as typed, and re-stroked; the card's "held_out_fonts"."""
+    measure = font_measure(faces, restroke=lambda images, seed, pen: restroke_parallel(images, seed, workers, pen))
+    return {"typed": reading_report(measure.labels, predictor.probabilities(measure.typed).argmax(axis=1)),
+            "restroked": reading_report(measure.drawn_labels, predictor.probabilities(measure.drawn).argmax(axis=1)),
+            "families": sorted({f.family for f in faces}), "faces": len(faces),
+            "source": f"the digits typed in the {len(faces)} installed font faces kept out of training "
+                      f"(core.data.glyphs.split_faces), as typed and re-stroked {MEASURE_REPEATS} times with "
+                      f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens (seed {MEASURE_SEED})"}
 
 
 def sha_check(sha: str) -> str:
@@ -248,7 +248,7 @@ def sha_check(sha: str) -> str:
 
 
 def with_data_section(card: str, training_data: dict, handwriting: dict, coarse: dict, outside: dict,
-                      fonts: tuple[dict, dict, list]) -> str:
+                      fonts: dict) -> str:
     """The generated card plus what exactly the starter learned from and how it reads held-out handwriting."""
     per_digit = ", ".join(f"{d}: {a:.1%}" for d, a in handwriting["per_digit"].items())
     outside_digits = ", ".join(f"{d}: {a:.1%}" for d, a in outside["per_digit"].items())
@@ -276,10 +276,10 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
         f"- Per digit: {outside_digits}",
         f"- Most common misreads: {', '.join(outside['misreads']) or 'none'}", "",
         "## Fonts kept out of training", "",
-        f"The digits typed in {len(fonts[2])} faces of {len({f.family for f in fonts[2]})} font families never trained "
-        f"on ({', '.join(sorted({f.family for f in fonts[2]}))}): {fonts[0]['accuracy']:.2%} right as typed, "
-        f"{fonts[1]['accuracy']:.2%} right re-stroked {FONT_MEASURE_REPEATS} times each with 10-20 px pens.", "",
-        f"- Most common misreads, re-stroked: {', '.join(fonts[1]['misreads']) or 'none'}", "", ""])
+        f"The digits typed in {fonts['faces']} faces of {len(fonts['families'])} font families never trained "
+        f"on ({', '.join(fonts['families'])}): {fonts['typed']['accuracy']:.2%} right as typed, "
+        f"{fonts['restroked']['accuracy']:.2%} right re-stroked {MEASURE_REPEATS} times each with 10-20 px pens.", "",
+        f"- Most common misreads, re-stroked: {', '.join(fonts['restroked']['misreads']) or 'none'}", "", ""])
     return card.replace("## Training settings", section + "## Training settings", 1)
 
 

@@ -56,6 +56,11 @@ def test_every_digit_appears_equally_often(small_set):
     assert np.array_equal(np.bincount(labels), np.full(10, 4))
 
 
+def test_one_template_can_be_drawn_and_a_missing_one_is_refused():
+    with pytest.raises(ValueError, match="templates 0 to 2, not 3"):  # the starter's tests draw one template each
+        draw_digit(1, np.random.default_rng(0), template=3)
+
+
 def test_every_digit_has_several_templates():
     assert sorted(TEMPLATES) == list(range(10))
     assert all(len(templates) >= 2 for templates in TEMPLATES.values())
@@ -205,8 +210,6 @@ def test_a_flag_leaves_the_top_of_a_1s_stem_down_to_the_left_and_a_foot_crosses_
                 leaning[-1] - leaning[0])))
             assert off >= FLAG_OFF_STEM - 1e-6
     assert 0 < bare < 40
-    with pytest.raises(ValueError, match="templates 0 to 2, not 3"):  # the tests below draw one template each
-        draw_digit(1, np.random.default_rng(0), template=3)
     points, joined = with_flag(stem, pairs, np.random.default_rng(0), foot=True)
     foot = points[points[:, 1] == 24.0]
     assert foot[:, 0].min() < 13 and foot[:, 0].max() > 15  # a bar across the bottom, on both sides of the stem

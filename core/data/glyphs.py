@@ -16,12 +16,15 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from fontTools.ttLib import TTFont  # matplotlib's dependency, pinned in constraints.txt
 from PIL import Image, ImageDraw, ImageFont
 
+from core.data.datasets import unit
 from core.data.preprocess import to_model_input
+from core.data.restroke import restroked_inputs
 
 FONT_ROOTS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".local/share/fonts")
 FONT_SUFFIXES = (".ttf", ".otf")
@@ -37,6 +40,9 @@ DESIGN_ALIASES = {"unifur": "eurofurence", "monofur": "eurofurence",  # one desi
                   "arimo": "liberation", "tinos": "liberation", "cousine": "liberation"}  # Liberation's designs
 HELD_OUT_SHARE = 3  # besides those, one design in three (by a hash of its name) is kept out of training
 RENDER_PX = 112  # font size the glyphs are typed at before being brought to 28×28
+MEASURE_REPEATS = 5  # the held-out measure re-strokes each typed digit this many times ...
+MEASURE_PEN = (10.0, 20.0)  # ... with pens this wide (px at 280), as strangers' drawings are made ...
+MEASURE_SEED = 0  # ... from this seed
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ def _faces(files: tuple[Path, ...]) -> tuple[FontFace, ...]:
     found: dict[tuple[str, str], FontFace] = {}
     for path in files:
         try:
-            family, style = _font(path, 24).getname()
+            family, style = _font(path, 32).getname()  # the size _types_digits renders at: one load
             family, style = (family or path.stem).strip(), (style or "").strip()
             if family in NOT_DIGITS or (family, style) in found:
                 continue
@@ -152,3 +158,25 @@ def glyph_set(faces: list[FontFace]) -> tuple[np.ndarray, np.ndarray, list[FontF
         return np.empty((0, 28, 28), np.uint8), np.empty(0, np.int64), []
     images = np.concatenate([typed_digits(f) for f in faces])
     return images, np.tile(np.arange(10), len(faces)), [f for f in faces for _ in range(10)]
+
+
+@dataclass(frozen=True)
+class FontMeasure:
+    """What a model is measured on for `faces`: their typed digits as model inputs, and each re-stroked."""
+    typed: np.ndarray  # float32 (10·F, 28, 28)
+    labels: np.ndarray
+    drawn: np.ndarray  # float32 (10·F·repeats, 28, 28)
+    drawn_labels: np.ndarray
+    drawn_faces: list[FontFace]
+
+
+def font_measure(faces: list[FontFace], repeats: int = MEASURE_REPEATS,
+                 restroke: Callable[[np.ndarray, int, tuple[float, float]], np.ndarray] | None = None) -> FontMeasure:
+    """The held-out fonts' measure: each face's digits as typed, and re-stroked `repeats` times with MEASURE_PEN
+    pens from MEASURE_SEED. `restroke(images, seed, pen)` may draw them in parallel; it must equal
+    core.data.restroke.restroked_inputs (the default)."""
+    images, labels, of_face = glyph_set(faces)
+    restroke = restroke or (lambda ims, seed, pen: restroked_inputs(ims, seed=seed, pen=pen))
+    drawn = restroke(np.repeat(images, repeats, 0), MEASURE_SEED, MEASURE_PEN)
+    return FontMeasure(unit(images), labels, drawn, np.repeat(labels, repeats),
+                       [face for face in of_face for _ in range(repeats)])
