@@ -242,9 +242,10 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
                         load_average_start=os.getloadavg()[0], train_preset=preset or "",
                         browsers_nice=browsers_nice)
     server_side, visitors_side = check_server_cores(server_cores, url)
+    cores_were = None
     if server_side:
         result.server_cores, result.visitor_cores = sorted(server_side), sorted(visitors_side)
-    cores_were = os.sched_getaffinity(0) if visitors_side else None
+        cores_were = os.sched_getaffinity(0)
     stats = [SessionStats() for _ in range(sessions)]
     home = proc = sampler = None
     timing: list[dict] = []
@@ -255,7 +256,7 @@ def run_load(sessions: int = 10, seconds: float = 120, url: str | None = None, p
         chromium = behind(chromium, launchers, browsers_nice)
         os.environ["PLAYWRIGHT_NODEJS_PATH"] = str(driver_behind(launchers, browsers_nice))
     try:
-        if visitors_side:  # this thread, and so the driver's thread, Playwright's driver and its browsers
+        if server_side:  # this thread, and so the driver's thread, Playwright's driver and its browsers
             os.sched_setaffinity(0, visitors_side)
         if url is None:
             home = Path(tempfile.mkdtemp(prefix="digit-lab-load-"))

@@ -118,6 +118,8 @@ def data_line() -> str:
 
 
 def cpu_count() -> int:
+    """The cores this process may use: core.training.devices.usable_cores, without importing torch (this module is
+    the timed server's entry point and the CPU probe's import)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -141,22 +143,23 @@ def machine_line() -> str:
     return f"{cpu_count()} CPU cores ({cpu_model()}), load average {os.getloadavg()[0]:.1f}; {data_line()}"
 
 
-def process_table() -> dict[int, tuple[int, float, str]]:
-    """Every process now, from /proc: pid -> (parent pid, CPU seconds used so far (user + system, its own and that of
-    the children it has waited for), command line). A process that ends while it is read is left out."""
+def process_table() -> dict[int, tuple[int, tuple[float, float], str]]:
+    """Every process now, from /proc: pid -> (parent pid, CPU seconds used so far (user + system) as (its own, that
+    of the children it has waited for), command line). A process that ends while it is read is left out."""
     tick, table = os.sysconf("SC_CLK_TCK"), {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                table[int(entry.name)] = (int(fields[1]), sum(map(int, fields[11:15])) / tick, command)
+                ticks = list(map(int, fields[11:15]))
+                table[int(entry.name)] = (int(fields[1]), (sum(ticks[:2]) / tick, sum(ticks[2:]) / tick), command)
             except (OSError, IndexError, ValueError):
                 continue
     return table
 
 
-def descendants(table: dict[int, tuple[int, float, str]], root: int) -> set[int]:
+def descendants(table: dict[int, tuple[int, tuple[float, float], str]], root: int) -> set[int]:
     """`root` and every process below it in `table` (from `process_table`)."""
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in table.items():
@@ -189,17 +192,20 @@ def cpu_seconds_by_side(server_pid: int | None, reference_pid: int | None = None
     process), `training` (its children: the training worker), `browsers` (Chromium's processes), `driver`
     (Playwright's driver and this script), `reference` (the load benchmark's CPU probe) and `other`. Two calls'
     difference over a window is what each side took in it. A process that ends in between is still counted: once
-    its parent has waited for it, its time is in its parent's (Chromium's renderers come and go under Chromium's
-    own processes); one left to init counts as `other`."""
+    its parent has waited for it, its time is in its parent's, on its parent's side (Chromium's renderers come and
+    go under Chromium's own processes), except the server's: a training worker it has waited for stays `training`;
+    one left to init counts as `other`."""
     table = process_table()
     below_server = descendants(table, server_pid) if server_pid else set()
     below_me = descendants(table, os.getpid())
     sides = {"server": 0.0, "training": 0.0, "browsers": 0.0, "driver": 0.0, "other": 0.0}
     if reference_pid:
         sides["reference"] = 0.0
-    for pid, (_, cpu, command) in table.items():
+    for pid, (_, (own, reaped), command) in table.items():
         if pid == server_pid:
             side = "server"
+            sides["training"] += reaped  # the server's children are its training workers
+            reaped = 0.0
         elif reference_pid and pid == reference_pid:
             side = "reference"
         elif pid in below_server:
@@ -210,7 +216,7 @@ def cpu_seconds_by_side(server_pid: int | None, reference_pid: int | None = None
             side = "driver"
         else:
             side = "other"
-        sides[side] += cpu
+        sides[side] += own + reaped
     return sides
 
 
@@ -257,10 +263,10 @@ def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
 
 def start_server(home: Path, cores: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     """`streamlit run dashboard/app.py` on 127.0.0.1 and a free port, over the run store `home`; every script run
-    is timed into home/timing.jsonl (benchmarks/server_timing.py). `cores`: only on these (its training job too). The server gets a session of its own, as a
-    teacher's `streamlit run` in a terminal has: Linux shares the CPU between sessions first (autogroups), and in
-    the benchmark's session the server would split its share with Playwright's driver, which works for the
-    browsers (it relays every mouse move of every visitor)."""
+    is timed into home/timing.jsonl (benchmarks/server_timing.py). `cores`: only on these (its training job too).
+    The server gets a session of its own, as a teacher's `streamlit run` in a terminal has: Linux shares the CPU
+    between sessions first (autogroups), and in the benchmark's session the server would split its share with
+    Playwright's driver, which works for the browsers (it relays every mouse move of every visitor)."""
     port = _free_port()
     log = open(home / "server.log", "w")
     env = {**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process",

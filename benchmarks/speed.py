@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 from core.data.datasets import data_root, load_splits  # noqa: E402
 from core.models.zoo import ZOO, build_model, train_flops  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
-from core.training.devices import resolve_precision  # noqa: E402
-from server_timing import cpu_count, cpu_model  # noqa: E402
+from core.training.devices import resolve_precision, usable_cores  # noqa: E402
+from server_timing import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "speed.json"
 MEAN, STD = 0.1307, 0.3081
@@ -212,7 +212,7 @@ def main() -> int:
         print(json.dumps(public_recipe(args.recipe_seed, args.recipe_tuned)))
         return 0
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results["machine"] = {"cpu": cpu_model(), "cores": cpu_count(), "fast_precision": fast_precision(),
+    results["machine"] = {"cpu": cpu_model(), "cores": usable_cores(), "fast_precision": fast_precision(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "fast_model": ZOO[TrainConfig.from_preset("fast").model].title}
     with tempfile.TemporaryDirectory() as home:

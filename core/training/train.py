@@ -246,8 +246,8 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
         set_train_mode(cfg, model)
         epoch_start, epoch_loss, epoch_correct, epoch_seen = time.perf_counter(), 0.0, 0, 0
         pending: list[PendingStep] = []  # steps whose figures are still on the device
-        judged: list[tuple[Event, int]] = []  # steps read back and judged (event, images so far), reported once
-        #                                       their update is done
+        # Steps read back and judged, as (event, images so far): reported once their update is done
+        judged: list[tuple[Event, int]] = []
 
         def read_back() -> TrainOutcome | None:
             """Bring the pending steps' figures to the host (one sync) and judge them in order; a step that passes

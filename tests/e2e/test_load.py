@@ -116,6 +116,29 @@ def test_cpu_by_side_still_counts_a_process_that_ended_within_the_window(tmp_pat
     assert all(after[side] - before[side] >= -0.02 for side in before if side != "other"), (before, after)
 
 
+def test_cpu_by_side_keeps_a_training_worker_the_server_has_waited_for_as_training(tmp_path):
+    # The server waiting for its worker must not move the worker's lifetime of CPU from training to the server
+    load = load_benchmark()
+    script = tmp_path / "server.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "if sys.argv[1:] == ['child']:\n"
+                      "    t = time.process_time()\n"
+                      "    while time.process_time() - t < 0.5:\n"
+                      "        pass\n"
+                      "else:\n"
+                      "    subprocess.run([sys.executable, __file__, 'child'])\n"
+                      "    print('reaped', flush=True)\n"
+                      "    time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout.readline().strip() == "reaped"
+            sides = load.cpu_seconds_by_side(server.pid)
+        finally:
+            server.kill()
+    assert sides["training"] >= 0.45, sides
+    assert sides["server"] < 0.45, sides
+
+
 def test_the_load_and_pages_scripts_say_which_data_the_server_shows(tmp_path, monkeypatch):
     load = load_benchmark()
     monkeypatch.setenv("DIGIT_LAB_DATA", str(tmp_path))  # no MNIST there: the app falls back to the built-in digits
@@ -153,8 +176,11 @@ def test_browsers_nice_puts_playwrights_driver_behind_the_server_in_a_session_of
     assert seen["nice"] == 7 and seen.get("group", "7") == "7"
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="splitting the cores needs Linux and two of them")
+needs_two_cores = pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                                     reason="splitting the cores needs Linux and two of them")
+
+
+@needs_two_cores
 def test_server_cores_puts_the_server_and_its_children_apart_from_the_visitors(tmp_path):
     load = load_benchmark()
     mine = sorted(os.sched_getaffinity(0))
@@ -177,8 +203,7 @@ def test_server_cores_puts_the_server_and_its_children_apart_from_the_visitors(t
     assert load.on_cores(None) is None  # without a split, children run wherever the benchmark may
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="splitting the cores needs Linux and two of them")
+@needs_two_cores
 def test_server_cores_runs_the_visitors_side_apart_and_gives_the_cores_back(monkeypatch):
     load = load_benchmark()
     mine = os.sched_getaffinity(0)
