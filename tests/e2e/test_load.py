@@ -86,10 +86,9 @@ def test_cpu_by_side_counts_a_servers_child_as_its_training(tmp_path):
     assert sides["server"] < 0.45, sides  # the parent only waited
 
 
-def test_cpu_by_side_still_counts_a_process_that_ended_within_the_window(tmp_path):
-    # Chromium's renderers come and go while the sessions draw: one that ended must not take its CPU with it
-    # (the sides' differences went negative)
-    load = load_benchmark()
+def _reaper(tmp_path) -> subprocess.Popen:
+    """A process that, on a line on its stdin, starts a child burning 0.5 s of CPU, waits for it, says 'reaped' and
+    sleeps."""
     script = tmp_path / "reaper.py"
     script.write_text("import subprocess, sys, time\n"
                       "if sys.argv[1:] == ['child']:\n"
@@ -101,8 +100,14 @@ def test_cpu_by_side_still_counts_a_process_that_ended_within_the_window(tmp_pat
                       "    subprocess.run([sys.executable, __file__, 'child'])\n"
                       "    print('reaped', flush=True)\n"
                       "    time.sleep(60)\n")
-    with subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          text=True) as parent:
+    return subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_cpu_by_side_still_counts_a_process_that_ended_within_the_window(tmp_path):
+    # Chromium's renderers come and go while the sessions draw: one that ended must not take its CPU with it
+    # (the sides' differences went negative)
+    load = load_benchmark()
+    with _reaper(tmp_path) as parent:
         try:
             before = load.cpu_seconds_by_side(None)
             parent.stdin.write("go\n")
@@ -119,18 +124,10 @@ def test_cpu_by_side_still_counts_a_process_that_ended_within_the_window(tmp_pat
 def test_cpu_by_side_keeps_a_training_worker_the_server_has_waited_for_as_training(tmp_path):
     # The server waiting for its worker must not move the worker's lifetime of CPU from training to the server
     load = load_benchmark()
-    script = tmp_path / "server.py"
-    script.write_text("import subprocess, sys, time\n"
-                      "if sys.argv[1:] == ['child']:\n"
-                      "    t = time.process_time()\n"
-                      "    while time.process_time() - t < 0.5:\n"
-                      "        pass\n"
-                      "else:\n"
-                      "    subprocess.run([sys.executable, __file__, 'child'])\n"
-                      "    print('reaped', flush=True)\n"
-                      "    time.sleep(60)\n")
-    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as server:
+    with _reaper(tmp_path) as server:
         try:
+            server.stdin.write("go\n")
+            server.stdin.flush()
             assert server.stdout.readline().strip() == "reaped"
             sides = load.cpu_seconds_by_side(server.pid)
         finally:
