@@ -1,5 +1,7 @@
 """How well a model reads drawings: template drawings, real MNIST test handwriting re-stroked on the canvas,
-and the digits typed in the font families the starter never learned from, as typed and re-stroked.
+handwriting from outside MNIST (scikit-learn's digits) re-stroked as the project does and thinned plainly as
+another tool would, and the digits typed in the font families the starter never learned from, as typed and
+re-stroked.
 
     python benchmarks/drawings.py [RUN_ID_OR_WEIGHTS] [--handwriting 1000] [--per-digit 100] [--font-repeats 5]
 Every drawing goes canvas -> core.data.preprocess.to_model_input -> model, as in the app. Prints accuracy,
@@ -16,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.data.datasets import load_splits  # noqa: E402
+from core.data.datasets import load_splits, outside_digits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
 from core.data.glyphs import MEASURE_REPEATS, font_faces, font_measure, split_faces  # noqa: E402
-from core.data.restroke import restroked_inputs  # noqa: E402
+from core.data.restroke import MEASURE_PEN, restroked_inputs  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
 from core.data.preprocess import to_model_inputs  # noqa: E402
 
@@ -48,6 +50,11 @@ def main() -> int:
     canvases, truth = drawing_set(args.per_digit, seed=0)
     guess = predictor.probabilities(to_model_inputs(canvases)).argmax(axis=1)
     show("template drawings (seed 0)", reading_report(truth, guess))
+    outside_x, outside_y = outside_digits()
+    for plain, how in ((False, "re-stroked as the project does"), (True, "thinned plainly (plain_restroke)")):
+        drawn = restroked_inputs(outside_x, seed=0, pen=MEASURE_PEN, plain=plain)
+        show(f"scikit-learn's digits (other writers), {how}, 10-20 px pens (seed 0)",
+             reading_report(outside_y, predictor.probabilities(drawn).argmax(axis=1)))
     held = split_faces(font_faces())[1]
     measure = font_measure(held, repeats=args.font_repeats)
     print(f"held-out fonts: {len(held)} faces of {len({f.family for f in held})} families")

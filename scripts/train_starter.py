@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.inference.weights import save_model  # noqa: E402
 from core.insight.compare import model_card  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
-from core.data.datasets import Splits, load_splits  # noqa: E402
+from core.data.datasets import Splits, load_splits, outside_digits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
-from core.data.glyphs import (MEASURE_PEN, MEASURE_REPEATS, MEASURE_SEED, font_faces, font_measure,  # noqa: E402
-                              glyph_set, split_faces)
-from core.data.restroke import low_resolution, restroked_inputs  # noqa: E402
+from core.data.glyphs import (MEASURE_REPEATS, MEASURE_SEED, font_faces, font_measure, glyph_set,  # noqa: E402
+                              split_faces)
+from core.data.restroke import MEASURE_PEN, low_resolution, restroked_inputs  # noqa: E402
 from core.training.experiment import create_run  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
@@ -60,7 +60,6 @@ FLAGGED_SEED = 3  # then every later training 1 (3,480), re-stroked with a flag 
 FOOT = 0.35  # the share of those flagged 1s that also get a foot
 FONT_SEED = 4  # the digits typed in the training side's fonts (core.data.glyphs), each as typed and ...
 FONT_REPEATS = 6  # ... re-stroked this many times (the held-out fonts are measured by core.data.glyphs.font_measure)
-OUTSIDE_PEN = (10.0, 20.0)  # pen widths (px at 280) for the outside-handwriting measure
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
 FONT_PACKAGES = Path(__file__).resolve().parents[1] / ".ci" / "font-packages"
@@ -149,11 +148,9 @@ def main() -> int:
         coarse_guess = predictor.probabilities(
             restroke_parallel(low_resolution(held_x), HANDWRITING_SEED, workers)).argmax(axis=1)
         coarse_report = reading_report(held_y, coarse_guess)
-        outside = load_splits("digits", "cpu")  # scikit-learn's digits: other writers, never trained on
-        outside_x = torch.cat([outside.train_x, outside.val_x, outside.test_x]).numpy()
-        outside_y = torch.cat([outside.train_y, outside.val_y, outside.test_y]).numpy()
+        outside_x, outside_y = outside_digits()  # scikit-learn's digits: other writers, never trained on
         outside_guess = predictor.probabilities(
-            restroke_parallel(outside_x, HANDWRITING_SEED, workers, OUTSIDE_PEN)).argmax(axis=1)
+            restroke_parallel(outside_x, HANDWRITING_SEED, workers, MEASURE_PEN)).argmax(axis=1)
         outside_report = reading_report(outside_y, outside_guess)
         held_fonts = font_report(predictor, font_held, workers)
         metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss, "val_accuracy": last["val_accuracy"],
@@ -251,7 +248,7 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
                       fonts: dict) -> str:
     """The generated card plus what exactly the starter learned from and how it reads held-out handwriting."""
     per_digit = ", ".join(f"{d}: {a:.1%}" for d, a in handwriting["per_digit"].items())
-    outside_digits = ", ".join(f"{d}: {a:.1%}" for d, a in outside["per_digit"].items())
+    outside_per_digit = ", ".join(f"{d}: {a:.1%}" for d, a in outside["per_digit"].items())
     section = "\n".join([
         "## Training data", "",
         training_data["description"], "",
@@ -273,7 +270,7 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
         "## Handwriting from outside MNIST", "",
         f"scikit-learn's {outside['images']:,} digits (UCI: 43 writers, never trained on), re-stroked with 10-20 px "
         f"pens: {outside['accuracy']:.2%} right.", "",
-        f"- Per digit: {outside_digits}",
+        f"- Per digit: {outside_per_digit}",
         f"- Most common misreads: {', '.join(outside['misreads']) or 'none'}", "",
         "## Fonts kept out of training", "",
         f"The digits typed in {fonts['faces']} faces of {len(fonts['families'])} font families never trained "

@@ -285,6 +285,14 @@ def _missing_message(name: str) -> str:
             f"use --dataset digits (built in).")
 
 
+def outside_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digits (UCI: 43 writers, none of them MNIST's) as uint8 28×28 images and labels, the
+    three splits of load_splits("digits") in order: handwriting from outside MNIST, which the starter is measured
+    on and never trained on."""
+    s = load_splits("digits")
+    return torch.cat([s.train_x, s.val_x, s.test_x]).numpy(), torch.cat([s.train_y, s.val_y, s.test_y]).numpy()
+
+
 def _sklearn_digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """scikit-learn's 1,797 8×8 digits, made MNIST-like: 20×20 box, centred in 28×28, 0..255."""
     from sklearn.datasets import load_digits

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.data.datasets import unit
 from core.data.preprocess import to_model_input
-from core.data.restroke import restroked_inputs
+from core.data.restroke import MEASURE_PEN, restroked_inputs
 
 FONT_ROOTS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".local/share/fonts")
 FONT_SUFFIXES = (".ttf", ".otf")
@@ -40,9 +40,8 @@ DESIGN_ALIASES = {"unifur": "eurofurence", "monofur": "eurofurence",  # one desi
                   "arimo": "liberation", "tinos": "liberation", "cousine": "liberation"}  # Liberation's designs
 HELD_OUT_SHARE = 3  # besides those, one design in three (by a hash of its name) is kept out of training
 RENDER_PX = 112  # font size the glyphs are typed at before being brought to 28×28
-MEASURE_REPEATS = 5  # the held-out measure re-strokes each typed digit this many times ...
-MEASURE_PEN = (10.0, 20.0)  # ... with pens this wide (px at 280), as strangers' drawings are made ...
-MEASURE_SEED = 0  # ... from this seed
+MEASURE_REPEATS = 5  # the held-out measure re-strokes each typed digit this many times (with MEASURE_PEN, as
+MEASURE_SEED = 0  # strangers' drawings are made) from this seed
 
 
 @dataclass(frozen=True)
