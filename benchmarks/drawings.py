@@ -22,6 +22,8 @@ from core.data.datasets import load_splits, outside_digits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
 from core.data.glyphs import MEASURE_REPEATS, font_faces, font_measure, split_faces  # noqa: E402
 from core.data.restroke import MEASURE_PEN, restroked_inputs  # noqa: E402
+
+PENS = f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens"
 from core.inference.predict import Predictor  # noqa: E402
 from core.data.preprocess import to_model_inputs  # noqa: E402
 
@@ -38,7 +40,7 @@ def main() -> int:
     parser.add_argument("--handwriting", type=int, default=1000, help="MNIST test digits to re-stroke (seed 0)")
     parser.add_argument("--per-digit", type=int, default=100, help="template drawings per digit (seed 0)")
     parser.add_argument("--font-repeats", type=int, default=MEASURE_REPEATS,
-                        help="re-stroked drawings of each held-out font digit (10-20 px pens, seed 0)")
+                        help=f"re-stroked drawings of each held-out font digit ({PENS}, seed 0)")
     args = parser.parse_args()
     predictor = Predictor.starter() if args.model == "starter" else Predictor.load(args.model)
 
@@ -52,15 +54,15 @@ def main() -> int:
     show("template drawings (seed 0)", reading_report(truth, guess))
     outside_x, outside_y = outside_digits()
     for plain, how in ((False, "re-stroked as the project does"), (True, "thinned plainly (plain_restroke)")):
-        drawn = restroked_inputs(outside_x, seed=0, pen=MEASURE_PEN, plain=plain)
-        show(f"scikit-learn's digits (other writers), {how}, 10-20 px pens (seed 0)",
+        drawn = restroked_inputs(outside_x, seed=0, pen=MEASURE_PEN, plain=plain)  # the card's pens both ways
+        show(f"scikit-learn's digits (other writers), {how}, {PENS} (seed 0)",
              reading_report(outside_y, predictor.probabilities(drawn).argmax(axis=1)))
     held = split_faces(font_faces())[1]
     measure = font_measure(held, repeats=args.font_repeats)
     print(f"held-out fonts: {len(held)} faces of {len({f.family for f in held})} families")
     show("  as typed", reading_report(measure.labels, predictor.probabilities(measure.typed).argmax(axis=1)))
     guess = predictor.probabilities(measure.drawn).argmax(axis=1)
-    show(f"  re-stroked {args.font_repeats}× with 10-20 px pens", reading_report(measure.drawn_labels, guess))
+    show(f"  re-stroked {args.font_repeats}× with {PENS}", reading_report(measure.drawn_labels, guess))
     family = np.array([face.family for face in measure.drawn_faces])
     right = guess == measure.drawn_labels
     rates = {fam: float(right[family == fam].mean()) for fam in sorted(set(family))}

@@ -39,7 +39,7 @@ from core.data.datasets import Splits, load_splits, outside_digits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
 from core.data.glyphs import (MEASURE_REPEATS, MEASURE_SEED, font_faces, font_measure, glyph_set,  # noqa: E402
                               split_faces)
-from core.data.restroke import MEASURE_PEN, low_resolution, restroked_inputs  # noqa: E402
+from core.data.restroke import MEASURE_PEN, RESTROKE_PEN, low_resolution, restroked_inputs  # noqa: E402
 from core.training.experiment import create_run  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
@@ -63,10 +63,11 @@ FONT_REPEATS = 6  # ... re-stroked this many times (the held-out fonts are measu
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
 FONT_PACKAGES = Path(__file__).resolve().parents[1] / ".ci" / "font-packages"
+PENS = f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens"  # the outside handwriting's and held-out fonts' measure
 CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inputs 1.6 MB
 
 
-def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = (8.0, 30.0),
+def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = RESTROKE_PEN,
                       flag: bool = False, foot: float = 0.0) -> np.ndarray:
     """restroked_inputs over `workers` processes; the same result as one process (drawing i uses (seed, i))."""
     starts = range(0, len(images), CHUNK)
@@ -199,7 +200,7 @@ def main() -> int:
             "coarse_handwriting": {**coarse_report, "source": f"the same {HANDWRITING:,} MNIST test digits coarsened "
                                                              "to 8×8, then re-stroked (never trained on)"},
             "outside_handwriting": {**outside_report, "source": "scikit-learn's 1,797 digits (UCI; 43 writers, not "
-                                                               "MNIST) re-stroked with 10-20 px pens (never trained on)"},
+                                                               f"MNIST) re-stroked with {PENS} (never trained on)"},
             "held_out_fonts": held_fonts,
             "versions": record.versions,
         })
@@ -233,7 +234,7 @@ def font_report(predictor: Predictor, faces: list, workers: int) -> dict:
             "families": sorted({f.family for f in faces}), "faces": len(faces),
             "source": f"the digits typed in the {len(faces)} installed font faces kept out of training "
                       f"(core.data.glyphs.split_faces), as typed and re-stroked {MEASURE_REPEATS} times with "
-                      f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens (seed {MEASURE_SEED})"}
+                      f"{PENS} (seed {MEASURE_SEED})"}
 
 
 def sha_check(sha: str) -> str:
@@ -268,14 +269,14 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
         f"- Most common misreads (true->read: count): {', '.join(handwriting['misreads']) or 'none'}",
         f"- The same digits coarsened to 8×8 first: {coarse['accuracy']:.2%} right.", "",
         "## Handwriting from outside MNIST", "",
-        f"scikit-learn's {outside['images']:,} digits (UCI: 43 writers, never trained on), re-stroked with 10-20 px "
-        f"pens: {outside['accuracy']:.2%} right.", "",
+        f"scikit-learn's {outside['images']:,} digits (UCI: 43 writers, never trained on), re-stroked with {PENS}: "
+        f"{outside['accuracy']:.2%} right.", "",
         f"- Per digit: {outside_per_digit}",
         f"- Most common misreads: {', '.join(outside['misreads']) or 'none'}", "",
         "## Fonts kept out of training", "",
         f"The digits typed in {fonts['faces']} faces of {len(fonts['families'])} font families never trained "
         f"on ({', '.join(fonts['families'])}): {fonts['typed']['accuracy']:.2%} right as typed, "
-        f"{fonts['restroked']['accuracy']:.2%} right re-stroked {MEASURE_REPEATS} times each with 10-20 px pens.", "",
+        f"{fonts['restroked']['accuracy']:.2%} right re-stroked {MEASURE_REPEATS} times each with {PENS}.", "",
         f"- Most common misreads, re-stroked: {', '.join(fonts['restroked']['misreads']) or 'none'}", "", ""])
     return card.replace("## Training settings", section + "## Training settings", 1)
 

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from core.data import restroke
 from core.data.drawings import TEMPLATES, draw_digit, drawing_set
@@ -234,18 +235,32 @@ def test_restroked_1s_get_their_flags_and_feet_reproducibly(mnist, monkeypatch):
     assert len(feet) == 6 and 0 < sum(feet) < 6  # ... each 1, about half with a foot
 
 
-def test_plain_thinning_keeps_a_speck_and_a_pinhole_that_the_projects_own_thinning_cleans_away():
+@pytest.fixture(scope="module")
+def ring_and_speck() -> np.ndarray:
     ring = np.zeros((28, 28), np.uint8)
     ring[8:20, 10:18] = 255
     ring[14, 14] = 0  # a loop closed to a pinhole, as a thick pen leaves it
     ring[3, 24] = 255  # and a stray speck
+    return ring
+
+
+def test_clean_thinning_drops_a_speck_and_closes_a_pinhole_that_plain_thinning_keeps(ring_and_speck):
     for clean, loops, speck in ((True, False, False), (False, True, True)):
-        points, _ = skeleton_edges(ring, 0.5, upscale=2, clean=clean)
-        near_speck = np.linalg.norm(points - [24.5, 3.5], axis=1) < 1.5
+        points, _ = skeleton_edges(ring_and_speck, 0.5, upscale=2, clean=clean)
+        near_speck = np.linalg.norm(points - [24.5, 3.5], axis=1) < 1.5  # pixel (3, 24)'s centre, x then y
         assert near_speck.any() == speck
         body = points[~near_speck]
-        around = (np.abs(body[:, 0] - 14) > 1) | (np.abs(body[:, 1] - 14) > 1)  # skeleton outside the hole's box
+        around = (np.abs(body[:, 0] - 14.5) > 1) | (np.abs(body[:, 1] - 14.5) > 1)  # outside the pinhole's box
         assert around.all() == loops  # a loop around the pinhole, or a line through where it was
+
+
+def test_a_plain_restroke_draws_what_plain_thinning_keeps_and_the_projects_own_drops(ring_and_speck):
+    def parts(image: np.ndarray) -> int:
+        return ndimage.label(image[..., 3] > 0)[1]
+
+    for seed in range(4):
+        assert parts(plain_restroke(ring_and_speck, np.random.default_rng(seed))) == 2  # the speck drawn as a dot
+        assert parts(restroke_digit(ring_and_speck, np.random.default_rng(seed))) == 1
 
 
 def test_a_plain_restroke_is_reproducible_unbent_and_placed_at_varied_sizes():
@@ -253,9 +268,12 @@ def test_a_plain_restroke_is_reproducible_unbent_and_placed_at_varied_sizes():
     bar[4:24, 13:15] = 255  # an upright 1
 
     def lean(image: np.ndarray) -> float:
-        """How much wider than the widest pen the ink is, per unit of its height."""
-        alpha = image[..., 3]
-        return (np.ptp(np.flatnonzero(alpha.any(axis=0))) - MEASURE_PEN[1]) / np.ptp(np.flatnonzero(alpha.any(axis=1)))
+        """How far the ink's middle moves sideways from its top fifth to its bottom fifth, per unit of height."""
+        alpha = image[..., 3] > 0
+        rows = np.flatnonzero(alpha.any(axis=1))
+        fifth = max(1, len(rows) // 5)
+        middle = [np.mean(np.nonzero(alpha[r])[0]) for r in (rows[:fifth], rows[-fifth:]) for r in r]
+        return abs(np.mean(middle[:fifth]) - np.mean(middle[fifth:])) / np.ptp(rows)
 
     heights = []
     for seed in range(12):
@@ -263,11 +281,24 @@ def test_a_plain_restroke_is_reproducible_unbent_and_placed_at_varied_sizes():
         assert np.array_equal(image, plain_restroke(bar, np.random.default_rng(seed)))
         alpha = image[..., 3]
         assert alpha[0].max() == alpha[-1].max() == alpha[:, 0].max() == alpha[:, -1].max() == 0
-        assert lean(image) < 0.05  # no slant, rotation or bend: the bar stays upright and as wide as the pen
+        assert lean(image) < 0.03  # no slant, rotation or bend: the bar stays upright
         heights.append(np.ptp(np.flatnonzero(alpha.any(axis=1))) / 280)
     assert PLAIN_HEIGHT[0] - 0.01 <= min(heights) < max(heights) <= PLAIN_HEIGHT[1] + 0.08  # + the pen's round caps
     leaning = [lean(restroke_digit(bar, np.random.default_rng(seed), pen=MEASURE_PEN)) for seed in range(12)]
-    assert max(leaning) > 0.2  # the project's own re-stroke slants and turns it
+    assert max(leaning) > 0.15  # the project's own re-stroke slants and turns it
+
+
+def test_restroking_draws_from_its_generator_in_a_fixed_order():
+    # Every training drawing and every measure depends on this order: a change to it (a draw added, moved or
+    # dropped) silently changes the starter's training data and every figure measured with these generators
+    bar = np.zeros((28, 28), np.uint8)
+    bar[4:24, 13:15] = 255
+    for draw, expected in ((lambda rng: restroke_digit(bar, rng), 0.33791123),
+                           (lambda rng: restroke_digit(bar, rng, flag=True, foot=1.0), 0.08401534),
+                           (lambda rng: plain_restroke(bar, rng), 0.60663578)):
+        rng = np.random.default_rng(0)
+        draw(rng)
+        assert rng.random() == pytest.approx(expected, abs=1e-8)
 
 
 def test_restroked_inputs_can_be_thinned_plainly(digits_28):

@@ -40,8 +40,8 @@ DESIGN_ALIASES = {"unifur": "eurofurence", "monofur": "eurofurence",  # one desi
                   "arimo": "liberation", "tinos": "liberation", "cousine": "liberation"}  # Liberation's designs
 HELD_OUT_SHARE = 3  # besides those, one design in three (by a hash of its name) is kept out of training
 RENDER_PX = 112  # font size the glyphs are typed at before being brought to 28×28
-MEASURE_REPEATS = 5  # the held-out measure re-strokes each typed digit this many times (with MEASURE_PEN, as
-MEASURE_SEED = 0  # strangers' drawings are made) from this seed
+MEASURE_REPEATS = 5  # the held-out measure re-strokes each typed digit this many times, with MEASURE_PEN
+MEASURE_SEED = 0  # the held-out measure's seed
 
 
 @dataclass(frozen=True)
