@@ -293,14 +293,20 @@ def outside_digits() -> tuple[np.ndarray, np.ndarray]:
     return torch.cat([s.train_x, s.val_x, s.test_x]).numpy(), torch.cat([s.train_y, s.val_y, s.test_y]).numpy()
 
 
+def from_small(small: torch.Tensor) -> torch.Tensor:
+    """Small (N, 1, h, w) digits in [0, 1] made MNIST-like: bilinear to the 20×20 box, centred in 28×28, uint8
+    (N, 28, 28). How scikit-learn's 8×8 digits, and MNIST's coarsened by core.data.restroke.low_resolution, reach
+    28×28."""
+    big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
+    return (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def _sklearn_digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """scikit-learn's 1,797 8×8 digits, made MNIST-like: 20×20 box, centred in 28×28, 0..255."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
-    images = (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8)
+    images = from_small(torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1))
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
     images, labels = images[order], labels[order]

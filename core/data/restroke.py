@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from core.data.datasets import from_small
 from core.data.drawings import pen_colour, pen_width, placement
 from core.data.preprocess import to_model_input
 
@@ -207,7 +208,7 @@ def restroked_inputs(images: np.ndarray, seed: int = 0, start: int = 0, size: in
 
 def low_resolution(images_u8: np.ndarray, side: int = 8, fill: bool = False) -> np.ndarray:
     """Digits as a coarse scanner saw them: the 20×20 box area-averaged to side×side at 17 grey levels, then
-    blown back up to 20×20 in 28×28 (how scikit-learn's 8×8 digits reach 28×28 in core.data.datasets).
+    blown back up to 20×20 in 28×28 as scikit-learn's 8×8 digits are (core.data.datasets.from_small).
 
     With `fill`, each digit's ink box is first stretched to fill the square, as UCI's digit scans were
     normalised (a 1 becomes a wide bar). Re-stroked, such digits lose the fine shape MNIST keeps (a flag, a
@@ -218,8 +219,7 @@ def low_resolution(images_u8: np.ndarray, side: int = 8, fill: bool = False) -> 
         x = torch.stack([_fill_box(im) for im in x])
     small = F.adaptive_avg_pool2d(x[:, :, 4:24, 4:24], side)
     small = (small / small.amax((2, 3), keepdim=True).clamp_min(1e-6) * 16).round() / 16
-    big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
-    return (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return from_small(small).numpy()
 
 
 def _fill_box(image: torch.Tensor) -> torch.Tensor:
