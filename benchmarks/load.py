@@ -196,9 +196,10 @@ def start_probe(seconds: float, cores: set[int] | None = None) -> subprocess.Pop
     """benchmarks/cpu_probe.py for `seconds`, in a session of its own at this script's priority and on the server's
     `cores`, as the server runs (server_timing.start_server): the scheduler's share for a bare CPU burst, measured
     beside the server's."""
-    probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cpu_probe.py")), "--seconds", str(seconds),
-                              "--burst-ms", str(PROBE_BURST_MS)], stdout=subprocess.PIPE, text=True,
-                             preexec_fn=on_cores(cores), start_new_session=True)
+    with on_cores(cores):
+        probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cpu_probe.py")), "--seconds",
+                                  str(seconds), "--burst-ms", str(PROBE_BURST_MS)], stdout=subprocess.PIPE, text=True,
+                                 start_new_session=True)
     SERVERS.append(probe)  # the watchdog's last resort kills it too
     return probe
 

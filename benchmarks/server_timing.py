@@ -15,6 +15,7 @@ from the first run after the one that imported it (a page's first run never read
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -25,7 +26,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_LOG = "timing.jsonl"  # in the run store of a server started here: one line per script run
@@ -133,9 +134,23 @@ def split_cores(server_cores: int) -> tuple[set[int], set[int]]:
     return set(mine[:server_cores]), set(mine[server_cores:])
 
 
-def on_cores(cores: set[int] | None) -> Callable[[], None] | None:
-    """A `preexec_fn` for subprocess.Popen that runs the child on `cores` only (None: wherever this process may)."""
-    return None if cores is None else lambda: os.sched_setaffinity(0, cores)
+@contextlib.contextmanager
+def on_cores(cores: set[int] | None) -> Iterator[None]:
+    """Processes started in this block run on `cores` only (None: wherever this thread may), and so do theirs.
+
+    Linux keeps an affinity per thread and a child inherits its starting thread's: this thread's is narrowed for the
+    block and put back after. Not a preexec_fn, which runs Python between fork and exec and is unsafe while other
+    threads run (the benchmark's sampler, watchdog and browser driver). Threads already running keep their own
+    cores; one started inside the block would inherit the narrowed ones, so the block holds only the start."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def machine_line() -> str:
@@ -271,12 +286,13 @@ def start_server(home: Path, cores: set[int] | None = None) -> tuple[subprocess.
     log = open(home / "server.log", "w")
     env = {**os.environ, "DIGIT_LAB_HOME": str(home), "DIGIT_LAB_WORKER": "process",
            "DIGIT_LAB_SERVER_THREADS": ""}  # the server as shipped, even when run from the tests
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "server_timing.py"), str(home / TIMING_LOG), "run",
-         "dashboard/app.py", "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=on_cores(cores),
-        start_new_session=True)  # as from a terminal of its own: not in the CPU group of the benchmark's browser driver
+    with on_cores(cores):
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / "server_timing.py"), str(home / TIMING_LOG), "run",
+             "dashboard/app.py", "--server.headless", "true", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # as from a terminal of its own: not in the CPU group of the browsers' driver
     log.close()  # the child holds its own copy
     SERVERS.append(proc)
     return proc, f"http://127.0.0.1:{port}"

@@ -295,8 +295,8 @@ def outside_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def from_small(small: torch.Tensor) -> torch.Tensor:
     """Small (N, 1, h, w) digits in [0, 1] made MNIST-like: bilinear to the 20×20 box, centred in 28×28, uint8
-    (N, 28, 28). How scikit-learn's 8×8 digits, and MNIST's coarsened by core.data.restroke.low_resolution, reach
-    28×28."""
+    (N, 28, 28). How scikit-learn's 8×8 digits, and MNIST digits coarsened by core.data.restroke.low_resolution,
+    reach 28×28."""
     big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
     return (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8)
 

@@ -186,18 +186,38 @@ def test_server_cores_puts_the_server_and_its_children_apart_from_the_visitors(t
     for impossible in (0, len(mine), -1):
         with pytest.raises(ValueError, match="cannot give the server"):
             load.split_cores(impossible)
-    # A process started as the server is (on_cores as its preexec_fn) runs there, and so does the child it starts
-    # (the training job's worker)
+    # A process started as the server is (in an on_cores block) runs there, and so does the child it starts (the
+    # training job's worker); the block gives this thread its cores back, and other threads never lose theirs
     script = tmp_path / "parent.py"
-    script.write_text("import os, subprocess, sys, time\n"
+    script.write_text("import os, subprocess, sys\n"
                       "if sys.argv[1:] == ['child']:\n"
                       "    print(sorted(os.sched_getaffinity(0)), flush=True)\n"
                       "else:\n"
                       "    subprocess.run([sys.executable, __file__, 'child'])\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                          preexec_fn=load.on_cores(server_side))
+    ready, read, other = threading.Event(), threading.Event(), []
+
+    def sampler() -> None:  # a thread already running, as the benchmark's memory sampler is
+        ready.wait(10)
+        other.append(os.sched_getaffinity(0))
+        read.set()
+
+    thread = threading.Thread(target=sampler)
+    thread.start()
+    with load.on_cores(server_side):
+        try:
+            done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+        finally:
+            ready.set()
+            read.wait(10)
+    thread.join()
     assert done.stdout.strip() == str(sorted(server_side)), done
-    assert load.on_cores(None) is None  # without a split, children run wherever the benchmark may
+    assert os.sched_getaffinity(0) == set(mine) and other == [set(mine)]
+    with load.on_cores(None):  # without a split, children run wherever the benchmark may
+        undivided = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert undivided.stdout.strip() == str(mine), undivided
+    with pytest.raises(OSError), load.on_cores(server_side):  # a start that fails gives the cores back too
+        subprocess.Popen([str(tmp_path / "no-such-program")])
+    assert os.sched_getaffinity(0) == set(mine)
 
 
 @needs_two_cores
