@@ -29,16 +29,17 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, READY, SETUP_MS,  # noqa: E402
+from canvas_visitor import (CHROMIUM, CHROMIUM_ARGS, ERROR_KINDS, OBSERVER_JS, SETUP_MS,  # noqa: E402
                             VIEWPORT, SessionStats, behind, draw_and_predict, driver_behind, failure,
                             open_predict)
 from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model,  # noqa: E402, F401 (data_line: tests)
                            cpu_seconds_by_side, data_line, machine_line, on_cores, read_log, split_cores,
                            start_server, stop_server, wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
+import training_job  # noqa: E402
+from training_job import JOB_EPOCHS  # noqa: E402
 
 PROBE_BURST_MS = 20.0  # the reference's CPU burst: about what a predict's script run takes (17-19 ms measured)
-PROGRESS = re.compile(r"(?:queued|running) · epoch \d+/\d+ · step (\d+)/")  # the job's bar: started, or starting
 
 
 def check_server_cores(server_cores: int, url: str | None) -> tuple[set[int] | None, set[int] | None]:
@@ -63,55 +64,6 @@ def check_loopback(url: str) -> str:
     return url.rstrip("/")
 
 
-JOB_EPOCHS = 50  # the job outlasts the drawing on any machine: `fast`'s one epoch took 4 s in bf16 on AMX
-
-
-async def _start_training(page, url: str, preset: str) -> None:
-    """On the Train page: choose `preset`, set JOB_EPOCHS epochs in the form, and press Start; returns once the job
-    shows it is running."""
-    await page.goto(f"{url}/train", timeout=SETUP_MS)
-    await page.wait_for_selector(READY, timeout=SETUP_MS)
-    await _choose_preset(page, preset)
-    epochs = page.get_by_label("Epochs", exact=True)
-    await epochs.fill(str(JOB_EPOCHS), timeout=SETUP_MS)
-    await epochs.press("Enter")
-    await page.wait_for_timeout(500)
-    await page.wait_for_selector(READY, timeout=SETUP_MS)
-    await page.get_by_role("button", name=re.compile("Start training")).click(timeout=SETUP_MS)
-    await page.get_by_text(PROGRESS).wait_for(timeout=SETUP_MS)  # the dataset loads first
-    if not re.search(rf"epoch \d+/{JOB_EPOCHS} ", await page.get_by_text(PROGRESS).inner_text(timeout=SETUP_MS)):
-        raise RuntimeError(f"the job did not start with the {JOB_EPOCHS} epochs typed into the form")
-
-
-async def _choose_preset(page, preset: str) -> None:
-    from playwright.async_api import expect
-
-    select = page.get_by_role("combobox", name="Preset")  # Streamlit's select box: an input showing the choice
-    if await select.input_value(timeout=SETUP_MS) != preset:
-        await select.click(timeout=SETUP_MS)
-        await page.get_by_role("option", name=preset, exact=True).click(timeout=SETUP_MS)
-        await page.wait_for_timeout(500)
-        await page.wait_for_selector(READY, timeout=SETUP_MS)
-    await expect(select).to_have_value(preset, timeout=SETUP_MS)
-
-
-async def _training_step(page, timeout_ms: float) -> int:
-    return int(PROGRESS.search(await page.get_by_text(PROGRESS).inner_text(timeout=timeout_ms)).group(1))
-
-
-async def _stop_training(page, result: LoadResult) -> None:
-    """Read the job's step and images/s, press Stop, and wait until the page says it stopped."""
-    result.train_step_end = await _training_step(page, SETUP_MS)
-    value = await page.locator("[data-testid='stMetric']", has_text="Images/s").locator(
-        "[data-testid='stMetricValue']").inner_text(timeout=SETUP_MS)
-    result.train_images_per_second = float(value.replace(",", "")) if value.strip() not in ("", "–") else None
-    await page.get_by_role("button", name=re.compile("^Stop")).click(timeout=SETUP_MS)
-    clicked = time.monotonic()
-    await page.get_by_text(re.compile("Stopped. Resume continues")).wait_for(timeout=SETUP_MS)
-    result.train_stopped = True
-    result.train_stop_seconds = time.monotonic() - clicked  # the job stops within a batch, then the page shows it
-
-
 async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors: list[tuple[str, str]],
                  preset: str | None, timeout_ms: float, executable: Path, args: list[str],
                  log: Callable[[str], None], artifacts: Path | None, server_pid: int | None = None,
@@ -131,7 +83,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                 train_page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
                 await train_page.context.add_init_script(OBSERVER_JS)  # for PROBLEMS_JS if it fails
                 try:
-                    await _start_training(train_page, url, preset)
+                    await training_job.start_training(train_page, url, preset)
                     training_started = True
                     log("training running")
                 except Exception as error:  # noqa: BLE001
@@ -156,7 +108,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
             log(f"{sum(p is not None for p in pages[:len(stats)])} of {len(stats)} sessions open")
             if training_started:
                 try:
-                    result.train_step_start = await _training_step(train_page, SETUP_MS)
+                    result.train_step_start = await training_job.training_step(train_page, SETUP_MS)
                 except Exception as error:  # noqa: BLE001
                     errors.extend(await failure(error, "reading the training step", train_page))
             stop_at = time.monotonic() + result.seconds
@@ -168,7 +120,7 @@ async def _drive(url: str, result: LoadResult, stats: list[SessionStats], errors
                 await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
                 log("stopping the training job")
                 try:
-                    await _stop_training(train_page, result)
+                    await training_job.stop_training(train_page, result)
                     log("training stopped")
                 except Exception as error:  # noqa: BLE001
                     errors.extend(await failure(error, "stopping the training job", train_page))
