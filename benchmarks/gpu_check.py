@@ -1,11 +1,14 @@
 """One-shot device check: the speed benchmarks on a GPU, each against its reference in the same run; one JSON object.
 
-    python benchmarks/gpu_check.py [--presets fast best] [--seeds 0 1 2] [--out results.json] [--device cpu]
-For a session that is lent a GPU for a few minutes (about 4 on an H200, most of it `best`):
+    python benchmarks/gpu_check.py [--presets fast best] [--seeds 0 1 2] [--precision auto] [--out results.json]
+                                   [--device cpu]
+For a session that is lent a GPU for a few minutes (37 s on an H200 with the steps replayed from CUDA graphs, most
+of it `best`; 2 minutes without, DIGIT_LAB_CUDA_GRAPHS=0):
 1. presets: each of `--presets` trained on the GPU with its data resident there, in fp32 and in bf16 autocast (after
    an untimed 20-step warm-up of the same settings), beside a short slice of it on this machine's CPU;
-2. time to 99%: `fast` (precision auto) against the best public recipe (benchmarks/speed.py), both on the GPU, seeds
-   alternating, after a warm-up of each; the issue's target is ≤ 0.5 s for `fast` on a current data-centre GPU;
+2. time to 99%: `fast` (precision auto, or `--precision`) against the best public recipe (benchmarks/speed.py),
+   both on the GPU, seeds alternating, after a warm-up of each; the issue's target is ≤ 0.5 s for `fast` on a
+   current data-centre GPU;
 3. throughput: `seed-cnn` for one epoch through core against the plain DataLoader loop on the GPU.
 `--device cpu` runs all of it on the CPU (a smoke test: the same code paths; speed.py is the CPU benchmark), and
 `--steps N` caps every run at N steps (tests/test_gpu_check.py runs both in seconds).
@@ -43,15 +46,17 @@ def resident(dataset: str, device: torch.device) -> Splits:
 def timed(cfg: TrainConfig, device: torch.device) -> dict:
     splits = resident(cfg.dataset, device)
     sync(device)
+    started: dict = {}  # the run's "started" event: whether its steps were replayed from a CUDA graph
     start = time.perf_counter()
-    outcome = train(cfg, splits, device=device)
+    outcome = train(cfg, splits, device=device, on_event=lambda e: e["type"] == "started" and started.update(e))
     sync(device)  # the timing must include queued kernels
     seconds = time.perf_counter() - start
     test = evaluate(outcome.model, splits.test_x, splits.test_y)
     return {"status": outcome.status, "steps": outcome.state.step, "seconds": round(seconds, 3),
             "train_seconds": round(outcome.state.train_seconds, 3),
             "images_per_second": round(outcome.state.images / seconds, 1), "test_accuracy": round(test.accuracy, 4),
-            "data_on": str(splits.train_x.device), "precision": resolve_precision(cfg, device)}
+            "data_on": str(splits.train_x.device), "precision": resolve_precision(cfg, device),
+            "cuda_graph": started.get("cuda_graph", False)}
 
 
 def presets(names: list[str], device: torch.device, cpu_steps: int, steps: int | None = None) -> dict:
@@ -67,8 +72,8 @@ def presets(names: list[str], device: torch.device, cpu_steps: int, steps: int |
     return runs
 
 
-def time_to_99(seeds: list[int], device: torch.device, steps: int | None = None) -> dict:
-    fast = TrainConfig.from_preset("fast").replace(device=device.type, max_steps=steps)
+def time_to_99(seeds: list[int], device: torch.device, steps: int | None = None, precision: str = "auto") -> dict:
+    fast = TrainConfig.from_preset("fast").replace(device=device.type, max_steps=steps, precision=precision)
     timed(fast.replace(max_steps=20), device)  # warm-ups, untimed
     public_recipe(0, device=device, max_steps=20)
     ours, recipe = [], []
@@ -97,6 +102,8 @@ def main() -> int:
     parser.add_argument("--presets", nargs="*", default=["fast", "best"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the time-to-99 part")
     parser.add_argument("--cpu-steps", type=int, default=60, help="steps of each preset timed on CPU as reference")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the time-to-99 part's precision (the preset's is auto)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one) or cpu (a smoke test)")
     parser.add_argument("--steps", type=int, help="cap every run at this many steps (a smoke test, not a figure)")
     parser.add_argument("--out")
@@ -105,7 +112,7 @@ def main() -> int:
     started = time.perf_counter()
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} (no GPU used)",
               "torch": torch.__version__, "figures_read_back_every_steps": read_back_every(device)}
-    report["time_to_99"] = time_to_99(args.seeds, device, args.steps)
+    report["time_to_99"] = time_to_99(args.seeds, device, args.steps, args.precision)
     print(json.dumps(report["time_to_99"], indent=1), file=sys.stderr, flush=True)
     report["throughput"] = throughput(device, args.steps)
     print(json.dumps(report["throughput"], indent=1), file=sys.stderr, flush=True)

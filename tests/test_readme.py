@@ -65,3 +65,32 @@ def test_readme_first_visit_table_matches_the_stored_benchmark():
                                    f"{r['server_seconds']:.1f} s", f"{r['rss_mb']:,.0f} MB"]
     for p in stored["presets"]:
         assert f"{p['preset']} {p['peak_rss_mb']:,.0f} MB" in README
+
+
+def test_readme_gpu_table_matches_the_stored_gpu_check():
+    stored = json.loads((REPO / "benchmarks" / "results" / "gpu_check.json").read_text())
+    before = json.loads((REPO / "benchmarks" / "results" / "gpu_check-no-graphs.json").read_text())
+    table = README.split("| on the H200 | core | reference, same run | ratio |", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split("|")[1].strip().split(" ")[0]: line for line in table.splitlines()[2:]}
+    ttn, throughput, runs = stored["time_to_99"], stored["throughput"], stored["runs"]
+    assert all(r["cuda_graph"] and r["data_on"] == "cuda:0" for r in [*ttn["fast"], throughput["seed_cnn"]])
+    accuracies = " / ".join(f"{r['test_accuracy']:.2%}".rstrip("%") for r in ttn["fast"])
+    assert f"**{ttn['fast_median_seconds']:.3f} s** ({accuracies}%)" in rows["time"]
+    assert f"{ttn['recipe_median_seconds']:.3f} s" in rows["time"] and f"**{ttn['ratio']:.2f}×**" in rows["time"]
+    assert ttn["target_met"] and ttn["all_fast_seeds_reach_99"]
+    assert f"**{throughput['seed_cnn']['images_per_second']:,.0f} img/s**" in rows["`seed-cnn`"]
+    assert f"{throughput['plain_loop']['images_per_second']:,.0f} img/s" in rows["`seed-cnn`"]
+    assert f"**{throughput['ratio']:.1f}×**" in rows["`seed-cnn`"]
+    for preset in ("fast", "best"):
+        cpu = runs[f"{preset}/cpu-reference"]["images_per_second"]
+        assert f"{cpu:,.0f} img/s" in rows[f"`{preset}`,"]
+        ratios = " / ".join(f"{runs[f'{preset}/cuda-{p}']['images_per_second'] / cpu:.1f}×" for p in ("fp32", "bf16"))
+        assert ratios in rows[f"`{preset}`,"]
+        for precision in ("fp32", "bf16"):
+            run = runs[f"{preset}/cuda-{precision}"]
+            seconds = f"{run['train_seconds']:.3f}" if preset == "fast" else f"{run['train_seconds']:.1f}"
+            assert f"{precision} {'**' if preset == 'best' and precision == 'bf16' else ''}{seconds} s " \
+                   f"({run['test_accuracy']:.2%})" in rows[f"`{preset}`,"]
+    old = before["time_to_99"]
+    assert (f"`fast` {old['fast_median_seconds']:.3f} s against\n{old['recipe_median_seconds']:.3f} s "
+            f"({old['ratio']:.2f}×, target missed)") in README

@@ -57,7 +57,9 @@ def save_state(folder: Path, state: TrainState, model_name: str) -> None:
         "file": name, "sha256": sha, "epoch": state.epoch, "step": state.step,
         "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
         "epochs_since_best": state.epochs_since_best, "train_seconds": state.train_seconds,
-        "images": state.images, "history": state.history, "optimizer_param_groups": opt["param_groups"],
+        "images": state.images, "history": state.history, "optimizer_param_groups": [
+            {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in group.items()}  # a graphed run's lr
+            for group in opt["param_groups"]],
         "optimizer_plain_state": plain_state, "previous": previous,
     })
     keep = {name, previous["file"]} if previous else {name}
@@ -137,6 +139,10 @@ def _restore(folder: Path, info: dict[str, Any], cfg: TrainConfig, device: torch
             group["betas"] = tuple(group["betas"])
         group["fused"] = optimizer.defaults.get("fused")  # the kernel of the device it resumes on, not the saver's
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    for param, slots in optimizer.state.items():  # saved contiguous; back in their weight's layout (channels-last
+        for slot, value in slots.items():  # convolutions), which a GPU's fused optimiser requires of them
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                slots[slot] = torch.empty_like(param).copy_(value)
     best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")} or None
     return TrainState(model=model, optimizer=optimizer, epoch=info["epoch"], step=info["step"],
                       rng=tensors.get("rng"), rng_cuda=tensors.get("rng_cuda"),

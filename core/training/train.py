@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from core.errors import ConfigError
 from core.training.allocator import keep_freed_memory
 from core.training.config import TrainConfig, plan
+from core.training.graphs import GraphedStep, graphable, set_lr
 from core.training.devices import pick_device, place, resolve_precision
 from core.training.readback import PendingStep, read_back_every, step_figures
 from core.training.schedule import lr_at
@@ -180,7 +181,8 @@ def train(cfg: TrainConfig, splits: Splits, *, device: torch.device | None = Non
     each batch through DistributedDataParallel; figures (loss, accuracy, images) are the whole batch's.
     The process's C allocator keeps freed memory for the next step from here on (core.training.allocator).
     Each step's loss and accuracy stay on the device until they are read back, every step on a CPU and every
-    READ_BACK_EVERY steps on a GPU (core.training.readback), so a GPU's step loop never waits for the host.
+    READ_BACK_EVERY steps on a GPU (core.training.readback), so a GPU's step loop never waits for the host. On a GPU
+    the full-size batches of an Adam or AdamW run are replayed from one CUDA graph (core.training.graphs).
     """
     keep_freed_memory()
     with contextlib.ExitStack() as cleanup:  # DP's per-image gradient hooks come off the model however we leave
@@ -232,9 +234,31 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             raise ConfigError(f"A batch of {cfg.batch_size} cannot be split over {ranks.world} processes.",
                               field="batch_size")
         forward = ranks.wrap(model)
+
+    def forward_loss(x: torch.Tensor, y: torch.Tensor, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's loss (L1 penalty included) and logits. `cache`: autocast may reuse a weight's bf16 copy within
+        the forward (not while a CUDA graph records: the copy would outlive the recording)."""
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=cache):
+            logits = forward(x)
+            loss = (F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing) if len(y)
+                    else logits.sum() * 0.0)  # an empty Poisson batch still takes a (noise-only) DP step
+        if cfg.l1:
+            loss = loss + cfg.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
+        return loss, logits
+
+    def graph_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A whole step for core.training.graphs: forward, backward, update; its [loss, images right]."""
+        loss, logits = forward_loss(x, y, cache=False)
+        loss.backward()
+        optimizer.step()
+        return torch.stack([loss.detach(), (logits.argmax(1) == y).sum().to(loss.dtype)])
+
+    graphed = (GraphedStep(graph_step, optimizer, cfg.batch_size, device)
+               if graphable(cfg, device, private=private is not None, attacked=attack is not None,
+                            distributed=ranks is not None) else None)
     on_event({"type": "started", "epoch": state.epoch, "step": state.step, "total_steps": total_steps,
               "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "device": str(device), "precision": precision,
-              "train_size": n_train, "resumed": resume is not None,
+              "cuda_graph": graphed is not None, "train_size": n_train, "resumed": resume is not None,
               **({"noise_multiplier": private.noise_multiplier, "sample_rate": private.sample_rate} if private else {})})
 
     for epoch in range(state.epoch, cfg.epochs):
@@ -302,23 +326,24 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             if attack is not None:  # the model learns on the attacked batch (attacked in train mode, as Wong et al.)
                 x = perturb(model, x, y, attack, generator=gen, eval_mode=False)
             lr = lr_at(cfg, state.step, total_steps, per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = forward(x)
-                loss = (F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing) if len(y)
-                        else logits.sum() * 0.0)  # an empty Poisson batch still takes a (noise-only) DP step
-            if cfg.l1:
-                loss = loss + cfg.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
-            pending.append(PendingStep(state.step + 1, batch, lr, loss.detach(), (logits.argmax(1) == y).sum(), len(y)))
-            # Judged before this step's update, so with `every` 1 a diverged step never reaches the weights.
+            loss = None  # a graphed step's update is already done when its figures come back
+            if graphed is not None and graphed.fits(x):  # forward, backward and update replayed as one graph
+                figures = graphed(x, y, lr)
+                pending.append(PendingStep(state.step + 1, batch, lr, figures[0], figures[1], len(y)))
+            else:
+                set_lr(optimizer, lr)
+                loss, logits = forward_loss(x, y)
+                pending.append(PendingStep(state.step + 1, batch, lr, loss.detach(), (logits.argmax(1) == y).sum(),
+                                           len(y)))
+            # Judged before an ordinary step's update, so with `every` 1 a diverged step never reaches the weights.
             if len(pending) >= every or batch == per_epoch - 1 or state.step + 1 >= total_steps:
                 if (verdict := read_back()) is not None:
                     report()  # the steps before the one it stopped at were all taken
                     return verdict
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if loss is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
             state.step += 1
             state.images += images
             report()
