@@ -28,6 +28,17 @@ RESUMABLE = ("cancelled", "interrupted", "failed")
 ACTIVE = ("queued", "running")
 
 
+STEP_POINTS = 100  # step points of the loss curve an epoch's metrics row keeps
+
+
+def thinned(points: list, most: int) -> list:
+    """At most about `most` of `points`, evenly spaced, always with the last."""
+    if len(points) <= most:
+        return list(points)
+    every = -(-len(points) // most)
+    return points[::every] + ([points[-1]] if (len(points) - 1) % every else [])
+
+
 def home() -> Path:
     """The run store's root: $DIGIT_LAB_HOME, else ~/.digit-lab."""
     return Path(os.environ.get("DIGIT_LAB_HOME") or Path.home() / ".digit-lab").expanduser()
@@ -191,6 +202,8 @@ class RunStore:
         return self.folder(run_id) / "weights.safetensors"
 
     def append_metrics(self, run_id: str, row: dict[str, Any]) -> None:
+        """One epoch's row: its figures and, under "steps", up to STEP_POINTS of its steps as [step, loss, lr] (the
+        loss curve a reload draws)."""
         append_line(self.folder(run_id) / "metrics.jsonl", json.dumps(row))
 
     def read_metrics(self, run_id: str) -> list[dict[str, Any]]:

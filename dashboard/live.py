@@ -15,12 +15,12 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import DigitLabError, RunNotFoundError
-from core.runs import RESUMABLE, RunRecord
+from core.runs import RESUMABLE, RunRecord, thinned
 from dashboard import state, widgets
 
 PROGRESS_SECONDS = 2.0  # how often the progress redraws
 CHART_SECONDS = 4.0  # how often the curves and previews redraw
-CHART_POINTS = 300  # step points per line on the live loss chart (the stored history is not thinned)
+CHART_POINTS = 300  # step points per line on the loss chart (the epoch rows' figures are never thinned)
 
 
 def attached_run_id() -> str | None:
@@ -113,11 +113,12 @@ def live_charts() -> None:
     job = state.job_manager().get(run_id)
     if job is None:
         history = state.run_store().read_metrics(record.id)
-        if history:
-            _curves([], history, record)
+        if history:  # each epoch's row keeps some of its steps (older runs' none): the curve seen live, thinner
+            steps = [tuple(p) for row in history for p in row.get("steps", [])]
+            _curves(thinned(steps, CHART_POINTS), history, record)
         return
     snap = job.snapshot()
-    _curves(thinned(snap["steps"]), snap["history"], record)
+    _curves(thinned(snap["steps"], CHART_POINTS), snap["history"], record)
     preview = snap["preview"]
     if preview:
         splits = state.dataset_splits(record.dataset)
@@ -126,14 +127,6 @@ def live_charts() -> None:
         widgets.image_row([splits.val_x[i].numpy() for i in range(len(preview["pred"]))],
                           [("✓ " if p == t else "✗ ") + f"{classes[p]} {c:.0%}"
                            for p, t, c in zip(preview["pred"], preview["label"], preview["confidence"])], width=64)
-
-
-def thinned(steps: list, points: int = CHART_POINTS) -> list:
-    """At most about `points` of the step points, evenly spaced, always with the latest."""
-    if len(steps) <= points:
-        return steps
-    every = -(-len(steps) // points)
-    return steps[::every] + ([steps[-1]] if (len(steps) - 1) % every else [])
 
 
 def _stored_run(record: RunRecord) -> None:

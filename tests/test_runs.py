@@ -10,6 +10,8 @@ from safetensors.torch import save_file
 
 from core import storage
 from core.errors import CheckpointError, RunNotFoundError
+from core.runs import thinned
+from core.training import experiment
 from core.training.experiment import create_run, execute_run
 from core.models.zoo import build_model
 from core.inference.predict import Predictor
@@ -47,6 +49,24 @@ def test_run_lifecycle_in_the_store(store, tiny_cfg):
     assert store.list() == []
     with pytest.raises(RunNotFoundError):
         store.get(record.id)
+
+
+def test_each_epochs_metrics_row_keeps_its_steps_for_the_loss_curve(store, tiny_cfg, monkeypatch):
+    monkeypatch.setattr(experiment, "STEP_POINTS", 3)  # 8 steps an epoch, kept as 3 or 4 of them
+    events = []
+    record = execute_run(store, create_run(store, tiny_cfg).id, on_event=events.append)
+    steps = [[e["step"], e["loss"], e["lr"]] for e in events if e["type"] == "step"]
+    rows = store.read_metrics(record.id)
+    assert [row["steps"] for row in rows] == [[steps[0], steps[3], steps[6], steps[7]],  # evenly, with the last
+                                             [steps[8], steps[11], steps[14], steps[15]]]
+    assert [row["step"] for row in rows] == [8, 16]
+
+
+def test_thinning_keeps_every_point_up_to_the_limit_then_even_ones_and_the_last():
+    assert thinned([1, 2, 3], 3) == [1, 2, 3]
+    assert thinned(list(range(10)), 5) == [0, 2, 4, 6, 8, 9]
+    assert thinned(list(range(9)), 3) == [0, 3, 6, 8]
+    assert thinned([], 3) == []
 
 
 def test_index_is_rebuilt_from_run_folders(store, tiny_cfg):

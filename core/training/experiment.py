@@ -18,7 +18,7 @@ from core.errors import DigitLabError
 from core.inference.metrics import evaluate
 from core.models.zoo import ZOO, train_flops
 from core.ownership import Lease, train_lock
-from core.runs import RESUMABLE, RunRecord, RunStore
+from core.runs import RESUMABLE, STEP_POINTS, RunRecord, RunStore, thinned
 from core.training.distributed import Ranks
 from core.training.devices import pick_device, resolve_precision
 from core.training.train import Event, TrainOutcome, adversarial_settings, train, training_splits
@@ -130,9 +130,15 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
         log.warning("run %s: %s", run_id, note)
         on_event({"type": "warning", "run_id": run_id, "message": note})
 
+    epoch_steps: list[list[float]] = []  # this epoch's [step, loss, lr], kept with its metrics row
+
     def forward(event: Event) -> None:
-        if event["type"] == "epoch":
-            store.append_metrics(run_id, {k: v for k, v in event.items() if k != "preview"})
+        if event["type"] == "step":
+            epoch_steps.append([event["step"], event["loss"], event["lr"]])
+        elif event["type"] == "epoch":
+            store.append_metrics(run_id, {**{k: v for k, v in event.items() if k != "preview"},
+                                          "steps": thinned(epoch_steps, STEP_POINTS)})
+            epoch_steps.clear()
         on_event(event)
 
     outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,

@@ -1,6 +1,7 @@
 """AppTest for every page: renders cleanly; Train, Runs, Evaluate, Explain and Under the hood at work."""
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -343,6 +344,11 @@ def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
     assert not any("No training yet" in i.value for i in app.info)
     titles = [c.proto.spec for c in app.get("plotly_chart")]
     assert sum("Learning-rate schedule" in t for t in titles) == 1  # one LR chart on the page, not two
+    loss = json.loads(next(t for t in titles if "Loss and learning rate" in t))
+    curve = next(trace for trace in loss["data"] if trace["name"] == "train loss (step)")
+    rows = store.read_metrics(newest.id)  # the finished run's steps, kept with its epochs, as seen live
+    x = np.frombuffer(base64.b64decode(curve["x"]["bdata"]), dtype=curve["x"]["dtype"])  # plotly's typed array
+    assert x.tolist() == [p[0] for row in rows for p in row["steps"]] == list(range(1, 11))
 
 
 def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path):
