@@ -28,7 +28,8 @@ RESUMABLE = ("cancelled", "interrupted", "failed")
 ACTIVE = ("queued", "running")
 
 
-STEP_POINTS = 100  # step points of the loss curve an epoch's metrics row keeps
+STEP_POINTS = 100  # step points of the loss curve an epoch's metrics row keeps (about: the last is always kept)
+RUN_STEP_POINTS = 2_000  # and a run's rows together, so a 300-epoch run's metrics stay small to read every few seconds
 
 
 def thinned(points: list, most: int) -> list:
@@ -202,7 +203,7 @@ class RunStore:
         return self.folder(run_id) / "weights.safetensors"
 
     def append_metrics(self, run_id: str, row: dict[str, Any]) -> None:
-        """One epoch's row: its figures and, under "steps", up to STEP_POINTS of its steps as [step, loss, lr] (the
+        """One epoch's row: its figures and, under "steps", about STEP_POINTS of its steps as [step, loss, lr] (the
         loss curve a reload draws)."""
         append_line(self.folder(run_id) / "metrics.jsonl", json.dumps(row))
 

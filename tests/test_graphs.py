@@ -12,7 +12,7 @@ from core.data.datasets import load_splits
 from core.training import train as train_module
 from core.training.checkpoint import POINTER, load_state, save_state
 from core.training.config import TrainConfig
-from core.training.graphs import WARMUP_STEPS, graphable, set_lr
+from core.training.graphs import WARMUP_STEPS, GraphedStep, graphable, set_lr
 from core.training.train import new_state, train
 
 CUDA = torch.device("cuda")
@@ -61,6 +61,40 @@ def test_a_checkpoint_of_a_run_whose_learning_rate_is_a_tensor_is_written_and_re
             assert slots[name].stride() == param.stride() and torch.equal(slots[name], state.optimizer.state[
                 dict(zip(resumed.model.parameters(), state.model.parameters()))[param]][name])
     assert train(cfg, digits, resume=resumed).status == "completed"
+
+
+def test_a_step_that_cannot_be_recorded_is_taken_the_ordinary_way_and_so_is_every_later_one(monkeypatch):
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, foreach=False)
+
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return torch.stack([loss.detach(), torch.tensor(0.0)])
+
+    graphed = GraphedStep.__new__(GraphedStep)  # as built for a GPU, past its warm-up (this machine has none)
+    graphed.step, graphed.optimizer, graphed.batch_size = step, optimizer, 2
+    graphed.graph, graphed.warmed, graphed.replays, graphed.failure = None, WARMUP_STEPS, 0, ""
+    optimizer.param_groups[0]["lr"] = torch.tensor(0.1)
+
+    def refuse(x, y):
+        for group in optimizer.param_groups:  # as torch.cuda.graph leaves it: nothing recorded, nothing run
+            group["capturable"] = False
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(graphed, "_capture", refuse)
+    before = model.weight.detach().clone()
+    x, y = torch.rand(2, 4), torch.tensor([0, 2])
+    assert graphed.fits(x)
+    figures = graphed(x, y, 0.05)
+    assert figures[0].item() > 0 and not torch.equal(model.weight, before)  # the step was taken all the same
+    assert graphed.failure == "RuntimeError: operation not permitted when stream is capturing"
+    assert not graphed.fits(x) and graphed.replays == 0  # from here on the loop takes ordinary steps
+    assert optimizer.param_groups[0]["lr"].item() == pytest.approx(0.05)
+    graphed.static, graphed.grads = (), []
+    graphed.release()
+    assert all(p.grad is None for p in model.parameters())  # nothing of the run's gradients is held after it
 
 
 @pytest.fixture(scope="module")

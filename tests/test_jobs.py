@@ -68,7 +68,10 @@ def test_resume_through_the_manager_continues_the_run(store, tiny_cfg):
     jobs.stop(job.id)
     jobs.wait(job.id)
     resumed = jobs.resume(job.id)
-    assert resumed.snapshot()["history"]  # earlier epochs are shown at once
+    snap = resumed.snapshot()
+    assert snap["history"]  # earlier epochs are shown at once, with their loss curve
+    assert snap["steps"][:8] == [tuple(p) for p in store.read_metrics(job.id)[0]["steps"]] and snap["steps"][0][0] == 1
+    assert "steps" not in snap["history"][0]
     assert jobs.wait(job.id).status == "completed"
     assert [r["epoch"] for r in store.read_metrics(job.id)] == [1, 2, 3, 4]
 

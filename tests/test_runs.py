@@ -60,6 +60,9 @@ def test_each_epochs_metrics_row_keeps_its_steps_for_the_loss_curve(store, tiny_
     assert [row["steps"] for row in rows] == [[steps[0], steps[3], steps[6], steps[7]],  # evenly, with the last
                                              [steps[8], steps[11], steps[14], steps[15]]]
     assert [row["step"] for row in rows] == [8, 16]
+    monkeypatch.setattr(experiment, "RUN_STEP_POINTS", 4)  # a run's rows keep about this many together: 2 an epoch
+    record = execute_run(store, create_run(store, tiny_cfg).id)
+    assert [[p[0] for p in row["steps"]] for row in store.read_metrics(record.id)] == [[1, 5, 8], [9, 13, 16]]
 
 
 def test_thinning_keeps_every_point_up_to_the_limit_then_even_ones_and_the_last():

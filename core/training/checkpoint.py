@@ -141,7 +141,7 @@ def _restore(folder: Path, info: dict[str, Any], cfg: TrainConfig, device: torch
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     for param, slots in optimizer.state.items():  # saved contiguous; back in their weight's layout (channels-last
         for slot, value in slots.items():  # convolutions), which a GPU's fused optimiser requires of them
-            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            if slot != "step" and isinstance(value, torch.Tensor) and value.shape == param.shape:
                 slots[slot] = torch.empty_like(param).copy_(value)
     best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")} or None
     return TrainState(model=model, optimizer=optimizer, epoch=info["epoch"], step=info["step"],

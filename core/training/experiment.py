@@ -18,7 +18,7 @@ from core.errors import DigitLabError
 from core.inference.metrics import evaluate
 from core.models.zoo import ZOO, train_flops
 from core.ownership import Lease, train_lock
-from core.runs import RESUMABLE, STEP_POINTS, RunRecord, RunStore, thinned
+from core.runs import RESUMABLE, RUN_STEP_POINTS, STEP_POINTS, RunRecord, RunStore, thinned
 from core.training.distributed import Ranks
 from core.training.devices import pick_device, resolve_precision
 from core.training.train import Event, TrainOutcome, adversarial_settings, train, training_splits
@@ -131,13 +131,14 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
         on_event({"type": "warning", "run_id": run_id, "message": note})
 
     epoch_steps: list[list[float]] = []  # this epoch's [step, loss, lr], kept with its metrics row
+    step_points = max(2, min(STEP_POINTS, RUN_STEP_POINTS // max(cfg.epochs, 1)))  # a long run's file stays small
 
     def forward(event: Event) -> None:
         if event["type"] == "step":
             epoch_steps.append([event["step"], event["loss"], event["lr"]])
         elif event["type"] == "epoch":
             store.append_metrics(run_id, {**{k: v for k, v in event.items() if k != "preview"},
-                                          "steps": thinned(epoch_steps, STEP_POINTS)})
+                                          "steps": thinned(epoch_steps, step_points)})
             epoch_steps.clear()
         on_event(event)
 

@@ -13,6 +13,7 @@ the schedule still applies to the replayed optimiser.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
@@ -21,6 +22,7 @@ import torch
 from core.training.config import TrainConfig
 
 WARMUP_STEPS = 3  # ordinary steps, on a side stream, before the step is captured
+log = logging.getLogger(__name__)
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> [loss, images right], after the update
 
 
@@ -57,10 +59,13 @@ class GraphedStep:
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
         self.static: tuple[torch.Tensor, ...] = ()  # the graph's input batch and output figures
         self.grads: list[torch.Tensor | None] = []  # the gradients the graph writes, kept alive with it
+        self.replays = 0  # steps taken by replaying the graph
+        self.failure = ""  # why the step could not be recorded; every step is then an ordinary one
 
     def fits(self, x: torch.Tensor) -> bool:
-        """Whether this batch can take the graphed path (only full-size batches; an epoch's ragged last cannot)."""
-        return len(x) == self.batch_size
+        """Whether this batch can take the graphed path: a full-size batch (an epoch's ragged last cannot), while
+        recording has not failed."""
+        return len(x) == self.batch_size and not self.failure
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         """One training step on a full-size batch at learning rate `lr`; the step's [loss, images right]."""
@@ -69,11 +74,18 @@ class GraphedStep:
             self.warmed += 1
             return self._on_side_stream(x, y)
         if self.graph is None:
-            self._capture(x, y)
+            try:
+                self._capture(x, y)
+            except RuntimeError as error:  # an op that cannot be recorded: the run goes on without a graph
+                self.failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                log.warning("CUDA graph capture failed, training on without it: %s", self.failure)
+                self.optimizer.zero_grad(set_to_none=True)  # nothing recorded is kept
+                return self.step(x, y)
         static_x, static_y, figures = self.static
         static_x.copy_(x)
         static_y.copy_(y)
         self.graph.replay()
+        self.replays += 1
         return figures.clone()  # the next replay overwrites the graph's own
 
     def _on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,3 +116,8 @@ class GraphedStep:
                 group["capturable"] = False
         self.grads = [p.grad for group in groups for p in group["params"]]
         self.static, self.graph = (static_x, static_y, figures), graph
+
+    def release(self) -> None:
+        """Let go of the graph and its memory once the run is over (the weights' gradients pointed into it)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph, self.static, self.grads = None, (), []

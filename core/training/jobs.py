@@ -172,8 +172,9 @@ class JobManager:
                     raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(allowed)} runs "
                                         f"{'resume' if resume else 'can be started'}.")
                 self.store.update(run_id, status="queued", owner=Lease.mine())
-            job = Job(id=run_id, device=pick_device(cfg.device).type, resume=resume, epochs=cfg.epochs,
-                      history=self.store.read_metrics(run_id) if resume else [])
+            rows = self.store.read_metrics(run_id) if resume else []
+            job = Job(id=run_id, device=pick_device(cfg.device).type, resume=resume, epochs=cfg.epochs, history=rows,
+                      steps=[tuple(p) for row in rows for p in row.pop("steps", [])])  # the curve so far, kept
             self._enqueue_locked(job)
         return job
 

@@ -256,11 +256,14 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
     graphed = (GraphedStep(graph_step, optimizer, cfg.batch_size, device)
                if graphable(cfg, device, private=private is not None, attacked=attack is not None,
                             distributed=ranks is not None) else None)
+    if graphed is not None:
+        cleanup.callback(graphed.release)
     on_event({"type": "started", "epoch": state.epoch, "step": state.step, "total_steps": total_steps,
               "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "device": str(device), "precision": precision,
               "cuda_graph": graphed is not None, "train_size": n_train, "resumed": resume is not None,
               **({"noise_multiplier": private.noise_multiplier, "sample_rate": private.sample_rate} if private else {})})
 
+    graph_warned = False  # a failed recording is told once
     for epoch in range(state.epoch, cfg.epochs):
         # Per-epoch generator: shuffling and augmentation depend only on (seed, epoch), so a run
         # resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
@@ -279,7 +282,8 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             nonlocal epoch_loss, epoch_correct, epoch_seen
             rows, stopping = step_figures(pending, ranks, ranks is not None and should_stop())
             steps, pending[:] = list(pending), []
-            if stopping:  # a rank was asked to stop: every rank stops here, before the latest step's update
+            if stopping:  # a rank was asked to stop: every rank stops here, before the latest step's update (torchrun
+                # never replays graphed steps, whose update would already be done)
                 steps, rows = steps[:-1], rows[:-1]
             for step, (loss_value, seen, correct) in zip(steps, rows):
                 if not math.isfinite(loss_value):
@@ -330,6 +334,10 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             if graphed is not None and graphed.fits(x):  # forward, backward and update replayed as one graph
                 figures = graphed(x, y, lr)
                 pending.append(PendingStep(state.step + 1, batch, lr, figures[0], figures[1], len(y)))
+                if graphed.failure and not graph_warned:
+                    graph_warned = True
+                    on_event({"type": "warning", "message": f"Training goes on without a CUDA graph, step by step "
+                                                            f"(recording one failed: {graphed.failure})."})
             else:
                 set_lr(optimizer, lr)
                 loss, logits = forward_loss(x, y)
