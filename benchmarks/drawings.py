@@ -21,9 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data.datasets import load_splits, outside_digits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
 from core.data.glyphs import MEASURE_REPEATS, font_faces, font_measure, split_faces  # noqa: E402
-from core.data.restroke import MEASURE_PEN, restroked_inputs  # noqa: E402
-
-PENS = f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens"
+from core.data.restroke import MEASURE_PEN, MEASURE_PENS as PENS, restroked_inputs  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
 from core.data.preprocess import to_model_inputs  # noqa: E402
 

@@ -37,7 +37,6 @@ from server_timing import (SERVERS, TIMING_LOG, RssSampler, cpu_count, cpu_model
                            start_server, stop_server, wait_healthy)
 from load_report import TARGET_MS, LoadResult, percentile, table  # noqa: E402
 import training_job  # noqa: E402
-from training_job import JOB_EPOCHS  # noqa: E402
 
 PROBE_BURST_MS = 20.0  # the reference's CPU burst: about what a predict's script run takes (17-19 ms measured)
 
@@ -304,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=120, help="how long they draw")
     parser.add_argument("--url", help="a running server on this machine (default: start one)")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its RSS")
-    parser.add_argument("--preset", default="fast", help=f"the training job's preset, set to {JOB_EPOCHS} epochs so "
-                        "that it runs until the drawing ends; 'none' for no job")
+    parser.add_argument("--preset", default="fast", help=f"the training job's preset, set to "
+                        f"{training_job.JOB_EPOCHS} epochs so that it runs until the drawing ends; 'none' for no job")
     parser.add_argument("--verdict-timeout", type=float, default=30, help="seconds a verdict may take")
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run (default seconds + 480)")
     parser.add_argument("--browsers-nice", type=int, default=0, metavar="N",

@@ -40,6 +40,12 @@ def thinned(points: list, most: int) -> list:
     return points[::every] + ([points[-1]] if (len(points) - 1) % every else [])
 
 
+def stored_steps(rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """The (step, loss, lr) points kept in a run's epoch rows (RunStore.append_metrics), in order; none for a run
+    recorded before rows kept them."""
+    return [tuple(p) for row in rows for p in row.get("steps", [])]
+
+
 def home() -> Path:
     """The run store's root: $DIGIT_LAB_HOME, else ~/.digit-lab."""
     return Path(os.environ.get("DIGIT_LAB_HOME") or Path.home() / ".digit-lab").expanduser()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import DigitLabError, RunNotFoundError
-from core.runs import RESUMABLE, RunRecord, thinned
+from core.runs import RESUMABLE, RunRecord, stored_steps, thinned
 from dashboard import state, widgets
 
 PROGRESS_SECONDS = 2.0  # how often the progress redraws
@@ -114,8 +114,7 @@ def live_charts() -> None:
     if job is None:
         history = state.run_store().read_metrics(record.id)
         if history:  # each epoch's row keeps some of its steps (older runs' none): the curve seen live, thinner
-            steps = [tuple(p) for row in history for p in row.get("steps", [])]
-            _curves(thinned(steps, CHART_POINTS), history, record)
+            _curves(thinned(stored_steps(history), CHART_POINTS), history, record)
         return
     snap = job.snapshot()
     _curves(thinned(snap["steps"], CHART_POINTS), snap["history"], record)

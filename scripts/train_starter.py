@@ -39,7 +39,8 @@ from core.data.datasets import Splits, load_splits, outside_digits  # noqa: E402
 from core.data.drawings import drawing_set, reading_report  # noqa: E402
 from core.data.glyphs import (MEASURE_REPEATS, MEASURE_SEED, font_faces, font_measure, glyph_set,  # noqa: E402
                               split_faces)
-from core.data.restroke import MEASURE_PEN, RESTROKE_PEN, low_resolution, restroked_inputs  # noqa: E402
+from core.data.restroke import (MEASURE_PEN, MEASURE_PENS as PENS, RESTROKE_PEN, low_resolution,  # noqa: E402
+                                restroked_inputs)
 from core.training.experiment import create_run  # noqa: E402
 from core.inference.metrics import evaluate  # noqa: E402
 from core.inference.predict import Predictor  # noqa: E402
@@ -63,7 +64,6 @@ FONT_REPEATS = 6  # ... re-stroked this many times (the held-out fonts are measu
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
 FONT_PACKAGES = Path(__file__).resolve().parents[1] / ".ci" / "font-packages"
-PENS = f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens"  # the outside handwriting's and held-out fonts' measure
 CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inputs 1.6 MB
 
 

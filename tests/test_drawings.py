@@ -236,6 +236,14 @@ def test_restroked_1s_get_their_flags_and_feet_reproducibly(mnist, monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def bar() -> np.ndarray:
+    """An upright 1: a bar two pixels wide."""
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 13:15] = 255
+    return image
+
+
+@pytest.fixture(scope="module")
 def ring_and_speck() -> np.ndarray:
     ring = np.zeros((28, 28), np.uint8)
     ring[8:20, 10:18] = 255
@@ -263,10 +271,7 @@ def test_a_plain_restroke_draws_what_plain_thinning_keeps_and_the_projects_own_d
         assert parts(restroke_digit(ring_and_speck, np.random.default_rng(seed))) == 1
 
 
-def test_a_plain_restroke_is_reproducible_unbent_and_placed_at_varied_sizes():
-    bar = np.zeros((28, 28), np.uint8)
-    bar[4:24, 13:15] = 255  # an upright 1
-
+def test_a_plain_restroke_is_reproducible_unbent_and_placed_at_varied_sizes(bar):
     def lean(image: np.ndarray) -> float:
         """How far the ink's middle moves sideways from its top fifth to its bottom fifth, per unit of height."""
         alpha = image[..., 3] > 0
@@ -288,11 +293,9 @@ def test_a_plain_restroke_is_reproducible_unbent_and_placed_at_varied_sizes():
     assert max(leaning) > 0.15  # the project's own re-stroke slants and turns it
 
 
-def test_restroking_draws_from_its_generator_in_a_fixed_order():
+def test_restroking_draws_from_its_generator_in_a_fixed_order(bar):
     # Every training drawing and every measure depends on this order: a change to it (a draw added, moved or
     # dropped) silently changes the starter's training data and every figure measured with these generators
-    bar = np.zeros((28, 28), np.uint8)
-    bar[4:24, 13:15] = 255
     for draw, expected in ((lambda rng: restroke_digit(bar, rng), 0.33791123),
                            (lambda rng: restroke_digit(bar, rng, flag=True, foot=1.0), 0.08401534),
                            (lambda rng: plain_restroke(bar, rng), 0.60663578)):

@@ -34,6 +34,7 @@ HEIGHT = (0.2, 0.9)  # a re-stroked digit's height, as a share of the canvas ...
 RESTROKE_PEN = (8.0, 30.0)  # ... and its pen (px at 280), as the training drawings are made
 MEASURE_PEN = (10.0, 20.0)  # pens (px at 280) of the strangers' drawings the product is judged on: what the
 #                             outside handwriting and the held-out fonts are measured with
+MEASURE_PENS = f"{MEASURE_PEN[0]:.0f}-{MEASURE_PEN[1]:.0f} px pens"  # ... as reports and the model card name them
 
 
 def skeleton_edges(image: np.ndarray, ink_level: float = 0.4, upscale: int = UPSCALE,

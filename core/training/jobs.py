@@ -23,7 +23,7 @@ from core.training.config import TrainConfig
 from core.errors import DigitLabError
 from core.training.experiment import create_run, execute_run
 from core.ownership import Lease, train_lock
-from core.runs import RESUMABLE, RunStore
+from core.runs import RESUMABLE, RunStore, stored_steps
 from core.training.devices import pick_device
 from core.training.train import Event
 from core.training.worker import TrainingProcess, WorkerDied
@@ -172,9 +172,9 @@ class JobManager:
                     raise DigitLabError(f"Run {run_id} is {record.status}; only {', '.join(allowed)} runs "
                                         f"{'resume' if resume else 'can be started'}.")
                 self.store.update(run_id, status="queued", owner=Lease.mine())
-            rows = self.store.read_metrics(run_id) if resume else []
-            job = Job(id=run_id, device=pick_device(cfg.device).type, resume=resume, epochs=cfg.epochs, history=rows,
-                      steps=[tuple(p) for row in rows for p in row.pop("steps", [])])  # the curve so far, kept
+            rows = self.store.read_metrics(run_id) if resume else []  # the curve so far, and the epochs'
+            job = Job(id=run_id, device=pick_device(cfg.device).type, resume=resume, epochs=cfg.epochs,
+                      steps=stored_steps(rows), history=[{k: v for k, v in r.items() if k != "steps"} for r in rows])
             self._enqueue_locked(job)
         return job
 

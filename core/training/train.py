@@ -263,7 +263,6 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
               "cuda_graph": graphed is not None, "train_size": n_train, "resumed": resume is not None,
               **({"noise_multiplier": private.noise_multiplier, "sample_rate": private.sample_rate} if private else {})})
 
-    graph_warned = False  # a failed recording is told once
     for epoch in range(state.epoch, cfg.epochs):
         # Per-epoch generator: shuffling and augmentation depend only on (seed, epoch), so a run
         # resumed at an epoch boundary sees exactly the batches an uninterrupted run would.
@@ -334,8 +333,7 @@ def _train(cfg: TrainConfig, splits: Splits, cleanup: contextlib.ExitStack, *, d
             if graphed is not None and graphed.fits(x):  # forward, backward and update replayed as one graph
                 figures = graphed(x, y, lr)
                 pending.append(PendingStep(state.step + 1, batch, lr, figures[0], figures[1], len(y)))
-                if graphed.failure and not graph_warned:
-                    graph_warned = True
+                if graphed.failure:  # this step's recording failed; later steps never come back here
                     on_event({"type": "warning", "message": f"Training goes on without a CUDA graph, step by step "
                                                             f"(recording one failed: {graphed.failure})."})
             else:
