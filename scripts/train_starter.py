@@ -19,6 +19,7 @@ and the font families kept out of training, typed and re-stroked with 10-20 px p
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -86,7 +87,9 @@ def to_uint8(inputs: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.clip(np.rint(inputs * 255), 0, 255).astype(np.uint8))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # It takes no arguments, and overwrites the shipped starter: `--help` or a mistyped option must not retrain it
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     started = time.perf_counter()
     font_train, font_held = split_faces(font_faces())
     if not font_train:

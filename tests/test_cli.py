@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from core.cli import main
+from tests.conftest import REPO
 
 
 def test_real_mnist_run_on_a_small_slice_through_the_cli(mnist, store):
@@ -72,3 +73,14 @@ def test_unparseable_flag_exits_2():
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--epochs", "many"])
     assert exit_info.value.code == 2
+
+
+def test_the_starter_script_answers_help_and_refuses_options_without_retraining():
+    # It overwrites core/assets when it runs: asking it for help once retrained and replaced the shipped starter
+    script = str(REPO / "scripts" / "train_starter.py")
+    assets = {p.name: p.stat().st_mtime_ns for p in (REPO / "core" / "assets").iterdir()}
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "Writes starter.safetensors" in shown.stdout
+    wrong = subprocess.run([sys.executable, script, "--epochs", "1"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "unrecognized arguments" in wrong.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (REPO / "core" / "assets").iterdir()} == assets
