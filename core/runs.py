@@ -40,10 +40,10 @@ def thinned(points: list, most: int) -> list:
     return points[::every] + ([points[-1]] if (len(points) - 1) % every else [])
 
 
-def stored_steps(rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
-    """The (step, loss, lr) points kept in a run's epoch rows (RunStore.append_metrics), in order; none for a run
-    recorded before rows kept them."""
-    return [tuple(p) for row in rows for p in row.get("steps", [])]
+def stored_steps(rows: list[dict[str, Any]], unfinished: list | None = None) -> list[tuple[int, float, float]]:
+    """The (step, loss, lr) points kept in a run's epoch rows (RunStore.append_metrics), in order, then those of
+    the epoch it left `unfinished` (RunRecord.unfinished_steps); none for a run recorded before rows kept them."""
+    return [tuple(p) for row in rows for p in row.get("steps", [])] + [tuple(p) for p in unfinished or []]
 
 
 def home() -> Path:
@@ -73,6 +73,8 @@ class RunRecord:
     owner_boot: str | None = None  # and the boot it ran in
     parent: str | None = None  # run this one was resumed or fine-tuned from
     versions: dict[str, str] = field(default_factory=dict)
+    unfinished_steps: list[list[float]] = field(default_factory=list)  # [step, loss, lr] of an epoch the run left
+    # unfinished (stopped, diverged or failed mid-epoch), as an epoch row keeps them; a resume re-runs that epoch
 
     @property
     def model(self) -> str:

@@ -113,8 +113,9 @@ def live_charts() -> None:
     job = state.job_manager().get(run_id)
     if job is None:
         history = state.run_store().read_metrics(record.id)
-        if history:  # each epoch's row keeps some of its steps (older runs' none): the curve seen live, thinner
-            _curves(thinned(stored_steps(history), CHART_POINTS), history, record)
+        steps = stored_steps(history, record.unfinished_steps)  # each epoch's row keeps some (older runs' none)
+        if history or steps:  # the curve seen live, thinner
+            _curves(thinned(steps, CHART_POINTS), history, record)
         return
     snap = job.snapshot()
     _curves(thinned(snap["steps"], CHART_POINTS), snap["history"], record)

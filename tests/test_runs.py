@@ -1,6 +1,7 @@
 """The run store and weight files: atomic writes, index, recovery, and refusing foreign files."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 
@@ -10,7 +11,7 @@ from safetensors.torch import save_file
 
 from core import storage
 from core.errors import CheckpointError, RunNotFoundError
-from core.runs import thinned
+from core.runs import stored_steps, thinned
 from core.training import experiment
 from core.training.experiment import create_run, execute_run
 from core.models.zoo import build_model
@@ -63,6 +64,27 @@ def test_each_epochs_metrics_row_keeps_its_steps_for_the_loss_curve(store, tiny_
     monkeypatch.setattr(experiment, "RUN_STEP_POINTS", 4)  # a run's rows keep about this many together: 2 an epoch
     record = execute_run(store, create_run(store, tiny_cfg).id)
     assert [[p[0] for p in row["steps"]] for row in store.read_metrics(record.id)] == [[1, 5, 8], [9, 13, 16]]
+
+
+def test_a_run_ended_mid_epoch_keeps_that_epochs_steps_until_a_resume_re_runs_it(store, tiny_cfg):
+    events = []
+    calls = iter(range(100))  # stopped before its 12th step: 8 steps of epoch 1, 3 of epoch 2
+    record = execute_run(store, create_run(store, tiny_cfg).id, on_event=events.append,
+                         should_stop=lambda: next(calls) >= 11)
+    steps = [[e["step"], e["loss"], e["lr"]] for e in events if e["type"] == "step"]
+    assert record.status == "cancelled" and [e[0] for e in steps] == list(range(1, 12))
+    assert record.unfinished_steps == steps[8:]
+    assert stored_steps(store.read_metrics(record.id), record.unfinished_steps) == [tuple(p) for p in steps]
+    resumed = execute_run(store, record.id, resume=True)  # epoch 2 again, from its start
+    assert resumed.status == "completed" and resumed.unfinished_steps == []
+    assert [p[0] for p in stored_steps(store.read_metrics(record.id))] == list(range(1, 17))
+
+
+def test_a_run_diverged_in_its_first_epoch_keeps_the_steps_that_show_why(store, tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, optimizer="sgd", lr=10.0)
+    record = execute_run(store, create_run(store, cfg).id)
+    assert record.status == "diverged" and store.read_metrics(record.id) == []
+    assert record.unfinished_steps and record.unfinished_steps[0][0] == 1 and record.unfinished_steps[0][2] == 10.0
 
 
 def test_thinning_keeps_every_point_up_to_the_limit_then_even_ones_and_the_last():

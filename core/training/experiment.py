@@ -125,7 +125,7 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
     store.update(run_id, dataset_sizes=sizes,
                  timings={**record.timings, "device": str(device), "precision": resolve_precision(cfg, device),
                           "processes": ranks.world if ranks else 1},
-                 message=note)
+                 message=note, unfinished_steps=[])  # a resume re-runs the epoch they were from
     if note:  # the previous epoch's checkpoint was loaded instead of a damaged latest one
         log.warning("run %s: %s", run_id, note)
         on_event({"type": "warning", "run_id": run_id, "message": note})
@@ -142,9 +142,13 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
             epoch_steps.clear()
         on_event(event)
 
-    outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
-                    save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init,
-                    drawings_root=store.root, ranks=ranks)
+    try:
+        outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
+                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init,
+                        drawings_root=store.root, ranks=ranks)
+    finally:  # stopped, diverged or failed mid-epoch: that epoch's curve is kept too (a diverged run's shows why)
+        if epoch_steps:
+            store.update(run_id, unfinished_steps=thinned(epoch_steps, step_points))
     return _finish(store, run_id, cfg, outcome, splits, on_event, note)
 
 

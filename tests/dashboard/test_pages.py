@@ -351,6 +351,21 @@ def test_train_page_shows_the_latest_run_after_a_reload(app, tmp_path):
     assert x.tolist() == [p[0] for row in rows for p in row["steps"]] == list(range(1, 11))
 
 
+def test_train_page_after_a_reload_draws_the_curve_of_a_run_that_diverged_in_its_first_epoch(app, tmp_path):
+    store = RunStore(tmp_path / "home")
+    cfg = TrainConfig(model="seed-cnn", dataset="digits", epochs=2, limit_batches=5, optimizer="sgd", lr=10.0)
+    record = execute_run(store, create_run(store, cfg, name="too hot").id)
+    assert record.status == "diverged" and store.read_metrics(record.id) == []  # no epoch finished
+    app.run()
+    goto(app, "train")
+    assert not app.exception
+    assert [e.value for e in app.error] == [record.message] and "Lower the learning rate" in record.message
+    loss = next(json.loads(c.proto.spec) for c in app.get("plotly_chart") if "Loss and learning rate" in c.proto.spec)
+    curve = next(trace for trace in loss["data"] if trace["name"] == "train loss (step)")
+    x = np.frombuffer(base64.b64decode(curve["x"]["bdata"]), dtype=curve["x"]["dtype"])
+    assert x.tolist() == [p[0] for p in record.unfinished_steps] and x[0] == 1
+
+
 def test_cancelled_runs_are_not_offered_as_models_unless_asked_for(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home", n=1)
     cfg = TrainConfig(model="seed-cnn", dataset="digits", epochs=2, limit_batches=5)
