@@ -40,6 +40,11 @@ def test_runs_eval_and_resume_commands(store, capsys):
     assert result["run_id"] == run_id and result["images"] == 360
     assert main(["resume", run_id]) == 2  # a completed run does not resume
     assert "only cancelled, interrupted, failed runs resume" in capsys.readouterr().err
+    assert main(["runs", "--status", "failed"]) == 0
+    assert capsys.readouterr().out == "No runs match.\n"  # not "No runs yet": there is one, but not failed
+    with pytest.raises(SystemExit) as exit_info:  # a misspelt filter is refused, not answered with an empty list
+        main(["runs", "--status", "complete"])
+    assert exit_info.value.code == 2 and "invalid choice: 'complete'" in capsys.readouterr().err
 
 
 def _json_out_all(capsys):

@@ -70,7 +70,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
         return EXIT_OK
     if not records:
-        print("No runs yet. Start one with: digit-lab train --preset fast")
+        print("No runs match." if args.status or args.model else "No runs yet. Start one with: digit-lab train --preset fast")
         return EXIT_OK
     print(f"{'id':24} {'status':11} {'model':9} {'dataset':13} {'test acc':>8} {'seconds':>8}  name")
     for r in records:

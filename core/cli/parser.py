@@ -8,6 +8,7 @@ from typing import Any
 
 from core.cli.commands import (cmd_drawings, cmd_eval, cmd_resume, cmd_robustness, cmd_runs, cmd_train, cmd_transfer,
                                config_fields)
+from core.runs import STATUSES
 from core.training.config import PRESETS, SETTINGS, TrainConfig
 
 
@@ -50,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(handler=cmd_resume)
 
     runs = sub.add_parser("runs", help="list runs")
-    runs.add_argument("--status")
-    runs.add_argument("--model")
+    runs.add_argument("--status", choices=STATUSES)
+    runs.add_argument("--model", choices=SETTINGS["model"].options)
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(handler=cmd_runs)
 
