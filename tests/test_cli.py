@@ -55,6 +55,7 @@ def _json_out_all(capsys):
     (["train", "--lr", "-1"], "Learning rate (peak) must be a number in (0, 10] (got -1.0). [--lr]"),
     (["train", "--model", "nope"], "Model must be one of"),
     (["eval", "no-such-run"], "No run matches"),
+    (["train", "--max-steps", "-3"], "Stop after steps (0 = no limit) must be 0 or a whole number from 1"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, store, capsys):
     assert main(argv) == 2

@@ -20,7 +20,7 @@ def test_defaults_are_valid_and_round_trip_through_a_dict():
     ("batch_size", 10**7), ("epochs", 0), ("epochs", 2.5), ("model", "gpt-5"), ("dataset", "imagenet"),
     ("optimizer", "lbfgs"), ("schedule", "exponential"), ("dropout", 1.0), ("dropout", -0.1),
     ("label_smoothing", 1.0), ("momentum", 1.0), ("precision", "fp8"), ("device", "tpu"),
-    ("max_steps", 0), ("limit_batches", -3), ("train_size", 0), ("augment", "yes"), ("seed", -1),
+    ("max_steps", -1), ("limit_batches", -3), ("train_size", -5), ("per_class", 10**7), ("augment", "yes"), ("seed", -1),
     ("weight_decay", -1e-4), ("rotate_deg", 400),
 ])
 def test_invalid_value_is_rejected_naming_the_setting_as_the_form_shows_it(field, value):
@@ -28,6 +28,14 @@ def test_invalid_value_is_rejected_naming_the_setting_as_the_form_shows_it(field
         TrainConfig(**{field: value})
     assert caught.value.field == field
     assert str(caught.value).startswith(SETTINGS[field].label)
+
+
+def test_zero_means_not_set_for_the_settings_whose_label_says_so():
+    cfg = TrainConfig(max_steps=0, limit_batches=0, train_size=0, per_class=0)
+    assert (cfg.max_steps, cfg.limit_batches, cfg.train_size, cfg.per_class) == (None, None, None, None)
+    assert cfg == TrainConfig() and "0 = no limit" in SETTINGS["max_steps"].label
+    with pytest.raises(ConfigError, match=r"must be 0 or a whole number from 1 to"):  # the rule names what 0 means too
+        TrainConfig(max_steps=-1)
 
 
 def test_momentum_only_with_sgd():

@@ -53,7 +53,7 @@ class Setting:
             ok, rule = value is None or isinstance(value, str), "text"
         elif self.kind == "integer":
             ok = isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
-            rule = f"a whole number from {self.low:,.0f} to {self.high:,.0f}"
+            rule = ("0 or " if self.optional else "") + f"a whole number from {self.low:,.0f} to {self.high:,.0f}"
         else:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if ok:
@@ -201,6 +201,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():
+            if setting.optional and setting.kind == "integer" and getattr(self, name) == 0:  # as its label says
+                object.__setattr__(self, name, None)  # ("Stop after steps (0 = no limit)"), the form and --max-steps 0
             setting.check(name, getattr(self, name))
         if self.focus_errors and not self.init_from:
             raise ConfigError("Focus on hard images needs a model to start from (init_from): hard images are judged "
