@@ -1,7 +1,7 @@
 """Draw & predict: draw, upload or pick a digit and see what the model reads — and what it actually sees.
 
 Each source (drawing, upload, test image) is its own tab and only the open tab is read, so the answer on
-screen always belongs to the image beside it.
+screen always belongs to the image beside it; each keeps its image while another tab or page is open.
 """
 import hashlib
 import html
@@ -181,10 +181,16 @@ def draw_and_read() -> None:
     left, right = st.columns([1, 1])
     with left:
         st.space(16)  # room for the canvas's toolbar, which shows above it on hover: over the tabs it hid "Test image"
+        key = f"{CANVAS_KEY}_{st.session_state.get('predict_canvas_version', 0)}"
+        kept = st.session_state.get("predict_drawing")  # this canvas's last drawing: {"key", "strokes", "image"}
+        kept = kept if kept is not None and kept["key"] == key else None
+        if key not in st.session_state:  # mounting anew (first visit, or back from another tab or page): redraw the
+            # kept strokes. Only now: a changed initial_drawing makes the canvas reload it, wiping its undo history
+            st.session_state["predict_canvas_initial"] = kept["strokes"] if kept else None
         canvas = st_canvas(stroke_width=st.session_state.get("predict_brush", 18), stroke_color="#FFFFFF",
                            background_color="#000000", height=280, width=280, drawing_mode="freedraw",
-                           return_image_data=True,
-                           key=f"{CANVAS_KEY}_{st.session_state.get('predict_canvas_version', 0)}")
+                           initial_drawing=st.session_state.get("predict_canvas_initial"), return_image_data=True,
+                           key=key)
         brush, clear = st.columns([3, 1], vertical_alignment="bottom")
         brush.slider("Brush width", 5, 40, 18, key="predict_brush")
         if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
@@ -194,6 +200,10 @@ def draw_and_read() -> None:
     with right:
         try:
             drawn = canvas.image_data  # decoded from the component's PNG on each access: read once
+            if drawn is not None:
+                st.session_state["predict_drawing"] = {"key": key, "strokes": canvas.json_data, "image": drawn}
+            elif kept and (canvas.json_data or {}).get("objects") == kept["strokes"].get("objects"):
+                drawn = kept["image"]  # its kept strokes redrawn: the canvas sends no image until the next stroke
             if drawn is None:
                 raise EmptyDrawingError("The canvas is empty — draw a digit first.")
             show_result(predictor.predict(drawn), "Draw & predict", canvas=drawn, set_slot=set_slot)
@@ -204,7 +214,10 @@ def draw_and_read() -> None:
             widgets.error_box(error)
 
 
+if "predict_source" not in st.session_state and "predict_source_kept" in st.session_state:  # back from another page
+    st.session_state["predict_source"] = st.session_state["predict_source_kept"]  # on the tab it was left on
 draw_tab, upload_tab, sample_tab = st.tabs(SOURCES, key="predict_source", on_change="rerun")
+st.session_state["predict_source_kept"] = st.session_state.get("predict_source")
 if widgets.is_open(draw_tab):
     with draw_tab:
         draw_and_read()
@@ -212,18 +225,28 @@ if widgets.is_open(draw_tab):
 if widgets.is_open(upload_tab):
     with upload_tab:
         left, right = st.columns([1, 1])
+        mounted = "predict_upload" in st.session_state  # False when back from another tab or page: it comes back empty
         upload = left.file_uploader("A PNG or JPEG of one digit (dark on light or light on dark)",
                                     type=["png", "jpg", "jpeg"], key="predict_upload")
+        if upload is not None:
+            st.session_state["predict_upload_kept"] = (upload.name, upload.getvalue())
+        elif mounted:  # the visitor removed it
+            st.session_state.pop("predict_upload_kept", None)
+        kept_upload = st.session_state.get("predict_upload_kept")
         with right:
-            if upload is None:
+            if kept_upload is None:
                 st.info("Upload a photo or scan of one digit.", icon=":material/upload:")
             else:
+                name, data = kept_upload
                 try:
-                    photo = decode_upload(upload.getvalue())
-                    left.image(photo, caption="Your upload", width=200)
+                    photo = decode_upload(data)
+                    left.image(photo, caption=f"Your upload, {widgets.plain(name)}", width=200)
                     show_result(predictor.predict(photo), "Upload")
                 except DigitLabError as error:
                     widgets.error_box(error)
+        if upload is None and kept_upload is not None:
+            left.button("Remove this upload", icon=":material/close:", key="predict_upload_remove", type="tertiary",
+                        on_click=lambda: st.session_state.pop("predict_upload_kept", None))
 
 if widgets.is_open(sample_tab):
     with sample_tab:

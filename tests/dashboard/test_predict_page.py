@@ -93,3 +93,13 @@ def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
     assert_clean(app)
     verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
     assert verdicts and "**4**" in verdicts[0]
+    # Another tab, then back: the uploader comes back empty (a browser forgets the file), the upload and its answer do not
+    open_tab(app, "predict_source", SOURCES[0])
+    open_tab(app, "predict_source", SOURCES[1])
+    assert_clean(app)
+    assert app.file_uploader(key="predict_upload").value is None
+    assert [m.value for m in app.markdown if m.value.startswith("### ")] == verdicts[:1]
+    assert f"Your upload, {plain('four.jpg')}" in [p.caption for image in app.get("image") for p in image.proto.imgs]
+    app.button(key="predict_upload_remove").click().run()
+    assert not [m.value for m in app.markdown if m.value.startswith("### ")]
+    assert any("Upload a photo or scan" in i.value for i in app.info)

@@ -102,6 +102,35 @@ def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
     expect(page.get_by_text(re.compile(r"Test image #\d+"))).to_have_count(0)
 
 
+def test_a_drawing_is_kept_while_another_tab_or_page_is_open(server, page):
+    open_page(page, f"{server}/predict")
+    canvas = page.locator(CANVAS)
+    expect(canvas).to_be_visible(timeout=30_000)
+    _stroke(page, canvas.bounding_box(), [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7
+    verdict = page.get_by_text(VERDICT)
+    expect(verdict).to_contain_text("7", timeout=30_000)
+    answer = verdict.inner_text()
+    page.get_by_role("tab", name=re.compile("Upload")).click()
+    expect(page.get_by_text("Upload a photo or scan of one digit.")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name=re.compile("Draw")).click()
+    expect(page.get_by_text(VERDICT)).to_have_text(answer, timeout=30_000)  # the same drawing, the same answer
+    _wait_until_idle(page)
+    ink = page.locator(CANVAS).evaluate("""c => {  // the strokes are drawn again, not only remembered
+        const lower = c.parentElement.querySelector('canvas.lower-canvas');
+        const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data;
+        let lit = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 128) lit++; return lit; }""")
+    assert ink > 1000
+    page.locator("a[data-testid='stSidebarNavLink']", has_text="Evaluate").click()
+    _wait_until_idle(page)
+    page.locator("a[data-testid='stSidebarNavLink']", has_text="Draw & predict").click()
+    expect(page.get_by_text(VERDICT)).to_have_text(answer, timeout=30_000)
+    _stroke(page, page.locator(CANVAS).bounding_box(), [(0.35, 0.5), (0.6, 0.5)])  # it still draws on: a crossed 7
+    _wait_until_idle(page)
+    expect(page.get_by_text(VERDICT)).to_contain_text("7", timeout=30_000)
+    page.get_by_role("button", name="Clear", exact=True).click()
+    expect(page.get_by_text(re.compile("^Draw a digit on the black square"))).to_be_visible(timeout=30_000)
+
+
 def test_a_drawing_saved_with_a_corrected_label_shows_in_the_drawings_gallery(server, page):
     open_page(page, f"{server}/predict")
     canvas = page.locator(CANVAS)
