@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dash
 import streamlit as st  # noqa: E402
 
 from core.data.datasets import DATASETS  # noqa: E402
+from core.errors import DigitLabError  # noqa: E402
 from dashboard import server, state  # noqa: E402 - importing server sets the server's torch threads (AppTest runs
 server.prepare()  # this script without app.py's lifespan; a server has done this before its first visitor: no-op)
 
@@ -53,8 +54,16 @@ def sidebar() -> None:
         names = state.source_names()
         if st.session_state.get("app_run") not in names:
             st.session_state["app_run"] = state.STARTER
-        st.selectbox("Model", list(names), key="app_run", format_func=names.get,
-                     help="The model Draw & predict, Evaluate and Explain use.")
+        run = st.selectbox("Model", list(names), key="app_run", format_func=names.get,
+                           help="The model Draw & predict, Evaluate and Explain use.")
+        try:
+            own = state.model_dataset(run)
+        except DigitLabError:  # its weights are gone: the pages that load it say so
+            own = resolved
+        if own != resolved:  # e.g. Fashion-MNIST chosen, the digit starter still picked
+            st.info(f"This model reads {state.dataset_title(own)}: Draw & predict, Evaluate and Explain use that. "
+                    f"For {state.dataset_title(resolved)}, train a model on it and pick it here.",
+                    icon=":material/info:")
         st.toggle("Include stopped and failed runs", key="app_include_unfinished",
                   help="Off: only runs that trained to the end are offered as models and compared.")
         if state.policy().shared:

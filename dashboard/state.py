@@ -111,6 +111,11 @@ def source_dataset(src_dataset: str) -> str:
     return src_dataset if is_available(src_dataset) else current_dataset()
 
 
+def model_dataset(key: str) -> str:
+    """The dataset model `key` (a run id or STARTER) reads and is judged on: its own, else the session's."""
+    return source_dataset(model_source(run_store(), key).dataset)
+
+
 def source_names(runs: list[RunRecord] | None = None) -> dict[str, str]:
     """Every model with weights (the starter first), for select boxes: key -> label."""
     runs = finished_runs() if runs is None else runs

@@ -250,7 +250,8 @@ if widgets.is_open(upload_tab):
 
 if widgets.is_open(sample_tab):
     with sample_tab:
-        splits = state.dataset_splits(state.current_dataset())
+        splits = state.dataset_splits(state.model_dataset(chosen[0]))  # the model's own test images, whatever
+        # the sidebar's dataset: a sandal read by a digit model answers nothing
         left, right = st.columns([1, 1])
         if left.button("Pick a random test image", icon=":material/casino:", key="predict_random"):
             st.session_state["predict_sample"] = int(np.random.default_rng().integers(len(splits.test_y)))

@@ -59,6 +59,23 @@ def test_each_source_keeps_its_own_answer(app):
     assert [m.value for m in app.markdown if m.value.startswith("### ")] == sampled  # the test image kept its own
 
 
+def test_with_fashion_chosen_the_digit_model_still_reads_its_own_test_images_and_the_sidebar_says_so(app):
+    app.run()
+    app.selectbox(key="app_dataset").set_value("fashion-mnist").run()
+    assert app.session_state["app_dataset_resolved"] == "fashion-mnist"
+    notes = [i.value for i in app.sidebar.info]
+    assert notes == ["This model reads MNIST handwritten digits: Draw & predict, Evaluate and Explain use that. "
+                     "For Fashion-MNIST clothing, train a model on it and pick it here."]
+    goto(app, "predict")
+    open_tab(app, "predict_source", SOURCES[2])
+    app.button(key="predict_random").click().run()
+    assert_clean(app)
+    caption = next(p.caption for image in app.get("image") for p in image.proto.imgs if "true label" in p.caption)
+    assert caption.rsplit(" ", 1)[1] in "0123456789"  # an MNIST digit, not a sandal read by a digit model
+    app.selectbox(key="app_dataset").set_value("mnist").run()
+    assert not app.sidebar.info
+
+
 def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app, tmp_path):
     from core.data.drawings import draw_digit
 
