@@ -32,6 +32,15 @@ def test_class_report_equals_scikit_learn(fixed):
     assert sum(c["support"] for c in report.per_class) == 500
 
 
+def test_averages_are_over_the_classes_that_occur_so_a_small_perfect_set_scores_1():
+    report = class_report(np.array([7]), np.array([7]))  # one drawing of a 7, read right
+    assert report.macro == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    labels, preds = np.array([1, 1, 7, 7]), np.array([1, 7, 7, 7])
+    p, r, f, _ = skm.precision_recall_fscore_support(labels, preds, average="macro")  # scikit-learn's own default
+    assert report.macro != class_report(labels, preds).macro == pytest.approx({"precision": p, "recall": r, "f1": f})
+    assert len(class_report(labels, preds).per_class) == 10  # every class still has its row
+
+
 def test_confusion_matrix_rows_are_true_classes(fixed):
     labels, preds = fixed
     raw = confusion(labels, preds)

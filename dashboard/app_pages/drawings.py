@@ -174,7 +174,8 @@ def scores_tab(current: DrawingSet, part: str) -> None:
         return
     preds = score.predictions
     report = class_report(score.labels, preds)
-    st.subheader(f"{widgets.plain(src.name)} on {current.count if part == 'all' else score.n:,} drawings", anchor=False)
+    n = current.count if part == "all" else score.n
+    st.subheader(f"{widgets.plain(src.name)} on {n:,} drawing{'' if n == 1 else 's'}", anchor=False)
     st.caption("The sidebar's model. Choose another there.")
     m = st.columns(4)
     m[0].metric("Accuracy", f"{score.accuracy:.1%}")
