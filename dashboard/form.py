@@ -54,18 +54,24 @@ def draw(name: str, where: Any = st) -> None:
                         format_func=TITLES.get(name, str))
     elif setting.kind == "flag":
         where.toggle(setting.label, key=key, help=setting.help or None)
+    # Number boxes have no bounds of their own: a value typed outside a box's bounds is never sent (the box turns red,
+    # "Press Enter to apply", and Start training ran with the old value). Every typed value reaches TrainConfig's
+    # checks instead, whose message names the setting and its range and keeps Start disabled until it is fixed.
     elif setting.kind == "integer":
-        where.number_input(setting.label, min_value=0 if setting.optional else int(setting.low),
-                           max_value=int(setting.high), step=int(setting.step or 1), key=key, help=setting.help or None)
+        where.number_input(setting.label, step=int(setting.step or 1), key=key, help=setting.help or None)
     elif setting.widget == "slider":
         where.slider(setting.label, float(setting.low), float(setting.form_high or setting.high), key=key,
                      help=setting.help or None)
     else:
         step = setting.step or 0.01
-        where.number_input(setting.label, min_value=float(setting.low), max_value=float(setting.high), step=step,
-                           format="%.6f" if step < 1e-4 else "%.5f" if step < 1e-2 else "%.2f", key=key,
-                           help=setting.help or None)
-    st.session_state[VALUES][name] = st.session_state[key]
+        where.number_input(setting.label, step=step, format="%.6f" if step < 1e-4 else "%.5f" if step < 1e-2 else "%.2f",
+                           key=key, help=setting.help or None)
+    st.session_state[VALUES][name] = value = st.session_state[key]
+    if setting.kind in ("integer", "number"):  # a value out of range is named under its own box too, where it was typed
+        try:
+            setting.check(name, None if setting.optional and value == 0 else value)
+        except DigitLabError as error:
+            where.error(str(error), icon=":material/error:")
 
 
 def config_values() -> dict[str, Any]:

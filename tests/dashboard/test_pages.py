@@ -73,6 +73,18 @@ def test_invalid_settings_are_explained_and_start_is_disabled(app):
     app.number_input(key="train_lr").set_value(0.0).run()
     assert any(e.value.startswith("Learning rate (peak) must be") for e in app.error)  # the label, not "lr"
     assert app.button(key="train_start").disabled
+    # Out of the range too: the box has no bounds of its own (a browser never sends a value outside them, and Start
+    # then trained with the old one), so the value typed is the one checked, named and refused
+    for key, value, message, fixed in [
+            ("train_lr", 100.0, "Learning rate (peak) must be a number in (0, 10] (got 100.0).", 0.01),
+            ("train_epochs", 0, "Epochs must be a whole number from 1 to 10,000 (got 0).", 2)]:
+        box = app.number_input(key=key)
+        assert box.min is None and box.max is None
+        box.set_value(value).run()
+        assert [e.value for e in app.error] == [message, message]  # beside Start, and under the box it was typed in
+        assert app.button(key="train_start").disabled
+        app.number_input(key=key).set_value(fixed).run()
+    assert not app.error and not app.button(key="train_start").disabled
 
 
 def test_risky_settings_are_warned_about_before_starting(app):
