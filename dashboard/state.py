@@ -7,6 +7,7 @@ writing another page's session keys. What a model is judged on, and its cached s
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -109,6 +110,12 @@ def dataset_title(name: str) -> str:
 def source_dataset(src_dataset: str) -> str:
     """The model's own dataset when available, else the session's (e.g. the built-in fallback)."""
     return src_dataset if is_available(src_dataset) else current_dataset()
+
+
+def runs_table_key(records: list[RunRecord]) -> str:
+    """The Runs table's key for these rows: a table keeps its selected row numbers while its key stays, so the key
+    changes with the rows shown and a selection never lands on a run that moved into a selected row."""
+    return "runs_table_" + hashlib.sha256(" ".join(r.id for r in records).encode()).hexdigest()[:12]
 
 
 def model_dataset(key: str) -> str:

@@ -33,13 +33,14 @@ table = pd.DataFrame([{
     "test accuracy": r.metrics.get("test_accuracy"), "params": r.params,
     "train time (s)": r.timings.get("train_seconds"), "created": dt.datetime.fromtimestamp(r.created),
     "id": r.id} for r in records])
+# The selection is row numbers: keyed by the rows shown, it starts afresh when they change (a delete, a filter, a new
+# run) instead of landing on whichever run moved into a selected row (after a delete, the next run, its Delete button)
 picked = st.dataframe(
-    table, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+    table, key=state.runs_table_key(records), on_select="rerun", selection_mode="multi-row", hide_index=True,
     column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
                    "params": st.column_config.NumberColumn(format="localized"),  # 215,194, not 215194
                    "train time (s)": st.column_config.NumberColumn(format="%.1f"),
                    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
-# A keyed table keeps its selected row numbers when the rows change (a delete, a filter): drop stale ones.
 chosen = [records[i] for i in picked.selection.rows if i < len(records)] if picked is not None else []
 st.caption("Select one run to manage it, several to compare them.")
 

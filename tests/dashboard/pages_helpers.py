@@ -31,3 +31,10 @@ def open_with_model(app, page: str, run_id: str) -> None:
     app.selectbox(key="app_dataset").set_value("digits").run()
     app.selectbox(key="app_run").set_value(run_id).run()
     goto(app, page)
+
+
+def runs_table(store):
+    """The key of the Runs page's table as it lists all of `store`'s runs."""
+    from dashboard.state import runs_table_key
+
+    return runs_table_key(store.list())

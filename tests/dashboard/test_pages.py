@@ -13,7 +13,7 @@ from core.training.experiment import create_run, execute_run
 from core.runs import RunStore
 from dashboard.widgets import plain
 from tests.dashboard.conftest import assert_clean, goto, open_tab
-from tests.dashboard.pages_helpers import evaluate_page, finished_runs, open_with_model
+from tests.dashboard.pages_helpers import evaluate_page, finished_runs, open_with_model, runs_table
 
 PAGES = ["home", "train", "runs", "predict", "evaluate", "explain", "robustness", "under_the_hood"]
 
@@ -63,7 +63,7 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     assert any("Finished: test accuracy" in m.value for m in app.success)
     goto(app, "runs")
     assert_clean(app)
-    table = app.dataframe(key="runs_table").value
+    table = app.dataframe(key=runs_table(store)).value
     assert list(table["name"]) == ["from the browser"] and list(table["status"]) == ["completed"]
 
 
@@ -125,23 +125,23 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     app.run()
     goto(app, "runs")
     assert_clean(app)
-    assert len(app.dataframe(key="runs_table").value) == 2
-    columns = json.loads(app.dataframe(key="runs_table").proto.columns)  # read as a person reads them
+    assert len(app.dataframe(key=runs_table(store)).value) == 2
+    columns = json.loads(app.dataframe(key=runs_table(store)).proto.columns)  # read as a person reads them
     assert (columns["params"]["type_config"]["format"], columns["train time (s)"]["type_config"]["format"],
             columns["test accuracy"]["type_config"]["format"]) == ("localized", "%.1f", "percent")
     assert any("Pareto" in c.value for c in app.caption)  # cost-benefit over all listed runs
     assert app.radio(key="runs_cost").options
     # rename the newest run (row 0)
-    app.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.session_state[runs_table(store)] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
-    newest = app.dataframe(key="runs_table").value["id"][0]
+    newest = app.dataframe(key=runs_table(store)).value["id"][0]
     assert any(f"`{newest}.safetensors`" in m.value for m in app.markdown)  # the card names the download's file
     app.text_input(key=f"runs_rename_{newest}").set_value("the renamed run").run()
     app.button(key="runs_rename_save").click().run()
     assert_clean(app)
     assert store.get(newest).name == "the renamed run"
     # compare both
-    app.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    app.session_state[runs_table(store)] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
     app.run()
     assert_clean(app)
     assert any("Comparing 2 runs" in h.value for h in app.subheader)
@@ -149,16 +149,22 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     assert sorted(diff.loc["model"]) == ["seed-cnn", "seed-mlp"]
 
 
-def test_runs_page_deletes_only_after_confirmation(app, tmp_path):
-    store, ids = finished_runs(tmp_path / "home", n=1)
-    app.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+def test_runs_page_deletes_only_after_confirmation_and_then_selects_nothing(app, tmp_path):
+    store, ids = finished_runs(tmp_path / "home", n=2)
+    app.session_state[runs_table(store)] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     goto(app, "runs")
     assert_clean(app)
     assert app.button(key="runs_delete").disabled
-    app.checkbox(key=f"runs_delete_sure_{ids[0]}").check().run()
+    app.checkbox(key=f"runs_delete_sure_{ids[1]}").check().run()  # row 0: the newest
     app.button(key="runs_delete").click().run()
-    assert store.list() == []
+    assert [r.id for r in store.list()] == [ids[0]]
+    app.run()
+    assert_clean(app)
+    # The other run moved up into row 0: it is not now selected, with its own Delete button open under the pointer
+    assert len(app.dataframe(key=runs_table(store)).value) == 1
+    assert not [b for b in app.button if b.key == "runs_delete"]
+    assert not [h for h in app.subheader if h.value == plain(store.get(ids[0]).name)]
 
 
 def test_under_the_hood_steps_the_numpy_mlp(app):
@@ -302,7 +308,7 @@ def test_comparing_runs_with_the_same_name(app, tmp_path):
     for lr in (1e-3, 3e-3):  # both get the default name "seed-cnn on digits"
         cfg = TrainConfig(dataset="digits", epochs=2, limit_batches=5, lr=lr)
         execute_run(store, create_run(store, cfg).id)
-    app.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    app.session_state[runs_table(store)] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
     app.run()
     goto(app, "runs")
     assert_clean(app)
@@ -405,7 +411,7 @@ def test_a_run_name_is_shown_as_plain_text_on_every_page(app, tmp_path):
     goto(app, "train")  # the live panel shows the latest run
     assert any(shown in m.value for m in app.markdown)
     goto(app, "runs")
-    app.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.session_state[runs_table(store)] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     assert any(h.value == shown for h in app.subheader)
     texts = [e.value for kind in ("markdown", "caption", "subheader", "info") for e in getattr(app, kind)]

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from core.policy import Policy
 from core.runs import RunStore
 from tests.dashboard.conftest import APP, assert_clean, goto
+from tests.dashboard.pages_helpers import runs_table
 
 
 @pytest.fixture
@@ -30,9 +31,9 @@ def _start(at, epochs=2, name="mine"):
     at.button(key="train_start").click().run()
 
 
-def _select_only_run(at):
+def _select_only_run(at, store):
     goto(at, "runs")
-    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.session_state[runs_table(store)] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     return at.run()
 
 
@@ -50,7 +51,7 @@ def test_a_second_visitor_cannot_stop_or_delete_the_first_visitors_run(app, shar
     other.run()
     assert "train_stop" not in [b.key for b in other.button]
     assert any("Started by another visitor" in c.value for c in other.caption)
-    _select_only_run(other)
+    _select_only_run(other, store)
     assert other.button(key="runs_delete").disabled and other.button(key="runs_rename_save").disabled
     assert any("Another visitor started this run" in c.value for c in other.caption)
     # the owner stops it; the other visitor still cannot delete it, the admin can
@@ -59,12 +60,12 @@ def test_a_second_visitor_cannot_stop_or_delete_the_first_visitors_run(app, shar
     from dashboard.state import job_manager
 
     job_manager().wait(run.id, timeout=120)
-    _select_only_run(other)
+    _select_only_run(other, store)
     assert other.button(key="runs_delete").disabled
     other.text_input(key="app_admin_token").set_value("wrong").run()
     assert any("not the admin token" in e.value for e in other.error)
     other.text_input(key="app_admin_token").set_value("open sesame").run()
-    _select_only_run(other)
+    _select_only_run(other, store)
     assert_clean(other)
     assert any("you are the admin" in c.value for c in other.sidebar.caption)
     other.checkbox(key=f"runs_delete_sure_{run.id}").check().run()
