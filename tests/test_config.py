@@ -38,6 +38,12 @@ def test_zero_means_not_set_for_the_settings_whose_label_says_so():
         TrainConfig(max_steps=-1)
 
 
+def test_a_clash_names_the_other_setting_as_the_form_shows_it():
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(per_class=1, train_on_val=True)
+    assert f"turn off '{SETTINGS['train_on_val'].label}' (under Run settings)" in str(caught.value)
+
+
 def test_momentum_only_with_sgd():
     assert TrainConfig(optimizer="sgd", momentum=0.9).momentum == 0.9
     with pytest.raises(ConfigError, match="Momentum"):

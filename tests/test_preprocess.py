@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import math
 
 import numpy as np
@@ -334,15 +335,17 @@ def _blank(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:
 
 @pytest.mark.parametrize("data, words", [
     (b"", "The file is empty"),
-    (b"%PDF-1.4", "not a readable PNG or JPEG"),
+    (b"%PDF-1.4", "That file is not a readable PNG or JPEG image: it is another kind of file, or a damaged image."),
+    (b"hello, I am text renamed to seven.png", "not a readable PNG or JPEG"),
     (_blank("PNG")[:40], "not a readable PNG or JPEG"),
     (_blank("GIF"), "is a GIF image; upload a PNG or JPEG"),
     (_blank("BMP"), "is a BMP image; upload a PNG or JPEG"),
     (_blank("TIFF"), "is a TIFF image; upload a PNG or JPEG"),
-], ids=["empty", "pdf", "truncated-png", "gif", "bmp", "tiff"])
+], ids=["empty", "pdf", "text", "truncated-png", "gif", "bmp", "tiff"])
 def test_uploads_that_are_not_png_or_jpeg_are_refused_in_words(data, words):
-    with pytest.raises(DigitLabError, match=words):
+    with pytest.raises(DigitLabError, match=re.escape(words)) as refused:
         decode_upload(data)
+    assert "BytesIO" not in str(refused.value) and " at 0x" not in str(refused.value)  # no Python internals
 
 
 def test_uploads_declaring_too_many_megapixels_are_refused_before_decoding():

@@ -86,7 +86,10 @@ def decode_upload(data: bytes) -> Image.Image:
     except Image.DecompressionBombError:
         raise DigitLabError(f"The image declares more than {MAX_UPLOAD_PIXELS // 10**6} megapixels; "
                             "crop or shrink it first.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:  # its own message names an in-memory buffer ("<_io.BytesIO object at 0x…>")
+        raise DigitLabError("That file is not a readable PNG or JPEG image: it is another kind of file, or a damaged "
+                            "image. Upload a PNG or JPEG of one digit.") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise DigitLabError(f"That file is not a readable PNG or JPEG image ({error}).") from None
     if kind not in UPLOAD_FORMATS:
         raise DigitLabError(f"That file is a {kind} image; upload a PNG or JPEG.")

@@ -221,7 +221,7 @@ class TrainConfig:
                               f"{self.dataset}.", field="drawings")
         if self.per_class and self.train_on_val:
             raise ConfigError("A class-balanced sample of labelled images is drawn from the training split only; "
-                              "turn off 'also train on the validation images'.", field="per_class")
+                              f"turn off '{SETTINGS['train_on_val'].label}' (under Run settings).", field="per_class")
         if self.per_class and self.train_size:
             raise ConfigError("Choose either training images to use or labelled images per class, not both.",
                               field="per_class")
