@@ -30,14 +30,15 @@ st.caption(f"{len(records)} run{'s' if len(records) != 1 else ''}: "
            + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 table = pd.DataFrame([{
     "name": r.name, "model": r.model, "dataset": r.dataset, "status": r.status,
-    "test accuracy": r.metrics.get("test_accuracy"), "params": r.params,
+    "test accuracy": None if r.test_accuracy is None else 100 * r.test_accuracy, "params": r.params,
     "train time (s)": r.timings.get("train_seconds"), "created": dt.datetime.fromtimestamp(r.created),
     "id": r.id} for r in records])
 # The selection is row numbers: keyed by the rows shown, it starts afresh when they change (a delete, a filter, a new
 # run) instead of landing on whichever run moved into a selected row (after a delete, the next run, its Delete button)
 picked = st.dataframe(
     table, key=state.runs_table_key(records), on_select="rerun", selection_mode="multi-row", hide_index=True,
-    column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+    placeholder="–",  # a stopped or diverged run has no test accuracy: a dash, not the word None
+    column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%"),  # 99.10%, as 98.57% beside it
                    "params": st.column_config.NumberColumn(format="localized"),  # 215,194, not 215194
                    "train time (s)": st.column_config.NumberColumn(format="%.1f"),
                    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})

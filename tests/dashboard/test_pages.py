@@ -128,7 +128,10 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     assert len(app.dataframe(key=runs_table(store)).value) == 2
     columns = json.loads(app.dataframe(key=runs_table(store)).proto.columns)  # read as a person reads them
     assert (columns["params"]["type_config"]["format"], columns["train time (s)"]["type_config"]["format"],
-            columns["test accuracy"]["type_config"]["format"]) == ("localized", "%.1f", "percent")
+            columns["test accuracy"]["type_config"]["format"]) == ("localized", "%.1f", "%.2f%%")
+    assert app.dataframe(key=runs_table(store)).proto.placeholder == "–"  # not "None" for a run with no accuracy
+    accuracies = app.dataframe(key=runs_table(store)).value["test accuracy"]
+    assert list(accuracies) == pytest.approx([100 * r.test_accuracy for r in store.list()])  # percent, as shown
     assert any("Pareto" in c.value for c in app.caption)  # cost-benefit over all listed runs
     assert app.radio(key="runs_cost").options
     # rename the newest run (row 0)
