@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +27,30 @@ def layout_spec(title: str, x: str, y: str, height: int = 300) -> dict[str, Any]
     return dict(title=dict(text=title, y=0.98, yanchor="top"), xaxis=dict(title=dict(text=x)),
                 yaxis=dict(title=dict(text=y)), height=height, margin=dict(l=10, r=10, t=70, b=10),
                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+
+
+def chart_text(text: str) -> str:
+    """A run's name (or anything a visitor typed) as plotly shows it: its own markup (<b>, <br>, <a href>) escaped, so
+    a name is drawn as written in legends, labels and hovers."""
+    return html.escape(str(text), quote=False)
+
+
+def log_ticks(values: Sequence[float]) -> dict[str, Any]:
+    """Tick values and labels for a log axis over `values`: 1, 2 and 5 times powers of ten, written out (20, 50, 2k),
+    where plotly's own ticks read "9 10 2 3 4", twenty as a bare 2."""
+    low, high = min(values), max(values)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5)]
+    ticks = [t for t in ticks if low / 1.5 <= t <= high * 1.5] or [low, high]
+    return dict(tickvals=ticks, ticktext=[_si(t) for t in ticks])
+
+
+def _si(value: float) -> str:
+    """20 → "20", 2000 → "2k", 2e9 → "2G"."""
+    for suffix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
 
 
 def layout(fig: go.Figure, title: str, x: str, y: str, height: int = 300) -> go.Figure:
@@ -90,7 +115,8 @@ def overlay_figure(histories: dict[str, Sequence[dict[str, Any]]], metric: str, 
     """One line per run of an epoch metric (comparison view)."""
     fig = go.Figure()
     for i, (name, rows) in enumerate(histories.items()):
-        fig.add_scatter(x=[r["epoch"] for r in rows], y=[r[metric] for r in rows], mode="lines+markers", name=name,
+        fig.add_scatter(x=[r["epoch"] for r in rows], y=[r[metric] for r in rows], mode="lines+markers",
+                        name=chart_text(name),
                         line=dict(color=PALETTE[i % len(PALETTE)]))
     if "accuracy" in metric:
         fig.update_yaxes(tickformat=".2%")
@@ -102,7 +128,11 @@ def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, l
     fig = go.Figure()
     xs = [r[cost] for r in rows]
     ys = [r["test_accuracy"] for r in rows]
-    fig.add_scatter(x=xs, y=ys, mode="markers+text", text=[r["name"] for r in rows], textposition="top center",
+    # Labels lean inwards, so the leftmost and rightmost runs' names are not cut off at the chart's edges
+    scale = (lambda v: math.log10(max(v, 1e-12))) if log_x else float
+    middle = (scale(min(xs)) + scale(max(xs))) / 2 if xs else 0.0
+    fig.add_scatter(x=xs, y=ys, mode="markers+text", text=[chart_text(r["name"]) for r in rows],
+                    textposition=["top right" if scale(x) <= middle else "top left" for x in xs], cliponaxis=False,
                     marker=dict(size=11, color=[PALETTE[1] if r[f"pareto_{cost}"] else "#94a3b8" for r in rows]),
                     name="runs", hovertemplate="%{text}<br>%{x}<br>%{y:.2%}<extra></extra>")
     front = sorted((r[cost], r["test_accuracy"]) for r in rows if r[f"pareto_{cost}"])
@@ -110,8 +140,8 @@ def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, l
         fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
                         line=dict(color=PALETTE[1], dash="dash", shape="hv"))
     fig.update_yaxes(tickformat=".2%")
-    if log_x:
-        fig.update_xaxes(type="log")
+    if log_x and xs and min(xs) > 0:
+        fig.update_xaxes(type="log", **log_ticks(xs))
     return layout(fig, f"Accuracy against {label}", label, "test accuracy", height=360)
 
 
@@ -208,7 +238,7 @@ def robustness_figure(curves: dict[str, Any]) -> go.Figure:
     """Accuracy against the attack's ε, one line per model (`curves`: name -> RobustnessCurve)."""
     fig = go.Figure()
     for i, (name, curve) in enumerate(curves.items()):
-        fig.add_scatter(x=list(curve.eps), y=list(curve.accuracy), mode="lines+markers", name=name,
+        fig.add_scatter(x=list(curve.eps), y=list(curve.accuracy), mode="lines+markers", name=chart_text(name),
                         line=dict(color=PALETTE[i % len(PALETTE)]),
                         hovertemplate="ε %{x}<br>accuracy %{y:.1%}<extra></extra>")
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
@@ -221,11 +251,11 @@ def privacy_figure(points: Sequence[dict[str, Any]], baseline: dict[str, Any] | 
     """Test accuracy against the privacy budget ε of private runs, beside the best non-private run."""
     fig = go.Figure()
     fig.add_scatter(x=[p["epsilon"] for p in points], y=[p["accuracy"] for p in points], mode="markers+text",
-                    text=[p["name"] for p in points], textposition="top center", name="private runs",
+                    text=[chart_text(p["name"]) for p in points], textposition="top center", name="private runs",
                     marker=dict(size=11, color=PALETTE[0]), hovertemplate="%{text}<br>ε %{x:.2f}<br>%{y:.2%}<extra></extra>")
     if baseline is not None:
         fig.add_hline(y=baseline["accuracy"], line_dash="dash", line_color=PALETTE[1],
-                      annotation_text=f"not private: {baseline['name']} {baseline['accuracy']:.2%}")
+                      annotation_text=f"not private: {chart_text(baseline['name'])} {baseline['accuracy']:.2%}")
     fig.update_yaxes(tickformat=".1%")
     fig.update_xaxes(rangemode="tozero")
     return layout(fig, "What privacy costs: accuracy against ε", "ε (lower = more private)", "test accuracy", height=360)
@@ -236,7 +266,8 @@ def clean_vs_robust_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     seconds = np.asarray([r["seconds"] for r in rows], dtype=float)
     sizes = 10 + 30 * np.sqrt(seconds / max(seconds.max(), 1e-9))
     fig = go.Figure(go.Scatter(
-        x=[r["robust"] for r in rows], y=[r["clean"] for r in rows], mode="markers+text", text=[r["name"] for r in rows],
+        x=[r["robust"] for r in rows], y=[r["clean"] for r in rows], mode="markers+text",
+        text=[chart_text(r["name"]) for r in rows],
         textposition="top center", marker=dict(size=sizes, color=PALETTE[0]), customdata=[[r["eps"], r["seconds"]] for r in rows],
         hovertemplate="%{text}<br>robust %{x:.1%} (PGD ε %{customdata[0]})<br>clean %{y:.2%}<br>"
                       "%{customdata[1]:.0f} s training<extra></extra>"))

@@ -63,3 +63,22 @@ def test_figures_show_each_label_and_value_with_its_tooltip_escaped():
     assert ">Training images<" in block and ">55,000<" in block and ">13.2%<" in block
     assert "Ink &lt;b&gt;" in block and 'title="Share &quot;above&quot; half"' in block
     assert block.count("title=") == 1  # a figure without a tooltip has none
+
+
+def test_a_run_name_is_drawn_as_written_in_legends_and_labels_not_as_markup():
+    name = "<b>bold</b> & <a href='x'>link</a>"
+    legend = widgets.overlay_figure({name: [{"epoch": 1, "val_accuracy": 0.9}]}, "val_accuracy", "t").data[0].name
+    assert legend == "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;a href='x'&gt;link&lt;/a&gt;"  # plotly shows the entities as text
+    row = {"name": name, "train_seconds": 3.0, "test_accuracy": 0.9, "pareto_train_seconds": True}
+    assert widgets.cost_benefit_figure([row], "train_seconds", "s").data[0].text == (legend,)
+
+
+def test_cost_benefit_labels_lean_inwards_and_log_ticks_are_written_out():
+    rows = [{"name": f"run {i}", "train_seconds": s, "test_accuracy": 0.9 + i / 100, "pareto_train_seconds": False}
+            for i, s in enumerate([2.4, 6.0, 51.6])]
+    fig = widgets.cost_benefit_figure(rows, "train_seconds", "training time (s)", log_x=True)
+    assert fig.data[0].textposition == ("top right", "top right", "top left")  # the edges' names stay on the chart
+    assert fig.data[0].cliponaxis is False
+    assert list(fig.layout.xaxis.ticktext) == ["2", "5", "10", "20", "50"]  # not "9 10 2 3 4 5", twenty as a bare 2
+    assert list(fig.layout.xaxis.tickvals) == [2, 5, 10, 20, 50]
+    assert widgets.log_ticks([93_322, 215_194])["ticktext"] == ["100k", "200k"]
