@@ -196,3 +196,23 @@ def test_the_training_process_yields_the_cpu_in_a_scheduling_group_of_its_own(st
 def test_an_unknown_worker_mode_is_refused_with_a_sentence(store):
     with pytest.raises(DigitLabError, match="DIGIT_LAB_WORKER"):
         JobManager(store, worker="fiber")
+
+
+def test_the_eta_follows_the_recent_pace_not_the_slow_first_steps(monkeypatch):
+    from core.training import jobs
+
+    clock = [1000.0]
+    monkeypatch.setattr(jobs.time, "time", lambda: clock[0])
+    job = jobs.Job(id="r", device="cpu")
+    job.on_event({"type": "started", "precision": "fp32", "epoch": 0, "epochs": 1, "total_steps": 1000, "step": 0})
+
+    def step(n, after):
+        clock[0] += after
+        job.on_event({"type": "step", "step": n, "epoch": 1, "loss": 1.0, "lr": 0.1, "images_per_second": 1.0})
+
+    step(1, 0.0)
+    step(2, 20.0)  # the first steps are slow: data loading, the first kernels
+    assert job.snapshot()["eta_seconds"] is None  # too little to go on: no number rather than a wild one
+    for n in range(3, 203):
+        step(n, 0.1)  # then 10 steps a second
+    assert job.snapshot()["eta_seconds"] == pytest.approx((1000 - 202) * 0.1, rel=0.02)  # 80 s, not ~300 s

@@ -30,6 +30,8 @@ from core.training.worker import TrainingProcess, WorkerDied
 
 log = logging.getLogger(__name__)
 MAX_STEP_POINTS = 2_000  # per job: older step losses are thinned so a long run stays cheap to plot
+ETA_WINDOW_S = 10.0  # the ETA follows the pace of the last seconds, not the slow first steps (data loading, the first
+ETA_MIN_S, ETA_MIN_STEPS = 2.0, 5  # kernels): and waits for this much of it. A first run once showed 1,373 s for 36 s
 WORKER_MODES = ("process", "thread")
 
 
@@ -60,15 +62,16 @@ class Job:
     phase: str = ""  # what the worker is doing beyond stepping, e.g. "testing on 10,000 images"
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _first_step: tuple[float, int] | None = field(default=None, repr=False)  # (time, step) at the first step
+    _pace: deque = field(default_factory=deque, repr=False)  # (time, step) of the steps in the last ETA_WINDOW_S
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of the progress, safe to use after the lock is released."""
         with self.lock:
             eta = None
-            if self._first_step and self.step > self._first_step[1] and self.status == "running":
-                rate = (self.step - self._first_step[1]) / max(time.time() - self._first_step[0], 1e-9)
-                eta = (self.total_steps - self.step) / rate
+            if self._pace and self.status == "running":
+                (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
+                if t1 - t0 >= ETA_MIN_S and s1 - s0 >= ETA_MIN_STEPS:
+                    eta = (self.total_steps - self.step) / ((s1 - s0) / (t1 - t0))
             return {
                 "id": self.id, "device": self.device, "precision": self.precision, "status": self.status,
                 "message": self.message,
@@ -93,8 +96,10 @@ class Job:
                 self.history = [r for r in self.history if r["epoch"] <= event["epoch"]]  # resume re-runs the rest
                 self.epochs, self.total_steps, self.step = event["epochs"], event["total_steps"], event["step"]
             elif kind == "step":
-                if self._first_step is None:
-                    self._first_step = (time.time(), self.step)
+                now = time.time()
+                self._pace.append((now, event["step"]))
+                while len(self._pace) > 2 and now - self._pace[1][0] >= ETA_WINDOW_S:
+                    self._pace.popleft()
                 self.step, self.epoch, self.loss, self.lr = event["step"], event["epoch"], event["loss"], event["lr"]
                 self.images_per_second = event["images_per_second"]
                 self.steps.append((event["step"], event["loss"], event["lr"]))
