@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.insight.invest import ALL, PowerLaw, amortised, human_flops, k_order, k_text
-from dashboard.widgets import PALETTE, accuracy_range, layout
+from dashboard.widgets import PALETTE, accuracy_range, chart_text, layout, log_ticks
 
 STRATEGY_STYLE = {"finetune": ("Fine-tuned (all layers)", PALETTE[0]), "probe": ("Linear probe", PALETTE[2]),
                   "scratch": ("From scratch", PALETTE[1])}
@@ -97,7 +97,8 @@ def scaling_figure(rows: Sequence[dict[str, Any]], x: str, fit: PowerLaw | None)
     for i, kind in enumerate(kinds):
         chosen = [r for r in rows if r["kind"] == kind]
         fig.add_scatter(x=[r[x] for r in chosen], y=[r["test_accuracy"] for r in chosen], mode="markers", name=kind,
-                        marker=dict(size=9, color=PALETTE[i % len(PALETTE)]), text=[r["name"] for r in chosen],
+                        marker=dict(size=9, color=PALETTE[i % len(PALETTE)]),
+                        text=[chart_text(r["name"]) for r in chosen],
                         customdata=[[r["model"], human_flops(r["flops"]), r["params"]] for r in chosen],
                         hovertemplate="%{text}<br>%{customdata[0]}, %{customdata[2]:,} params<br>"
                                       "%{customdata[1]} training<br>%{y:.2%}<extra></extra>")
@@ -105,8 +106,7 @@ def scaling_figure(rows: Sequence[dict[str, Any]], x: str, fit: PowerLaw | None)
         xs = np.geomspace(min(r[x] for r in rows), max(r[x] for r in rows), 50)
         fig.add_scatter(x=xs, y=1 - fit.error_at(xs), mode="lines", name=fit.equation,
                         line=dict(color="#475569", dash="dash"))
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="log", **(log_ticks([r[x] for r in rows]) if rows else {}))
     fig.update_yaxes(tickformat=".1%", range=accuracy_range([r["test_accuracy"] for r in rows]) if rows else None)
     label = "parameters" if x == "params" else "training FLOPs"
-    return layout(fig, f"Test accuracy against {label}, every finished run", f"{label} (log scale)", "test accuracy",
-                  height=380)
+    return layout(fig, f"Test accuracy against {label}", f"{label} (log scale)", "test accuracy", height=380)

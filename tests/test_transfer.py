@@ -166,6 +166,9 @@ def test_a_power_law_fit_recovers_its_slope():
     assert fit.r2 == pytest.approx(1.0) and fit.n == 4
     assert "× FLOPs^-0.100" in fit.equation and "multiplies the test error by 0.79" in fit.per_tenfold
     assert fit_power_law(xs[:2], accs[:2]) is None  # two runs do not make a trend
+    # nor do three of two sizes: the line through two sizes fits them exactly (R² 1.00, the Invest page once said)
+    assert fit_power_law([1e9, 1e9, 1e10], [0.9, 0.91, 0.95]) is None
+    assert fit_power_law([1e9, 1e9, 1e10, 1e11], [0.9, 0.91, 0.95, 0.97]).n == 4
 
 
 def test_scaling_rows_keep_finished_full_data_runs(finished_experiment):

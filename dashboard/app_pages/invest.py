@@ -223,6 +223,7 @@ if widgets.is_open(scaling_tab):
                         help="Runs trained on a subset of the labels (transfer points, data studies) sit far below "
                              "the trend of full-data runs.")
         rows = scaling_rows(store.list(), dataset, all_labels_only=not few)
+        left_out = 0 if few else len(scaling_rows(store.list(), dataset, all_labels_only=False)) - len(rows)
         if not rows:
             st.info(f"No finished run on {state.dataset_title(dataset)} yet: train a few on the Train page (for "
                     "example the fast, best and seed presets) to see how accuracy grows with size.")
@@ -231,11 +232,14 @@ if widgets.is_open(scaling_tab):
                                 "FLOPs" if axis == "flops" else "parameters")
             st.plotly_chart(invest_plots.scaling_figure(rows, axis, fit), key="invest_scaling_chart")
             if fit is None:
-                st.caption("A trend needs at least three runs of two different sizes.")
+                st.caption("A trend needs runs of at least three different sizes (a line through two fits them "
+                           "exactly and says nothing).")
             else:
                 st.markdown(f"**{fit.equation}** — {fit.per_tenfold}.")
                 if fit.b > -0.01:
                     st.caption("A flat or rising slope: on these runs, being bigger did not buy accuracy.")
-        st.caption(f"{len(rows)} run{'s' if len(rows) != 1 else ''}; error = 1 − test accuracy, fitted as a "
+        st.caption(f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} on {state.dataset_title(dataset)}"
+                   + (f" ({left_out} few-label run{'s' if left_out != 1 else ''} left out: see the toggle)"
+                      if left_out else "") + "; error = 1 − test accuracy, fitted as a "
                    "straight line in log-log (a power law). Training FLOPs are estimated as 3× the forward pass per "
                    "image trained on (validation and testing excluded).")
