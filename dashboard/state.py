@@ -126,7 +126,11 @@ def model_dataset(key: str) -> str:
 def source_names(runs: list[RunRecord] | None = None) -> dict[str, str]:
     """Every model with weights (the starter first), for select boxes: key -> label."""
     runs = finished_runs() if runs is None else runs
-    return {STARTER: "Starter model (shipped)", **{r.id: run_label(r) for r in runs}}
+    labels = {r.id: run_label(r) for r in runs}
+    seen = [*labels.values()]
+    # Names repeat ("speed-cnn on mnist" for every such run): two runs that read alike get their ids' ends added
+    return {STARTER: "Starter model (shipped)",
+            **{i: f"{label} · {i[-6:]}" if seen.count(label) > 1 else label for i, label in labels.items()}}
 
 
 def run_label(record: RunRecord) -> str:

@@ -320,6 +320,16 @@ def test_comparing_runs_with_the_same_name(app, tmp_path):
     assert len(diff.columns) == 2
 
 
+def test_two_runs_that_read_alike_can_be_told_apart_in_the_model_pickers(app, tmp_path):
+    store = RunStore(tmp_path / "home")
+    cfg = TrainConfig(dataset="digits", epochs=1, limit_batches=3)  # the same run twice: same name, same accuracy
+    ids = [execute_run(store, create_run(store, cfg).id).id for _ in range(2)]
+    app.run()
+    options = app.selectbox(key="app_run").options
+    assert len(set(options)) == len(options) == 3
+    assert sorted(o.rsplit(" · ", 1)[1] for o in options[1:]) == sorted(i[-6:] for i in ids)
+
+
 def test_evaluate_reports_damaged_weights_instead_of_crashing(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home", n=1)
     path = store.weights_path(ids[0])
