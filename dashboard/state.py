@@ -183,6 +183,7 @@ class ExplainRequest:
     image: np.ndarray  # 28×28 float32 in [0, 1]: what the model saw
     model: str  # the model key that read it (run id or "starter")
     label: int | None = None  # the true label, when known
+    note: str = ""  # what Explain should say of how it was read (e.g. by an ensemble, of which one member is explained)
 
 
 def offer_to_explain(request: ExplainRequest) -> None:

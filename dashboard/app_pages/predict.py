@@ -47,7 +47,10 @@ def show_result(prediction: Prediction, origin: str, true_label: int | None = No
         top.append(f'<small>Ensemble of {len(chosen)} models: probabilities averaged.</small>')
     st.html(widgets.model_view(prediction.model_input, ["Top 3:", *top])
             + widgets.probability_bars(prediction.probs, prediction.classes, prediction.label, bar_px=80))
-    request = state.ExplainRequest(origin, prediction.model_input, chosen[0], true_label)
+    note = "" if len(chosen) == 1 else (
+        f"{origin} averaged {len(chosen)} models ({label} at {prediction.confidence:.0%}); an explanation is of one "
+        f"model, so this shows the first of them, {names[chosen[0]]}.")
+    request = state.ExplainRequest(origin, prediction.model_input, chosen[0], true_label, note)
     state.offer_to_explain(request)
     if st.button("Explain this prediction", icon=":material/lightbulb:", key=f"predict_explain_{origin}",
                  help="Opens Explain on this image with " + (names[chosen[0]] if len(chosen) == 1 else

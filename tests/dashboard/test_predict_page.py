@@ -90,6 +90,24 @@ def test_explain_from_draw_and_predict_keeps_the_model_that_read_the_drawing(app
     assert app.title[0].value == "Explain"
     assert app.radio(key="explain_source").value == "The image from Draw & predict"
     assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{plain(store.get(ids[0]).name)}**")
+    assert not [c for c in app.caption if "averaged" in c.value]  # one model read it: nothing to add
+
+
+def test_explain_from_an_ensemble_says_which_one_model_it_explains(app, tmp_path):
+    from core.data.drawings import draw_digit
+
+    store, ids = finished_runs(tmp_path / "home", n=2)
+    app.run()
+    goto(app, "predict")
+    app.multiselect(key="predict_models").set_value([ids[1], "starter", ids[0]]).run()
+    app.session_state["predict_canvas_0"] = canvas_payload(draw_digit(6, np.random.default_rng(2)))
+    app.run()
+    app.button(key="predict_explain_Draw & predict").click().run()
+    assert_clean(app)
+    first = plain(store.get(ids[1]).name)
+    assert next(m.value for m in app.markdown if " reads **" in m.value).startswith(f"**{first}**")
+    note = next(c.value for c in app.caption if "averaged" in c.value)
+    assert note.startswith(plain("Draw & predict averaged 3 models (")) and f"the first of them, {first}" in note
 
 
 def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
