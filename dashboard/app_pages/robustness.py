@@ -99,7 +99,7 @@ if widgets.is_open(curve_tab):
         names = state.source_names()
         left, mid, right = st.columns([3, 1, 1])
         chosen = left.multiselect("Models", list(names), default=[src.key] if src.key in names else [], format_func=names.get, key="robust_curve_models")
-        attack = mid.radio("Attack", ["pgd", "fgsm"], key="robust_curve_attack", horizontal=True)
+        attack = mid.radio("Attack", ["pgd", "fgsm"], key="robust_curve_attack", horizontal=True, format_func=str.upper)
         n = right.select_slider("Test images", [100, 250, 500, 1000], value=250, key="robust_curve_n")
         eps_values = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
         if st.button("Compute robustness curves", type="primary", disabled=not chosen, key="robust_curve_run"):
