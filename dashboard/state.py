@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -341,10 +342,13 @@ def apply_predict_threshold() -> None:
         st.session_state["predict_threshold"] = min(1.0, max(0.0, float(value)))
 
 
-def keep_widget_values(*keys: str) -> None:
+def keep_widget_values(*keys: str, **defaults: Any) -> None:
     """Keep these widgets' values while they are not drawn (a page's closed lazy tab): Streamlit forgets a widget's
     value in any run that does not draw it, and the tab would reopen on its defaults. Writing a value back to
-    session state before the widgets are drawn keeps it."""
-    for key in keys:
+    session state before the widgets are drawn keeps it. A widget with a default gets it here, not as its own
+    `value`: one given both ways makes Streamlit log a warning each time the tab reopens."""
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+    for key in (*keys, *defaults):
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]

@@ -96,7 +96,8 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
 
 # Only the open tab is drawn: the first view shows the confusion matrix alone, not five tabs' charts and galleries
 state.keep_widget_values("eval_normalize", "eval_cell_true", "eval_cell_pred", "eval_mistake_true", "eval_mistake_pred",
-                         "eval_threshold", "eval_compare", "eval_retrain_epochs", "eval_retrain_focus", "eval_retrain_lr")
+                         "eval_compare", eval_threshold=0.7, eval_retrain_epochs=2, eval_retrain_focus=5.0,
+                         eval_retrain_lr=3e-4)
 confusion_tab, mistakes_tab, calibration_tab, compare_tab, retrain_tab = st.tabs(
     ["Confusion matrix", "Mistakes", "Calibration & reject option", "Compare with another model",
      "Retrain on hard cases"], key="eval_tab", on_change="rerun")
@@ -146,7 +147,7 @@ if widgets.is_open(calibration_tab):
     with calibration_tab:
         cal = calibration(probs, labels)
         slider, k1, k2, k3 = st.columns([2, 1, 1, 1])
-        threshold = slider.slider("Confidence threshold", 0.0, 0.99, 0.7, 0.01, key="eval_threshold")
+        threshold = slider.slider("Confidence threshold", 0.0, 0.99, step=0.01, key="eval_threshold")
         kept = conf >= threshold
         k1.metric("Answered", f"{kept.mean():.1%}")
         k2.metric("Accuracy of answers", f"{(preds[kept] == labels[kept]).mean():.2%}" if kept.any() else "–")
@@ -205,9 +206,9 @@ if widgets.is_open(retrain_tab):
             st.markdown("Fine-tune this model on the training set with the images it finds hard drawn more often "
                         "(weight 1 + k·(1 − p(true class))). When it finishes, the **Compare** tab shows before and after.")
             r1, r2, r3 = st.columns(3)
-            epochs = r1.number_input("Epochs", 1, 20, 2, key="eval_retrain_epochs")
-            focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, 5.0, key="eval_retrain_focus")
-            lr = r3.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.5f", key="eval_retrain_lr")
+            epochs = r1.number_input("Epochs", 1, 20, key="eval_retrain_epochs")
+            focus = r2.slider("Focus on hard images (k)", 0.0, 20.0, key="eval_retrain_focus")
+            lr = r3.number_input("Learning rate", 1e-6, 1.0, format="%.5f", key="eval_retrain_lr")
             if st.button("Fine-tune on hard cases", type="primary", key="eval_retrain"):
                 try:
                     base = TrainConfig.from_dict({k: v for k, v in src.config.items() if k != "extra"})

@@ -88,7 +88,7 @@ right.html(widgets.probability_bars(probs, classes, predicted))
 
 # Only the open tab is computed (results are cached per model and image in the explainer), so the page
 # answers quickly and a tab costs its time only when a person opens it.
-state.keep_widget_values("explain_shap_method", "explain_lime_samples", "explain_layer", "explain_global_n")
+state.keep_widget_values("explain_shap_method", "explain_layer", explain_lime_samples=1000, explain_global_n=1000)
 shap_tab, lime_tab, ig_tab, trust_tab, layers_tab, global_tab = st.tabs(
     ["SHAP", "LIME", "Integrated gradients & occlusion", "Can I trust it?", "Layers", "Global importance"],
     key="explain_tab", on_change="rerun")
@@ -123,7 +123,7 @@ if widgets.is_open(shap_tab):
 
 if widgets.is_open(lime_tab):
     with lime_tab:
-        st.select_slider("LIME samples", [250, 500, 1000, 2000, 4000], value=1000, key="explain_lime_samples")
+        st.select_slider("LIME samples", [250, 500, 1000, 2000, 4000], key="explain_lime_samples")
         lime = lime_result()
         st.plotly_chart(plots.segments_figure(lime.segments, image, lime.weights[lime.label],
                                               f"LIME on {lime.n_segments} SLIC superpixels, {lime.num_samples} samples "
@@ -201,7 +201,7 @@ if widgets.is_open(layers_tab):
 
 if widgets.is_open(global_tab):
     with global_tab:
-        n = st.select_slider("Test images", [100, 250, 500, 1000, 2000], value=1000, key="explain_global_n")
+        n = st.select_slider("Test images", [100, 250, 500, 1000, 2000], key="explain_global_n")
         if st.button("Compute global importance", key="explain_global_run"):
             bar = st.progress(0.0, text="Explaining test images…")
             result = explainer.global_importance(splits.test_x[:n], splits.test_y[:n],

@@ -91,8 +91,14 @@ def save_drawing(prediction: Prediction, canvas: np.ndarray, label: int | None) 
     st.session_state["predict_saved"] = {"digest": drawing.digest, "id": drawing.id, "set": target.name,
                                          "label": int(label)}
     n = target.count + 1
-    st.toast(f"Saved as {prediction.classes[label]} in {target.name} ({n:,} drawing{'' if n == 1 else 's'} now).",
-             icon=":material/bookmark_added:")
+    toast_later(f"Saved as {prediction.classes[label]} in {target.name} ({n:,} drawing{'' if n == 1 else 's'} now).",
+                ":material/bookmark_added:")
+
+
+def toast_later(text: str, icon: str) -> None:
+    """(From a callback.) Show a toast when the canvas's fragment next runs: an element shown from a callback of a
+    fragment's button is not supported by Streamlit ("will replace the existing elements at the top of your app")."""
+    st.session_state["predict_toast"] = (text, icon)
 
 
 def undo_save() -> None:
@@ -103,7 +109,7 @@ def undo_save() -> None:
             state.drawing_store().delete_drawing(saved["id"])
         except DigitLabError:
             pass  # already deleted on the Drawings page
-        st.toast("Removed it from the set again.", icon=":material/undo:")
+        toast_later("Removed it from the set again.", ":material/undo:")
 
 
 def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
@@ -181,6 +187,8 @@ except DigitLabError as error:
 def draw_and_read() -> None:
     """The canvas and its answer. A fragment: a stroke reruns only this, not the sidebar and the model pickers,
     so the answer comes back quickly even when a class draws on one server at once."""
+    if toast := st.session_state.pop("predict_toast", None):
+        st.toast(toast[0], icon=toast[1])
     left, right = st.columns([1, 1])
     with left:
         st.space(16)  # room for the canvas's toolbar, which shows above it on hover: over the tabs it hid "Test image"

@@ -270,6 +270,26 @@ def test_explain_page_shows_every_method_and_the_trust_numbers(app, tmp_path):
     assert any("over 100 images" in c.value for c in app.caption)
 
 
+
+def test_tabs_reopen_on_their_values_without_a_streamlit_warning(app, tmp_path, caplog):
+    # A widget given a default and also a value kept through session state made Streamlit log "created with a default
+    # value but also had its value set via the Session State API" each time its tab reopened
+    store, ids = finished_runs(tmp_path / "home", n=1)
+    open_with_model(app, "explain", ids[0])
+    open_tab(app, "explain_tab", "LIME")
+    app.select_slider(key="explain_lime_samples").set_value(250).run()
+    open_tab(app, "explain_tab", "Global importance")
+    open_tab(app, "explain_tab", "LIME")
+    assert app.select_slider(key="explain_lime_samples").value == 250
+    goto(app, "evaluate")
+    open_tab(app, "eval_tab", "Calibration & reject option")
+    open_tab(app, "eval_tab", "Confusion matrix")
+    open_tab(app, "eval_tab", "Calibration & reject option")
+    assert app.slider(key="eval_threshold").value == 0.7
+    assert_clean(app)
+    assert not [r for r in caplog.records if "Session State API" in r.getMessage()]
+
+
 def test_explain_random_button_picks_another_test_image(app, tmp_path):
     store, ids = finished_runs(tmp_path / "home", n=1)
     open_with_model(app, "explain", ids[0])
