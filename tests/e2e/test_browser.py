@@ -68,6 +68,17 @@ def _on_screen(locator) -> bool:
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"]
 
 
+def _draw_a_seven(page, server):
+    """Open Draw & predict and draw a 7 with the mouse (the bar, then the stem); the verdict, once it reads 7."""
+    open_page(page, f"{server}/predict")
+    canvas = page.locator(CANVAS)
+    expect(canvas).to_be_visible(timeout=30_000)
+    _stroke(page, canvas.bounding_box(), [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])
+    verdict = page.get_by_text(VERDICT)
+    expect(verdict).to_contain_text("7", timeout=30_000)
+    return verdict
+
+
 def test_a_digit_drawn_with_the_mouse_is_read_beside_the_canvas(server, page):
     open_page(page, f"{server}/predict")
     canvas = page.locator(CANVAS)
@@ -103,13 +114,7 @@ def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
 
 
 def test_a_drawing_is_kept_while_another_tab_or_page_is_open(server, page):
-    open_page(page, f"{server}/predict")
-    canvas = page.locator(CANVAS)
-    expect(canvas).to_be_visible(timeout=30_000)
-    _stroke(page, canvas.bounding_box(), [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7
-    verdict = page.get_by_text(VERDICT)
-    expect(verdict).to_contain_text("7", timeout=30_000)
-    answer = verdict.inner_text()
+    answer = _draw_a_seven(page, server).inner_text()
     page.get_by_role("tab", name=re.compile("Upload")).click()
     expect(page.get_by_text("Upload a photo or scan of one digit.")).to_be_visible(timeout=30_000)
     page.get_by_role("tab", name=re.compile("Draw")).click()
@@ -132,12 +137,7 @@ def test_a_drawing_is_kept_while_another_tab_or_page_is_open(server, page):
 
 
 def test_a_drawing_saved_with_a_corrected_label_shows_in_the_drawings_gallery(server, page):
-    open_page(page, f"{server}/predict")
-    canvas = page.locator(CANVAS)
-    expect(canvas).to_be_visible(timeout=30_000)
-    _stroke(page, canvas.bounding_box(), [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7
-    verdict = page.get_by_text(VERDICT)
-    expect(verdict).to_be_visible(timeout=30_000)
+    verdict = _draw_a_seven(page, server)
     right = page.get_by_role("button", name=re.compile(r"Yes, it's an? \d — save it"))
     expect(right).to_be_visible()
     assert _on_screen(verdict) and _on_screen(right)  # the save row sits under the verdict, still on screen
