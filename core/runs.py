@@ -73,8 +73,9 @@ class RunRecord:
     owner_boot: str | None = None  # and the boot it ran in
     parent: str | None = None  # run this one was resumed or fine-tuned from
     versions: dict[str, str] = field(default_factory=dict)
-    unfinished_steps: list[list[float]] = field(default_factory=list)  # [step, loss, lr] of an epoch the run left
-    # unfinished (stopped, diverged or failed mid-epoch), as an epoch row keeps them; a resume re-runs that epoch
+    # [step, loss, lr] of an epoch the run left unfinished (stopped, diverged or failed mid-epoch), as an epoch's
+    # metrics row keeps them; a resume re-runs that epoch and clears them
+    unfinished_steps: list[list[float]] = field(default_factory=list)
 
     @property
     def model(self) -> str:

@@ -69,19 +69,18 @@ def draw(name: str, where: Any = st) -> None:
     st.session_state[VALUES][name] = value = st.session_state[key]
     if setting.kind in ("integer", "number"):  # a value out of range is named under its own box too, where it was typed
         try:
-            setting.check(name, None if setting.optional and value == 0 else value)
+            setting.check(name, setting.read(value))
         except DigitLabError as error:
             where.error(str(error), icon=":material/error:")
 
 
 def config_values() -> dict[str, Any]:
-    """The form as TrainConfig values: hidden settings at their defaults, 0 as "not set" for optional ones."""
+    """The form as TrainConfig values: hidden settings at their defaults (an optional one's 0 TrainConfig reads as
+    "not set")."""
     values = dict(st.session_state[VALUES])
-    for name, setting in SETTINGS.items():
+    for name in SETTINGS:
         if not visible(name):
             values[name] = getattr(DEFAULTS, name)
-        elif setting.optional and setting.kind == "integer":
-            values[name] = int(values.get(name) or 0) or None
     return {k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
 
 

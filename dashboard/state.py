@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,10 +129,10 @@ def source_names(runs: list[RunRecord] | None = None) -> dict[str, str]:
     """Every model with weights (the starter first), for select boxes: key -> label."""
     runs = finished_runs() if runs is None else runs
     labels = {r.id: run_label(r) for r in runs}
-    seen = [*labels.values()]
+    seen = Counter(labels.values())
     # Names repeat ("speed-cnn on mnist" for every such run): two runs that read alike get their ids' ends added
     return {STARTER: "Starter model (shipped)",
-            **{i: f"{label} · {i[-6:]}" if seen.count(label) > 1 else label for i, label in labels.items()}}
+            **{i: f"{label} · {i[-6:]}" if seen[label] > 1 else label for i, label in labels.items()}}
 
 
 def run_label(record: RunRecord) -> str:

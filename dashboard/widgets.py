@@ -38,6 +38,9 @@ def chart_text(text: str) -> str:
 def log_ticks(values: Sequence[float]) -> dict[str, Any]:
     """Tick values and labels for a log axis over `values`: 1, 2 and 5 times powers of ten, written out (20, 50, 2k),
     where plotly's own ticks read "9 10 2 3 4", twenty as a bare 2."""
+    values = [v for v in values if v > 0]
+    if not values:  # nothing a log axis can show: plotly's own ticks
+        return {}
     low, high = min(values), max(values)
     ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
              for m in (1, 2, 5)]
@@ -129,7 +132,8 @@ def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, l
     xs = [r[cost] for r in rows]
     ys = [r["test_accuracy"] for r in rows]
     # Labels lean inwards, so the leftmost and rightmost runs' names are not cut off at the chart's edges
-    scale = (lambda v: math.log10(max(v, 1e-12))) if log_x else float
+    log_x = log_x and bool(xs) and min(xs) > 0  # a zero cost cannot sit on a log axis: linear then
+    scale = (lambda v: math.log10(v)) if log_x else float
     middle = (scale(min(xs)) + scale(max(xs))) / 2 if xs else 0.0
     fig.add_scatter(x=xs, y=ys, mode="markers+text", text=[chart_text(r["name"]) for r in rows],
                     textposition=["top right" if scale(x) <= middle else "top left" for x in xs], cliponaxis=False,
@@ -140,7 +144,7 @@ def cost_benefit_figure(rows: Sequence[dict[str, Any]], cost: str, label: str, l
         fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
                         line=dict(color=PALETTE[1], dash="dash", shape="hv"))
     fig.update_yaxes(tickformat=".2%")
-    if log_x and xs and min(xs) > 0:
+    if log_x:
         fig.update_xaxes(type="log", **log_ticks(xs))
     return layout(fig, f"Accuracy against {label}", label, "test accuracy", height=360)
 

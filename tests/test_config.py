@@ -36,12 +36,18 @@ def test_zero_means_not_set_for_the_settings_whose_label_says_so():
     assert cfg == TrainConfig() and "0 = no limit" in SETTINGS["max_steps"].label
     with pytest.raises(ConfigError, match=r"must be 0 or a whole number from 1 to"):  # the rule names what 0 means too
         TrainConfig(max_steps=-1)
+    for not_a_count in (False, 0.0):  # only the whole number 0 means "not set"
+        with pytest.raises(ConfigError):
+            TrainConfig(max_steps=not_a_count)
 
 
 def test_a_clash_names_the_other_setting_as_the_form_shows_it():
     with pytest.raises(ConfigError) as caught:
         TrainConfig(per_class=1, train_on_val=True)
-    assert f"turn off '{SETTINGS['train_on_val'].label}' (under Run settings)" in str(caught.value)
+    assert f"turn off '{SETTINGS['train_on_val'].label}'." in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(patience=2, train_on_val=True)
+    assert f"turn off '{SETTINGS['train_on_val'].label}'." in str(caught.value)
 
 
 def test_momentum_only_with_sgd():

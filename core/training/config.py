@@ -41,6 +41,11 @@ class Setting:
     help: str = ""
     shown_if: tuple[str, Any] | None = None  # only relevant when another field has this value (or one of a tuple)
 
+    def read(self, value: Any) -> Any:
+        """`value` as the setting takes it: the whole number 0 is "not set" (None) where the label says so ("Stop after
+        steps (0 = no limit)"), for the form, the command line and a config file alike; False or 0.0 stay refused."""
+        return None if self.optional and self.kind == "integer" and type(value) is int and value == 0 else value
+
     def check(self, name: str, value: Any) -> None:
         if value is None and self.optional:
             return
@@ -201,8 +206,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():
-            if setting.optional and setting.kind == "integer" and getattr(self, name) == 0:  # as its label says
-                object.__setattr__(self, name, None)  # ("Stop after steps (0 = no limit)"), the form and --max-steps 0
+            object.__setattr__(self, name, setting.read(getattr(self, name)))
             setting.check(name, getattr(self, name))
         if self.focus_errors and not self.init_from:
             raise ConfigError("Focus on hard images needs a model to start from (init_from): hard images are judged "
@@ -221,7 +225,7 @@ class TrainConfig:
                               f"{self.dataset}.", field="drawings")
         if self.per_class and self.train_on_val:
             raise ConfigError("A class-balanced sample of labelled images is drawn from the training split only; "
-                              f"turn off '{SETTINGS['train_on_val'].label}' (under Run settings).", field="per_class")
+                              f"turn off '{SETTINGS['train_on_val'].label}'.", field="per_class")
         if self.per_class and self.train_size:
             raise ConfigError("Choose either training images to use or labelled images per class, not both.",
                               field="per_class")
@@ -232,8 +236,8 @@ class TrainConfig:
             raise ConfigError("Adam's β1 and β2 apply to the adam and adamw optimisers only; sgd has momentum.",
                               field="beta1")
         if self.train_on_val and self.patience:
-            raise ConfigError("Early stopping needs held-out validation images; turn off 'also train on the "
-                              "validation images'.", field="patience")
+            raise ConfigError("Early stopping needs held-out validation images; turn off "
+                              f"'{SETTINGS['train_on_val'].label}'.", field="patience")
         if self.dp:
             from core.training.privacy import check_private_config
 

@@ -148,7 +148,10 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
                         drawings_root=store.root, ranks=ranks)
     finally:  # stopped, diverged or failed mid-epoch: that epoch's curve is kept too (a diverged run's shows why)
         if epoch_steps:
-            store.update(run_id, unfinished_steps=thinned(epoch_steps, step_points))
+            try:
+                store.update(run_id, unfinished_steps=thinned(epoch_steps, step_points))
+            except (OSError, DigitLabError) as error:  # never in place of the error that ended the run
+                log.warning("run %s: its unfinished epoch's steps were not kept: %s", run_id, error)
     return _finish(store, run_id, cfg, outcome, splits, on_event, note)
 
 

@@ -30,8 +30,10 @@ from core.training.worker import TrainingProcess, WorkerDied
 
 log = logging.getLogger(__name__)
 MAX_STEP_POINTS = 2_000  # per job: older step losses are thinned so a long run stays cheap to plot
-ETA_WINDOW_S = 10.0  # the ETA follows the pace of the last seconds, not the slow first steps (data loading, the first
-ETA_MIN_S, ETA_MIN_STEPS = 2.0, 5  # kernels): and waits for this much of it. A first run once showed 1,373 s for 36 s
+# The ETA follows the pace of the last ETA_WINDOW_S seconds, not the slow first steps (data loading, the first kernels),
+# and waits for ETA_MIN_S and ETA_MIN_STEPS of it: averaged from the first step, a first run showed 1,373 s for 36 s
+ETA_WINDOW_S = 10.0
+ETA_MIN_S, ETA_MIN_STEPS = 2.0, 5
 WORKER_MODES = ("process", "thread")
 
 

@@ -60,9 +60,9 @@ elif source == DRAWING:
 else:
     offer = offers[source.removeprefix("The image from ")]
     image, true_label = offer.image, offer.label
-    if offer.note:
+    if offer.model == src.key and offer.note:
         st.caption(widgets.plain(offer.note))
-    if offer.model != src.key:
+    elif offer.model != src.key:
         st.caption(f"{offer.origin} read this image with another model; it is explained here with the model chosen "
                    "in the sidebar.")
 image = image.astype(np.float32)

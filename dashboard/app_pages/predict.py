@@ -95,6 +95,12 @@ def save_drawing(prediction: Prediction, canvas: np.ndarray, label: int | None) 
                 ":material/bookmark_added:")
 
 
+def forget_removed_upload() -> None:
+    """(The uploader's callback.) The visitor removed the file: forget the kept upload too."""
+    if st.session_state.get("predict_upload") is None:
+        st.session_state.pop("predict_upload_kept", None)
+
+
 def toast_later(text: str, icon: str) -> None:
     """(From a callback.) Show a toast when the canvas's fragment next runs: an element shown from a callback of a
     fragment's button is not supported by Streamlit ("will replace the existing elements at the top of your app")."""
@@ -204,7 +210,9 @@ def draw_and_read() -> None:
                            key=key)
         brush, clear = st.columns([3, 1], vertical_alignment="bottom")
         brush.slider("Brush width", 5, 40, 18, key="predict_brush")
-        if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
+        if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear",
+                        help="A new, empty canvas. (The canvas's own bin goes back to the drawing it showed when you "
+                             "came back to this tab.)"):
             st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
             st.rerun(scope="fragment")
         set_slot = st.container()  # where saved drawings go: filled once there is a verdict
@@ -236,13 +244,12 @@ if widgets.is_open(draw_tab):
 if widgets.is_open(upload_tab):
     with upload_tab:
         left, right = st.columns([1, 1])
-        mounted = "predict_upload" in st.session_state  # False when back from another tab or page: it comes back empty
+        # The uploader comes back empty from another tab or page (a browser forgets the file): the upload is kept here
+        # until the visitor removes it (the callback: only a visitor's change calls it) or uploads another
         upload = left.file_uploader("A PNG or JPEG of one digit (dark on light or light on dark)",
-                                    type=["png", "jpg", "jpeg"], key="predict_upload")
+                                    type=["png", "jpg", "jpeg"], key="predict_upload", on_change=forget_removed_upload)
         if upload is not None:
             st.session_state["predict_upload_kept"] = (upload.name, upload.getvalue())
-        elif mounted:  # the visitor removed it
-            st.session_state.pop("predict_upload_kept", None)
         kept_upload = st.session_state.get("predict_upload_kept")
         with right:
             if kept_upload is None:

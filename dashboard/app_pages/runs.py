@@ -33,16 +33,20 @@ table = pd.DataFrame([{
     "test accuracy": None if r.test_accuracy is None else 100 * r.test_accuracy, "params": r.params,
     "train time (s)": r.timings.get("train_seconds"), "created": dt.datetime.fromtimestamp(r.created),
     "id": r.id} for r in records])
-# The selection is row numbers: keyed by the rows shown, it starts afresh when they change (a delete, a filter, a new
-# run) instead of landing on whichever run moved into a selected row (after a delete, the next run, its Delete button)
+# A table's selection is row numbers. Keyed by the rows shown, the table starts afresh when they change (a delete, a
+# filter, a new run), with the runs selected before still selected: a selection never lands on whichever run moved
+# into a selected row (after a delete, the next run, with its Delete button open)
+selected = set(st.session_state.get("runs_selected", []))
 picked = st.dataframe(
     table, key=state.runs_table_key(records), on_select="rerun", selection_mode="multi-row", hide_index=True,
+    selection_default={"selection": {"rows": [i for i, r in enumerate(records) if r.id in selected]}},
     placeholder="–",  # a stopped or diverged run has no test accuracy: a dash, not the word None
     column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%"),  # 99.10%, as 98.57% beside it
                    "params": st.column_config.NumberColumn(format="localized"),  # 215,194, not 215194
                    "train time (s)": st.column_config.NumberColumn(format="%.1f"),
                    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
 chosen = [records[i] for i in picked.selection.rows if i < len(records)] if picked is not None else []
+st.session_state["runs_selected"] = [r.id for r in chosen]
 st.caption("Select one run to manage it, several to compare them.")
 
 # -- one run: manage ------------------------------------------------------------------------------------

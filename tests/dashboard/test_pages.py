@@ -170,6 +170,21 @@ def test_runs_page_deletes_only_after_confirmation_and_then_selects_nothing(app,
     assert not [h for h in app.subheader if h.value == plain(store.get(ids[0]).name)]
 
 
+def test_a_runs_selection_follows_its_run_when_a_new_run_appears(app, tmp_path):
+    store, ids = finished_runs(tmp_path / "home", n=1)
+    app.run()
+    goto(app, "runs")
+    app.session_state[runs_table(store)] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    assert [h.value for h in app.subheader][:1] == [plain(store.get(ids[0]).name)]
+    newer = execute_run(store, create_run(store, TrainConfig(model="seed-cnn", dataset="digits", epochs=1,
+                                                              limit_batches=3), name="a newer run").id)
+    app.run()  # the new run takes row 0; the selection is still the first run, now in row 1
+    assert_clean(app)
+    assert [h.value for h in app.subheader][:1] == [plain(store.get(ids[0]).name)]
+    assert app.session_state["runs_selected"] == [ids[0]] and newer.id != ids[0]
+
+
 def test_under_the_hood_steps_the_numpy_mlp(app):
     app.run()
     app.selectbox(key="app_dataset").set_value("digits").run()

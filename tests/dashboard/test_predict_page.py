@@ -135,6 +135,13 @@ def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
     assert app.file_uploader(key="predict_upload").value is None
     assert [m.value for m in app.markdown if m.value.startswith("### ")] == verdicts[:1]
     assert f"Your upload, {plain('four.jpg')}" in [p.caption for image in app.get("image") for p in image.proto.imgs]
+    app.slider(key="predict_threshold").set_value(0.5).run()  # any later rerun keeps it too
+    assert [m.value for m in app.markdown if m.value.startswith("### ")] == verdicts[:1]
     app.button(key="predict_upload_remove").click().run()
     assert not [m.value for m in app.markdown if m.value.startswith("### ")]
     assert any("Upload a photo or scan" in i.value for i in app.info)
+    # Removing the file from the uploader itself forgets it too
+    app.file_uploader(key="predict_upload").upload("four.jpg", buffer.getvalue(), "image/jpeg").run()
+    assert [m.value for m in app.markdown if m.value.startswith("### ")] == verdicts[:1]
+    app.file_uploader(key="predict_upload").clear().run()
+    assert not [m.value for m in app.markdown if m.value.startswith("### ")]

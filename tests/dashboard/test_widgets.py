@@ -82,3 +82,6 @@ def test_cost_benefit_labels_lean_inwards_and_log_ticks_are_written_out():
     assert list(fig.layout.xaxis.ticktext) == ["2", "5", "10", "20", "50"]  # not "9 10 2 3 4 5", twenty as a bare 2
     assert list(fig.layout.xaxis.tickvals) == [2, 5, 10, 20, 50]
     assert widgets.log_ticks([93_322, 215_194])["ticktext"] == ["100k", "200k"]
+    assert widgets.log_ticks([0, 0]) == {}  # a run with no parameters recorded: no log of zero
+    rows[0]["train_seconds"] = 0.0  # a zero cost cannot sit on a log axis: the chart stays linear
+    assert widgets.cost_benefit_figure(rows, "train_seconds", "s", log_x=True).layout.xaxis.type is None
