@@ -230,7 +230,7 @@ async def _ready_canvas(page, timeout_ms: float) -> dict:
 async def _clear(page, timeout_ms: float) -> None:
     await (await page.locator(CANVAS).element_handle(timeout=timeout_ms)).evaluate("e => { e.__dlOld = true; }")
     t = await page.evaluate("performance.now()")
-    await page.locator(".st-key-predict_clear button").click(timeout=timeout_ms)
+    await page.locator(".st-key-predict_clear [data-testid^='stBaseButton']").click(timeout=timeout_ms)  # not its help
     await page.wait_for_function(CLEARED_JS, arg=t, polling=50, timeout=timeout_ms)
 
 

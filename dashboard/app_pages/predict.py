@@ -210,9 +210,8 @@ def draw_and_read() -> None:
                            key=key)
         brush, clear = st.columns([3, 1], vertical_alignment="bottom")
         brush.slider("Brush width", 5, 40, 18, key="predict_brush")
-        if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear",
-                        help="A new, empty canvas. (The canvas's own bin goes back to the drawing it showed when you "
-                             "came back to this tab.)"):
+        # Clear empties the canvas: after a return to this tab, the canvas's own bin goes back to the restored drawing
+        if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
             st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
             st.rerun(scope="fragment")
         set_slot = st.container()  # where saved drawings go: filled once there is a verdict
