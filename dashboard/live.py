@@ -87,7 +87,8 @@ def _live_job(record: RunRecord, snap: dict) -> None:
     if status in ("queued", "running"):
         if not state.may_manage(record):
             button.caption("Started by another visitor")
-        elif button.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"]):
+        elif button.button("Stop", icon=":material/stop:", key="train_stop", disabled=snap["stop_requested"],
+                           width="stretch"):  # flush with Start training above it
             state.stop_training(record)
             st.toast("Stopping at the end of the current batch…")
     elif status == "completed":
@@ -153,7 +154,7 @@ def _what(record: RunRecord) -> str:
 def _resume_button(record: RunRecord, where) -> None:
     if not state.may_manage(record):
         return
-    if where.button("Resume", icon=":material/resume:", key="train_resume"):
+    if where.button("Resume", icon=":material/resume:", key="train_resume", width="stretch"):
         try:
             state.resume_training(record)
         except DigitLabError as error:

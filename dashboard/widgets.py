@@ -6,10 +6,11 @@ the explanation figures live in dashboard/explain_plots.py.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -27,6 +28,14 @@ def layout_spec(title: str, x: str, y: str, height: int = 300) -> dict[str, Any]
     return dict(title=dict(text=title, y=0.98, yanchor="top"), xaxis=dict(title=dict(text=x)),
                 yaxis=dict(title=dict(text=y)), height=height, margin=dict(l=10, r=10, t=70, b=10),
                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+
+
+def changing_key(base: str, texts: Iterable[str]) -> str:
+    """A key for a select box whose options or their texts change while it is on screen (a drawing deleted or
+    relabelled, a set's count). The browser keeps a keyed box's texts as first drawn and answers with a position: after
+    a delete it showed "#3" while the page acted on another drawing, and a second Delete removed one never chosen.
+    Under a key that changes with its texts the box is drawn anew; the caller puts the choice back if it still exists."""
+    return f"{base}_{hashlib.sha256(chr(31).join(texts).encode()).hexdigest()[:12]}"
 
 
 def chart_text(text: str) -> str:

@@ -146,7 +146,8 @@ def lowest_threshold(probs: np.ndarray, labels: np.ndarray, target: float = 0.99
     i = int(ok[np.argmin(conf_sorted[ok])])
     if answered[i] == len(labels):
         return ThresholdChoice(target, 0.0, float(accuracy[i]), 1.0, (
-            f"Answering all {len(labels):,} drawings already gives {accuracy[i]:.1%} accuracy (at least {target:.1%}): "
+            f"Answering {'the one drawing' if len(labels) == 1 else f'all {len(labels):,} drawings'} already gives "
+            f"{accuracy[i]:.1%} accuracy (at least {target:.1%}): "
             "no threshold is needed."))
     threshold, cover = float(conf_sorted[i]), answered[i] / len(labels)
     return ThresholdChoice(target, threshold, float(accuracy[i]), float(cover), (

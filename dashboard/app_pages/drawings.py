@@ -113,12 +113,14 @@ def drawer(d) -> str:
 def edit_drawing(shown) -> None:
     """Relabel or delete one drawing of those shown (the drawer's own, or any for the admin)."""
     by_id = {d.id: d for d in shown}
-    if st.session_state.get("drawings_pick") not in by_id:
-        st.session_state.pop("drawings_pick", None)
+    labels = {d.id: caption(d) for d in shown}
+    box = widgets.changing_key("drawings_pick", labels.values())
+    if box not in st.session_state and st.session_state.get("drawings_picked") in by_id:
+        st.session_state[box] = st.session_state["drawings_picked"]  # relabelled: still the same drawing
     st.divider()
     pick, detail, edit = st.columns([2, 1, 2])
-    chosen = pick.selectbox("Drawing to correct or delete", list(by_id), key="drawings_pick",
-                            format_func=lambda i: caption(by_id[i]))
+    chosen = pick.selectbox("Drawing to correct or delete", list(by_id), key=box, format_func=labels.get)
+    st.session_state["drawings_picked"] = chosen
     d = by_id[chosen]
     detail.image(sets.canvas_png(d.id), width=96, caption="As drawn")
     v = d.verdict
@@ -246,8 +248,10 @@ def threshold_tab(current: DrawingSet, part: str) -> None:
 
 def retrain_tab(current: DrawingSet) -> None:
     train_n, held_n = len(part_ids(sets, current.id, "train")), len(part_ids(sets, current.id, "heldout"))
-    st.markdown(f"Fine-tune a model on its dataset plus this set's **train half** ({train_n} drawings, each repeated "
-                f"*factor* times per epoch); it is then measured on the **held-out half** ({held_n} drawings it never "
+    st.markdown(f"Fine-tune a model on its dataset plus this set's **train half** ({train_n} drawing"
+                f"{'' if train_n == 1 else 's'}, each repeated "
+                f"*factor* times per epoch); it is then measured on the **held-out half** ({held_n} drawing"
+                f"{'' if held_n == 1 else 's'} it never "
                 "saw) and on the test set, before and after. It trains as a normal run: watch it on the Train page.")
     runs = [r for r in state.finished_runs() if r.dataset in DIGIT_DATASETS]
     names = state.source_names(runs)
@@ -297,7 +301,8 @@ def retrain_results(current: DrawingSet) -> None:
 def files_tab(current: DrawingSet | None) -> None:
     if current is not None:
         stem = re.sub(r"[^\w.-]+", "-", current.name).strip("-.") or current.id
-        st.download_button(f"Download {current.name} ({current.count:,} drawings) as a zip", icon=":material/download:",
+        st.download_button(f"Download {current.name} ({current.count:,} drawing{'' if current.count == 1 else 's'}) "
+                           "as a zip", icon=":material/download:",
                            data=lambda: export_bytes(sets, current.id), file_name=f"{stem}.zip",
                            mime="application/zip", key="drawings_export", disabled=current.count == 0)
         st.caption("Canvases as PNGs, a CSV of labels, drawers and verdicts, and the exact model inputs: importing it "
@@ -330,17 +335,16 @@ def files_tab(current: DrawingSet | None) -> None:
 
 
 all_sets = {s.id: s for s in sets.list_sets()}
+set_labels = {k: f"{s.name} ({s.count:,})" for k, s in all_sets.items()}
+set_box = widgets.changing_key("drawings_set", set_labels.values())  # a count changes with each save or delete
 handed = state.current_drawing_set()  # the set last saved to on Draw & predict, or chosen here
-if handed in all_sets and st.session_state.get("drawings_set_handed") != handed:
-    st.session_state["drawings_set"] = st.session_state["drawings_set_handed"] = handed
-if st.session_state.get("drawings_set") not in all_sets:
-    st.session_state.pop("drawings_set", None)
+if handed in all_sets and (set_box not in st.session_state or st.session_state.get("drawings_set_handed") != handed):
+    st.session_state[set_box] = st.session_state["drawings_set_handed"] = handed
 top = st.container(horizontal=True, vertical_alignment="bottom", gap="small")
 current = None
 if all_sets:
-    chosen = top.selectbox("Drawing set", list(all_sets), key="drawings_set", width=320,
-                           format_func=lambda k: f"{all_sets[k].name} ({all_sets[k].count:,})",
-                           on_change=lambda: state.use_drawing_set(st.session_state["drawings_set"]))
+    chosen = top.selectbox("Drawing set", list(all_sets), key=set_box, width=320, format_func=set_labels.get,
+                           on_change=lambda: state.use_drawing_set(st.session_state[set_box]))
     current = all_sets[chosen]
 with top:
     set_controls(current)

@@ -84,6 +84,14 @@ def test_draw_and_predict_saves_into_a_new_named_set_with_the_drawers_name(app, 
     assert drawing.drawer_name == "Ada" and drawing.label == 7
 
 
+PICK = "Drawing to correct or delete"
+
+
+def _box(app, label: str):
+    """A select box by its label: the drawing and set boxes' keys change with their options' texts."""
+    return next(b for b in app.selectbox if b.label == label)
+
+
 def test_the_drawings_page_shows_filters_relabels_and_deletes(app, tmp_path):
     sets, set_id = _set_with(tmp_path / "home", wrong_verdict_for=(1,))
     app.run()
@@ -95,17 +103,23 @@ def test_the_drawings_page_shows_filters_relabels_and_deletes(app, tmp_path):
     assert any("2 of 6 drawings match" in c.value for c in app.caption)
     app.selectbox(key="drawings_f_verdict").set_value("wrong ✗").run()
     assert any("1 of 6 drawings match" in c.value for c in app.caption)
-    assert app.selectbox(key="drawings_pick").value == 2
+    assert _box(app, PICK).value == 2
     app.selectbox(key="drawings_relabel_2").set_value(1).run()
     app.button(key="drawings_relabel").click().run()
     assert_clean(app)
     assert sets.get(2).label == 1
     app.selectbox(key="drawings_f_label").set_value(None).run()
     app.selectbox(key="drawings_f_verdict").set_value("any").run()
-    app.selectbox(key="drawings_pick").set_value(4).run()
+    assert _box(app, PICK).value == 2 and "#2 · 1 ✗ said 8" in _box(app, PICK).options  # its new label shows
+    _box(app, PICK).set_value(4).run()
     app.button(key="drawings_delete").click().run()
     assert_clean(app)
     assert [d.id for d in sets.drawings(set_id)] == [1, 2, 3, 5, 6]
+    # The box is drawn anew without the deleted drawing: what it shows is what Delete would delete next, never #4
+    # shown while another is acted on (a tester's second Delete removed a drawing never chosen)
+    box = _box(app, PICK)
+    assert "#4" not in " ".join(box.options) and box.value == 1 and box.index == 0
+    assert any("Drawing set" == b.label and "(5)" in b.options[b.index] for b in app.selectbox)  # its count, now
 
 
 def test_an_exported_set_imports_again_bit_for_bit_through_the_page(app, tmp_path):
@@ -127,7 +141,7 @@ def test_an_exported_set_imports_again_bit_for_bit_through_the_page(app, tmp_pat
     before, after = sets.drawings(set_id), sets.drawings(copy.id)
     assert [d.label for d in before] == [d.label for d in after]
     assert all(np.array_equal(a.model_input, b.model_input) for a, b in zip(before, after))
-    assert app.selectbox(key="drawings_set").value == copy.id  # the page moves to the imported set
+    assert _box(app, "Drawing set").value == copy.id  # the page moves to the imported set
 
 
 def test_a_hostile_zip_is_refused_with_a_sentence_and_imports_nothing(app, tmp_path):
@@ -235,7 +249,7 @@ def test_evaluate_judges_the_model_on_a_drawing_set_and_hands_retraining_to_the_
     open_tab(app, "eval_tab", "Retrain on hard cases")
     app.button(key="eval_retrain_drawings").click().run()  # the Retrain tab offers the Drawings page
     assert_clean(app)
-    assert app.session_state["drawings_set"] == set_id and app.session_state["drawings_tab"] == RETRAIN
+    assert _box(app, "Drawing set").value == set_id and app.session_state["drawings_tab"] == RETRAIN
     assert app.number_input(key="drawings_retrain_factor")  # the Retrain tab is the open one
     goto(app, "evaluate")
     assert app.selectbox(key="eval_data").value == set_id  # the choice stays while the visitor moves around

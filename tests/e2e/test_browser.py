@@ -264,3 +264,59 @@ def test_every_page_fits_a_laptop_screen(server, page, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     assert page.evaluate(OVERFLOW_JS) == []
+
+
+def test_delete_on_the_drawings_page_deletes_the_drawing_shown_and_the_boxes_stay_true(server, page, tmp_path):
+    # A select box keeps the texts it was first drawn with and answers with a position: after a delete it still showed
+    # the deleted "#3" while the page acted on another drawing, and a second Delete removed one never chosen
+    import numpy as np
+
+    from core.data.drawing_files import export_bytes
+    from core.data.drawing_sets import DrawingStore, Verdict
+    from core.data.drawings import draw_digit
+    from core.data.preprocess import to_model_input
+
+    sets = DrawingStore(tmp_path / "elsewhere")
+    made = sets.create_set("Four digits", owner="me")
+    for i, digit in enumerate((7, 2, 0, 1)):
+        canvas = draw_digit(digit, np.random.default_rng(i))
+        sets.add(made.id, to_model_input(canvas), canvas, label=digit, drawer="me",
+                 verdict=Verdict("starter", digit, 0.9))
+    archive = tmp_path / "four.zip"
+    archive.write_bytes(export_bytes(sets, made.id))
+    open_page(page, f"{server}/drawings")
+    _wait_until_idle(page)
+    files = page.get_by_role("tab", name=re.compile("Import & export"))
+    if files.count():  # with no set yet the page shows the import form alone, without tabs
+        files.click()
+        _wait_until_idle(page)
+    page.locator("input[type=file]").set_input_files(str(archive))
+    _wait_until_idle(page)
+    if page.get_by_text("a new set").count():
+        page.get_by_text("a new set").click()
+        _wait_until_idle(page)
+    page.get_by_label("New set's name").fill("Four digits")
+    page.get_by_label("New set's name").press("Enter")
+    _wait_until_idle(page)
+    page.get_by_role("button", name=re.compile("^Import$|upload Import")).click()
+    pick, chosen_set = (page.get_by_role("combobox", name=name) for name in ("Drawing to correct or delete",
+                                                                             "Drawing set"))
+    expect(chosen_set).to_have_value("Four digits (4)", timeout=30_000)  # the page moves to the imported set
+    gallery = page.get_by_role("tab", name=re.compile("Gallery"))
+    if gallery.get_attribute("aria-selected") != "true":
+        gallery.click()
+    _wait_until_idle(page)
+    pick.click()
+    third = page.get_by_role("option").nth(2)
+    shown = third.inner_text()
+    third.click()
+    _wait_until_idle(page)
+    assert pick.input_value() == shown
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(page.get_by_text(f"Deleted drawing {shown.split(' ')[0]}.")).to_be_visible(timeout=30_000)
+    _wait_until_idle(page)
+    assert chosen_set.input_value() == "Four digits (3)"  # the count, not the one first drawn
+    now = pick.input_value()
+    assert now != shown
+    page.get_by_role("button", name="Delete", exact=True).click()  # deletes what the box shows, nothing else
+    expect(page.get_by_text(f"Deleted drawing {now.split(' ')[0]}.")).to_be_visible(timeout=30_000)
