@@ -42,10 +42,13 @@ def labels_figure(summary: Sequence[dict[str, Any]], full_labels: int | None) ->
                         customdata=[[t, r["n"], r["std"]] for t, r in zip(text, rows)],
                         hovertemplate="%{customdata[0]} per class<br>mean %{y:.1%} ± %{customdata[2]:.1%} "
                                       "(%{customdata[1]} seeds)<extra>" + name + "</extra>")
-    fig.update_xaxes(type="log")
+    xs = [all_x if r["k"] == ALL else r["k"] for r in summary if r["k"] != ALL or all_x]
+    fig.update_xaxes(type="log", **log_ticks(xs))  # 1, 2, 5, 10: not 1.5, 2.5, 3.5 labelled images
     fig.update_yaxes(tickformat=".0%")
+    has_all = any(r["k"] == ALL for r in summary) and all_x
     return layout(fig, "Accuracy against labelled images per class (band: worst to best seed)",
-                  "labelled images per class (log scale; the last point is all of them)", "test accuracy", height=340)
+                  "labelled images per class (log scale" + ("; the last point is all of them)" if has_all else ")"),
+                  "test accuracy", height=340)
 
 
 def compute_figure(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], tasks: int, cost: str,

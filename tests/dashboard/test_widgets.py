@@ -85,3 +85,14 @@ def test_cost_benefit_labels_lean_inwards_and_log_ticks_are_written_out():
     assert widgets.log_ticks([0, 0]) == {}  # a run with no parameters recorded: no log of zero
     rows[0]["train_seconds"] = 0.0  # a zero cost cannot sit on a log axis: the chart stays linear
     assert widgets.cost_benefit_figure(rows, "train_seconds", "s", log_x=True).layout.xaxis.type is None
+
+
+
+def test_the_labels_chart_says_all_only_when_all_was_run_and_ticks_whole_label_counts():
+    rows = [{"strategy": st, "k": k, "n": 1, "mean": 0.5, "std": 0.0, "low": 0.5, "high": 0.5, "train_seconds": 1.0,
+             "flops": 1e9} for st in ("scratch", "finetune") for k in (1, 5)]
+    fig = invest_plots.labels_figure(rows, 60_000)
+    assert fig.layout.xaxis.title.text == "labelled images per class (log scale)"  # no "all" point was run
+    assert list(fig.layout.xaxis.ticktext) == ["1", "2", "5"]  # not 1.5, 2.5, 3.5 labelled images
+    rows += [{**rows[0], "k": invest_plots.ALL}]
+    assert "the last point is all of them" in invest_plots.labels_figure(rows, 60_000).layout.xaxis.title.text
