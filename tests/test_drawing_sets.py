@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core.cli import main
-from core.data.drawing_files import export_bytes, export_set, import_bytes, import_path
+from core.data.drawing_files import export_bytes, export_set, import_bytes, import_path, suggested_name
 from core.data.drawing_parts import as_splits, images, part_ids
 from core.data.drawing_sets import DrawingStore, Verdict
 from core.data.drawings import class_drawing_set
@@ -95,6 +95,17 @@ def test_save_list_relabel_export_import_round_trip_is_bit_equal(store, tmp_path
     assert sets.rename_set(result.set.id, "Class 3C").name == "Class 3C"
     sets.delete_set(result.set.id)
     assert [s.name for s in sets.list_sets()] == ["Class 3B"]
+
+
+def test_an_exported_sets_suggested_name_is_its_own_or_numbered_and_nothing_for_other_files(store):
+    sets = DrawingStore(store.root)
+    set_id = _fill(sets, "Class 3B", 3)
+    data = export_bytes(sets, set_id)
+    assert suggested_name(sets, data) == "Class 3B (2)"  # taken here: importing into it would add to it
+    import_bytes(sets, "Class 3B (2)", data)
+    assert suggested_name(sets, data) == "Class 3B (3)"
+    assert suggested_name(DrawingStore(store.root / "elsewhere"), data) == "Class 3B"
+    assert suggested_name(sets, b"not a zip") is None
 
 
 def test_set_names_are_checked_and_never_become_paths(store):

@@ -106,6 +106,22 @@ def import_bytes(sets: DrawingStore, target: str, data: bytes, filename: str = "
     return _store(sets, target, read_zip(io.BytesIO(data), filename, drawer=drawer), filename, owner)
 
 
+def suggested_name(sets: DrawingStore, data: bytes) -> str | None:
+    """A new set's name for an exported set's zip: the name it was exported under, numbered if a set here has it
+    already (importing into that name would add to that set). None for anything else: an image folder, a bad zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            info = zf.getinfo("set.json")
+            meta = json.loads(_read(zf, info, "set.json", 64 * 1024).decode("utf-8"))
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, DigitLabError):  # not ours: no suggestion, no error
+        return None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    name = name.strip()[:70]
+    return next(n for n in (name, *(f"{name} ({i})" for i in range(2, 10_000))) if sets.find(n) is None)
+
+
 def _store(sets: DrawingStore, target: str, items: list[NewDrawing], where: str, owner: str | None) -> ImportResult:
     if not items:
         raise _refuse(where, "holds no drawings.")

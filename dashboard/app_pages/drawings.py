@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core.data.drawing_files import export_bytes, import_bytes
+from core.data.drawing_files import export_bytes, import_bytes, suggested_name
 from core.data.drawing_parts import part_ids
 from core.data.drawing_sets import DrawingSet
 from core.errors import DigitLabError
@@ -314,8 +314,11 @@ def files_tab(current: DrawingSet | None) -> None:
     options = (["current"] if current is not None else []) + ["new"]
     where = into.radio("Into", options, horizontal=True, key="drawings_import_into",
                        format_func=lambda o: f"this set ({current.name})" if o == "current" else "a new set")
-    target = current.id if where == "current" else name.text_input("New set's name", key="drawings_import_name",
-                                                                    max_chars=80)
+    suggested = suggested_name(sets, upload.getvalue()) if upload is not None and where == "new" else None
+    target = current.id if where == "current" else (
+        name.text_input("New set's name", key="drawings_import_name", max_chars=80,
+                        placeholder=suggested or "", help="Left empty, an exported set keeps its own name.").strip()
+        or suggested or "")
     if st.button("Import", key="drawings_import", type="primary", disabled=upload is None, icon=":material/upload:"):
         try:
             result = import_bytes(sets, target, upload.getvalue(), upload.name, drawer=state.visitor_id(),

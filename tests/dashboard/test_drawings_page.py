@@ -144,6 +144,22 @@ def test_an_exported_set_imports_again_bit_for_bit_through_the_page(app, tmp_pat
     assert _box(app, "Drawing set").value == copy.id  # the page moves to the imported set
 
 
+def test_an_exported_set_imported_as_a_new_set_keeps_its_name_numbered_when_taken(app, tmp_path):
+    from core.data.drawing_files import export_bytes
+
+    sets, set_id = _set_with(tmp_path / "home")
+    app.run()
+    goto(app, "drawings")
+    open_tab(app, "drawings_tab", FILES)
+    app.file_uploader(key="drawings_upload_0").upload("class3b.zip", export_bytes(sets, set_id), "application/zip").run()
+    app.radio(key="drawings_import_into").set_value("new").run()
+    assert app.text_input(key="drawings_import_name").placeholder == "Class 3B (2)"  # "Class 3B" is this set's name
+    app.button(key="drawings_import").click().run()  # the name left empty: the suggestion is taken
+    assert_clean(app)
+    copy = sets.resolve("Class 3B (2)")
+    assert copy.count == 6 and sets.get_set(set_id).count == 6  # a new set: nothing added to the original
+
+
 def test_a_hostile_zip_is_refused_with_a_sentence_and_imports_nothing(app, tmp_path):
     sets, set_id = _set_with(tmp_path / "home")
     buffer = io.BytesIO()
