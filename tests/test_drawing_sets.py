@@ -101,9 +101,9 @@ def test_an_exported_sets_suggested_name_is_its_own_or_numbered_and_nothing_for_
     sets = DrawingStore(store.root)
     set_id = _fill(sets, "Class 3B", 3)
     data = export_bytes(sets, set_id)
-    assert suggested_name(sets, data) == "Class 3B (2)"  # taken here: importing into it would add to it
-    import_bytes(sets, "Class 3B (2)", data)
-    assert suggested_name(sets, data) == "Class 3B (3)"
+    assert suggested_name(sets, data) == "Class 3B – copy"  # taken here: importing into it would add to it
+    import_bytes(sets, "Class 3B – copy", data)
+    assert suggested_name(sets, data) == "Class 3B – copy 2"
     assert suggested_name(DrawingStore(store.root / "elsewhere"), data) == "Class 3B"
     assert suggested_name(sets, b"not a zip") is None
 

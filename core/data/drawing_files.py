@@ -107,7 +107,7 @@ def import_bytes(sets: DrawingStore, target: str, data: bytes, filename: str = "
 
 
 def suggested_name(sets: DrawingStore, data: bytes) -> str | None:
-    """A new set's name for an exported set's zip: the name it was exported under, numbered if a set here has it
+    """A new set's name for an exported set's zip: the name it was exported under, a copy's if a set here has it
     already (importing into that name would add to that set). None for anything else: an image folder, a bad zip."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -119,7 +119,9 @@ def suggested_name(sets: DrawingStore, data: bytes) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return None
     name = name.strip()[:70]
-    return next(n for n in (name, *(f"{name} ({i})" for i in range(2, 10_000))) if sets.find(n) is None)
+    # "Class 3B – copy", not "Class 3B (2)": the set box shows a set's count in brackets after its name
+    return next(n for n in (name, f"{name} – copy", *(f"{name} – copy {i}" for i in range(2, 10_000)))
+                if sets.find(n) is None)
 
 
 def _store(sets: DrawingStore, target: str, items: list[NewDrawing], where: str, owner: str | None) -> ImportResult:

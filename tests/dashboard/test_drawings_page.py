@@ -144,7 +144,7 @@ def test_an_exported_set_imports_again_bit_for_bit_through_the_page(app, tmp_pat
     assert _box(app, "Drawing set").value == copy.id  # the page moves to the imported set
 
 
-def test_an_exported_set_imported_as_a_new_set_keeps_its_name_numbered_when_taken(app, tmp_path):
+def test_an_exported_set_imported_as_a_new_set_keeps_its_name_or_a_copys(app, tmp_path):
     from core.data.drawing_files import export_bytes
 
     sets, set_id = _set_with(tmp_path / "home")
@@ -153,10 +153,10 @@ def test_an_exported_set_imported_as_a_new_set_keeps_its_name_numbered_when_take
     open_tab(app, "drawings_tab", FILES)
     app.file_uploader(key="drawings_upload_0").upload("class3b.zip", export_bytes(sets, set_id), "application/zip").run()
     app.radio(key="drawings_import_into").set_value("new").run()
-    assert app.text_input(key="drawings_import_name").placeholder == "Class 3B (2)"  # "Class 3B" is this set's name
+    assert app.text_input(key="drawings_import_name").placeholder == "Class 3B – copy"  # "Class 3B" is taken here
     app.button(key="drawings_import").click().run()  # the name left empty: the suggestion is taken
     assert_clean(app)
-    copy = sets.resolve("Class 3B (2)")
+    copy = sets.resolve("Class 3B – copy")
     assert copy.count == 6 and sets.get_set(set_id).count == 6  # a new set: nothing added to the original
 
 
