@@ -114,3 +114,36 @@ def test_normalisation_is_part_of_the_model():
     model = build_model("seed-mlp", mean=0.5, std=0.25)
     assert model.normalize(torch.full((1, 1, 28, 28), 0.75)).flatten()[0].item() == pytest.approx(1.0)
     assert "normalize.mean" in model.state_dict()
+
+
+def test_a_glow_gives_the_pixels_beside_a_stroke_its_share_of_the_ink():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 10, 10] = 1.0
+    out = zoo.Glow(0.2)(x)[0, 0]
+    assert out[10, 10] == 1.0 and out[9:12, 9:12].sum().item() == pytest.approx(1.0 + 8 * 0.2)
+    assert out.sum().item() == pytest.approx(2.6)  # nothing beyond the 3×3 neighbourhood
+    plain = build_model("seed-cnn")
+    assert "glow.amount" not in plain.state_dict() and plain.glow_amount == 0.0
+
+
+def test_a_model_read_with_a_glow_shares_its_network_and_keeps_the_amount_in_its_weights(tmp_path):
+    from core.errors import CheckpointError
+    from core.inference.weights import load_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model("seed-cnn").eval()
+    glowing = zoo.with_glow(model, 0.2)
+    assert glowing.net is model.net and not glowing.training
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(glowing(x), model(zoo.Glow(0.2)(x)))
+    save_model(tmp_path / "w.safetensors", glowing, "seed-cnn")
+    loaded = load_model(tmp_path / "w.safetensors")
+    assert loaded.glow_amount == pytest.approx(0.2)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), glowing(x))
+    for amount in (1.0, float("nan"), -0.1):
+        glowing.glow.amount.fill_(amount)
+        save_model(tmp_path / "bad.safetensors", glowing, "seed-cnn")
+        with pytest.raises(CheckpointError, match="glow"):
+            load_model(tmp_path / "bad.safetensors")

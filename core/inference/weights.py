@@ -102,7 +102,11 @@ def model_from_tensors(tensors: dict[str, torch.Tensor], model_name: str, source
                               f"({', '.join(ZOO)}).")
     mean = tensors.get("normalize.mean", torch.tensor([0.1307]))
     std = tensors.get("normalize.std", torch.tensor([0.3081]))
-    model = build_model(model_name, dropout=dropout, mean=float(mean.flatten()[0]), std=float(std.flatten()[0]))
+    glow = float(tensors["glow.amount"].flatten()[0]) if "glow.amount" in tensors else 0.0
+    if not 0.0 <= glow < 1.0:  # also refuses NaN
+        raise CheckpointError(f"{source} asks to read through a glow of {glow}; it must be from 0 to below 1.")
+    model = build_model(model_name, dropout=dropout, mean=float(mean.flatten()[0]), std=float(std.flatten()[0]),
+                        glow=glow)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

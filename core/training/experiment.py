@@ -106,7 +106,8 @@ def _inputs(store: RunStore, record: RunRecord, cfg: TrainConfig, device, resume
         source = model_source(store, cfg.init_from)  # a run or the starter
         if source.model != cfg.model:
             raise DigitLabError(f"{source.name} is a {source.model} model; fine-tuning it needs model={source.model}.")
-        init = load_source(source).state_dict()
+        # The weights as trained: a glow is how the starter reads drawings (core.models.zoo.Glow), not learned
+        init = {k: v for k, v in load_source(source).state_dict().items() if not k.startswith("glow.")}
     return splits, state, note, init
 
 
