@@ -354,3 +354,16 @@ def test_usable_cores_are_the_ones_this_process_may_run_on():
         assert usable_cores() == 1
     finally:
         os.sched_setaffinity(0, mine)
+
+
+def test_fine_tuning_the_starter_starts_from_its_weights_without_its_glow(store, tiny_cfg):
+    # The starter reads through a glow set after training (core.models.zoo.Glow); its weights were trained without
+    # one, so a run starting from them trains and reads without it
+    from core.inference.predict import Predictor
+    from core.inference.weights import load_model
+
+    assert Predictor.starter().models[0].glow_amount > 0
+    cfg = tiny_cfg.replace(model="resnet", init_from="starter", max_steps=2, lr=1e-5)
+    child = execute_run(store, create_run(store, cfg).id)
+    assert child.status == "completed", child.message
+    assert load_model(store.weights_path(child.id)).glow_amount == 0.0
