@@ -155,14 +155,11 @@ def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
     if handed in existing and st.session_state.get("predict_save_set_handed") != handed:
         st.session_state["predict_save_set"] = st.session_state["predict_save_set_handed"] = handed
     shown = chosen_set_name(listed) or "?"
-    # The choice lives in "predict_save_set"; the box is drawn anew when a set's count changes (each save)
-    box = widgets.changing_key("predict_save_set_box", existing.values())
-    st.session_state[box] = st.session_state["predict_save_set"]
     # Always filled, unlike the one above: a widget left unrendered loses its value (the set, who drew it)
     with set_slot.popover(f"Saves to: {shown[:24] + '…' if len(shown) > 25 else shown}", icon=":material/folder:",
                           help="The drawing set the buttons save to, and who drew it."):
-        choice = st.selectbox("Save to", [*existing, NEW_SET], key=box, format_func=lambda k: existing.get(k, "A new set…"),
-                              on_change=lambda: st.session_state.update(predict_save_set=st.session_state[box]))
+        choice = st.selectbox("Save to", [*existing, NEW_SET], key="predict_save_set",
+                              format_func=lambda k: existing.get(k, "A new set…"))
         if choice == NEW_SET:
             st.text_input("New set's name", DEFAULT_SET if DEFAULT_SET not in {s.name for s in listed} else "",
                           key="predict_save_new", max_chars=80)
