@@ -162,6 +162,28 @@ def test_a_drawing_saved_with_a_corrected_label_shows_in_the_drawings_gallery(se
     assert page.locator("[data-testid='stException']").count() == 0
 
 
+def test_the_saves_to_box_shows_the_sets_count_after_each_save(server, page):
+    # A keyed select box keeps the texts it was first drawn with: after a second save it still said "My digits (1)"
+    _draw_a_seven(page, server)
+    canvas = page.locator(CANVAS)
+    for shift in (0.03, 0.06):
+        page.get_by_role("button", name=re.compile(r"Yes, it's an? \d — save it")).click()
+        toast = page.get_by_text(re.compile(r"^Saved as \d in My digits \(\d+ drawings? now\)\.$"))
+        expect(toast).to_be_visible(timeout=30_000)
+        count = re.search(r"\((\d+) drawings? now", toast.inner_text()).group(1)
+        page.locator(".st-key-predict_clear [data-testid^='stBaseButton']").click()
+        _wait_until_idle(page)
+        # the next drawing, not the same one (a drawing just saved shows "Saved as …" with Undo instead)
+        _stroke(page, canvas.bounding_box(), [(0.25 + shift, 0.2), (0.75, 0.2 + shift), (0.45, 0.85)])
+        expect(page.get_by_text(VERDICT)).to_contain_text("7", timeout=30_000)
+        _wait_until_idle(page)
+        page.get_by_role("button", name=re.compile("Saves to")).click()
+        box = page.locator("[data-testid='stPopoverBody'] [data-testid=stSelectbox]")
+        expect(box).to_match_aria_snapshot(f'- combobox "Save to": My digits ({count})', timeout=10_000)
+        page.keyboard.press("Escape")
+        _wait_until_idle(page)
+
+
 def test_training_from_the_browser_streams_progress_and_stops(server, page):
     open_page(page, f"{server}/train")
     start = page.get_by_role("button", name=re.compile("Start training"))
