@@ -68,7 +68,7 @@ FONT_SEED = 4  # the digits typed in the training side's fonts (core.data.glyphs
 FONT_REPEATS = 6  # ... re-stroked this many times (the held-out fonts are measured by core.data.glyphs.font_measure)
 READ_GLOW = 0.2  # the shipped starter reads through a glow of this amount (core.models.zoo.Glow; chosen from
 #                 0.1-0.4 on the outside handwriting, where 0.2 gains 1.6 points and MNIST, fonts and re-stroked MNIST
-#                 digits lose nothing; the flagged-1 template loses 3 points). Set after training, never trained with:
+#                 digits lose nothing; the flagged-1 template loses 1.3). Set after training, never trained with:
 #                 a starter trained with the glow read the outside handwriting no better than without it.
 HANDWRITING = 1_000  # the first 1,000 MNIST test digits, re-stroked with seed 0: the held-out measure
 HANDWRITING_SEED = 0
@@ -302,8 +302,9 @@ def with_data_section(card: str, training_data: dict, handwriting: dict, coarse:
         "## How it reads", "",
         f"Its network reads through a glow of {READ_GLOW} (core.models.zoo.Glow: a pixel next to a stroke gets "
         f"{READ_GLOW:.0%} of the stroke's brightness), set after training and kept in the weights file as "
-        "`glow.amount`. Every figure on this card is with the glow. Fine-tuning starts from the weights without it, "
-        "as they were trained.", "",
+        "`glow.amount`. Every reading figure on this card (test, drawings, handwriting, fonts) is with the glow; the "
+        "validation figures and the epoch table are training's own, without it. Fine-tuning trains from the weights "
+        "without it, as they were trained, and a drawing set's retrain reads through it too.", "",
         "## Training data", "",
         training_data["description"], "",
         f"- MNIST training split: {training_data['mnist_train']:,} images",

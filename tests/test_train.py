@@ -356,14 +356,27 @@ def test_usable_cores_are_the_ones_this_process_may_run_on():
         os.sched_setaffinity(0, mine)
 
 
-def test_fine_tuning_the_starter_starts_from_its_weights_without_its_glow(store, tiny_cfg):
-    # The starter reads through a glow set after training (core.models.zoo.Glow); its weights were trained without
-    # one, so a run starting from them trains and reads without it
+@pytest.mark.parametrize("dataset, drawings, glow", [("digits", False, 0.0), ("mnist", False, 0.0), ("mnist", True, 0.2)])
+def test_fine_tuning_the_starter_trains_without_its_glow_and_a_drawing_retrain_reads_with_it(store, tiny_cfg, mnist,
+                                                                                            dataset, drawings, glow):
+    # The starter reads through a glow set after training (core.models.zoo.Glow), and its weights were trained without
+    # one: a run starting from them trains without it; a drawing set's retrain on the starter's own dataset reads
+    # through it, as measured; any other run reads as a run from scratch does
+    from core.data.drawing_sets import DrawingStore
     from core.inference.predict import Predictor
     from core.inference.weights import load_model
+    from core.training import experiment
+    from tests.test_drawing_sets import _fill
 
-    assert Predictor.starter().models[0].glow_amount > 0
-    cfg = tiny_cfg.replace(model="resnet", init_from="starter", max_steps=2, lr=1e-5)
-    child = execute_run(store, create_run(store, cfg).id)
+    assert Predictor.starter().models[0].glow_amount == pytest.approx(0.2)
+    if drawings:
+        _fill(DrawingStore(store.root), "Class 3B", 20)
+    cfg = tiny_cfg.replace(model="resnet", dataset=dataset, init_from="starter", max_steps=2, lr=1e-5,
+                           drawings="Class 3B" if drawings else None)
+    record = create_run(store, cfg)
+    *_, init, _ = experiment._inputs(store, record, TrainConfig.from_dict(record.config), "cpu", resume=False)
+    assert not any(k.startswith("glow.") for k in init)  # trained from the weights alone
+    child = execute_run(store, record.id)
     assert child.status == "completed", child.message
-    assert load_model(store.weights_path(child.id)).glow_amount == 0.0
+    assert load_model(store.weights_path(child.id)).glow_amount == pytest.approx(glow)
+    assert child.metrics.get("read_glow", 0.0) == pytest.approx(glow)  # recorded where the run's figures are

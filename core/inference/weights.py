@@ -102,9 +102,13 @@ def model_from_tensors(tensors: dict[str, torch.Tensor], model_name: str, source
                               f"({', '.join(ZOO)}).")
     mean = tensors.get("normalize.mean", torch.tensor([0.1307]))
     std = tensors.get("normalize.std", torch.tensor([0.3081]))
-    glow = float(tensors["glow.amount"].flatten()[0]) if "glow.amount" in tensors else 0.0
-    if not 0.0 <= glow < 1.0:  # also refuses NaN
-        raise CheckpointError(f"{source} asks to read through a glow of {glow}; it must be from 0 to below 1.")
+    glow = 0.0
+    if "glow.amount" in tensors:  # a model read through a glow (core.models.zoo.Glow): one amount, above 0, below 1
+        amount = tensors["glow.amount"]
+        glow = float(amount.flatten()[0]) if amount.numel() == 1 else float("nan")
+        if not 0.0 < glow < 1.0:  # also refuses NaN
+            raise CheckpointError(f"{source} asks to read through a glow of {amount.flatten().tolist()[:3]}; it must "
+                                  "be one number above 0 and below 1.")
     model = build_model(model_name, dropout=dropout, mean=float(mean.flatten()[0]), std=float(std.flatten()[0]),
                         glow=glow)
     expected = model.state_dict()

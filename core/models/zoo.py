@@ -35,8 +35,8 @@ class Glow(nn.Module):
     A way of reading, not of learning: it is set on a trained model's weights (the starter's, by
     scripts/train_starter.py) and never trained with. Measured on the starter, which learned from drawings: other
     writers' handwriting re-drawn on the canvas is read better through a glow of 0.2 (+1.3 points thinned as the
-    project does, +2.6 thinned plainly) while MNIST and fonts read as before. Models trained on MNIST alone gain
-    nothing from it (seed CNN −1.7 points, speed CNN +0.1, seed MLP +0.8), so no model gets one by default; and a
+    project does, +2.5 thinned plainly) while MNIST and fonts read as before. Models trained on MNIST alone gain
+    nothing from it (seed CNN −1.7 points, speed CNN +0.1, seed MLP +0.8), so a run trained from scratch gets none; a
     starter trained with the glow read no better than without it.
 
     The 3×3 max is written as max(a, b) = a + relu(b − a) over shifted copies (rows, then columns), not as a
