@@ -45,6 +45,8 @@ def show_result(prediction: Prediction, origin: str, true_label: int | None = No
     top = [f"<b>{html.escape(prediction.classes[i])}</b> {p:.1%}" for i, p in prediction.top(3)]
     if len(chosen) > 1:
         top.append(f'<small>Ensemble of {len(chosen)} models: probabilities averaged.</small>')
+    if any(m.glow_amount for m in predictor.models):  # core.models.zoo.Glow: part of the model, not of this image
+        top.append("<small>It reads the strokes with a soft glow around them.</small>")
     st.html(widgets.model_view(prediction.model_input, ["Top 3:", *top])
             + widgets.probability_bars(prediction.probs, prediction.classes, prediction.label, bar_px=80))
     note = "" if len(chosen) == 1 else (

@@ -22,6 +22,8 @@ def test_predict_page_reads_an_injected_drawing(app):
     assert_clean(app)
     verdicts = [m.value for m in app.markdown if m.value.startswith("### ")]
     assert verdicts and "**7**" in verdicts[0]
+    # The starter reads through a glow (core.models.zoo.Glow) the 28×28 image does not show: the page says so
+    assert any("soft glow" in block.proto.body for block in app.get("html"))
 
 
 def test_predict_page_says_draw_something_for_an_empty_canvas(app):
