@@ -90,9 +90,22 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     """Write tensors as tagged safetensors (with their own digest in the header), atomically; returns the file's sha256."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, DIGEST_KEY: tensors_digest(tensors)}
-    data = safetensors_save(tensors, metadata=header)
+    data = _metadata_sorted(safetensors_save(tensors, metadata=header))
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def _metadata_sorted(data: bytes) -> bytes:
+    """A safetensors file with its header's metadata in key order. safetensors writes the metadata in hash order, so
+    the same tensors saved twice made two different files, each with its own sha256 (a starter measured again without
+    training changed its weights file); sorted, a file depends on its content alone."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > size:  # the same content never grows; if it did, the file stays as safetensors wrote it
+        return data
+    return data[:8] + text.ljust(size) + data[8 + size:]  # padded with spaces to the same length, as safetensors pads
 
 
 def read_header(path: Path) -> dict[str, str]:

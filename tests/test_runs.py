@@ -146,6 +146,18 @@ def test_tampered_weights_are_refused(weights):
         load_model(path, sha)
 
 
+def test_the_same_weights_saved_again_make_the_same_file(tmp_path):
+    # safetensors writes its metadata in hash order: the same tensors made a new file and sha256 at each save
+    torch.manual_seed(0)
+    model = build_model("seed-mlp")
+    shas = {save_model(tmp_path / f"w{i}.safetensors", model, "seed-mlp", {"run_id": "r", "dataset": "mnist"})
+            for i in range(6)}
+    assert len(shas) == 1
+    assert torch.equal(load_model(tmp_path / "w0.safetensors").state_dict()["net.1.weight"],
+                       model.state_dict()["net.1.weight"])
+    assert storage.read_header(tmp_path / "w0.safetensors")["run_id"] == "r"
+
+
 class _Exploit:
     def __reduce__(self):
         return (open, ("/tmp/digit-lab-pwned", "w"))
