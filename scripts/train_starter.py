@@ -77,6 +77,11 @@ CARD_HISTORY = ("epoch", "train_loss", "val_loss", "val_accuracy")  # each epoch
 CHUNK = 500  # drawings per worker task: a canvas is 314 kB, a chunk's model inputs 1.6 MB
 
 
+def drawing_workers() -> int:
+    """Processes that draw the generated drawings: the cores this process may use, at most 4."""
+    return max(1, min(4, usable_cores()))
+
+
 def restroke_parallel(images: np.ndarray, seed: int, workers: int, pen: tuple[float, float] = RESTROKE_PEN,
                       flag: bool = False, foot: float = 0.0) -> np.ndarray:
     """restroked_inputs over `workers` processes; the same result as one process (drawing i uses (seed, i))."""
@@ -117,7 +122,7 @@ def train_and_ship(font_train: list, font_held: list) -> int:
     cfg = TrainConfig.from_preset("starter", epochs=EPOCHS)
     device = pick_device(cfg.device)
     mnist = load_splits(cfg.dataset, "cpu")
-    workers = max(1, min(4, usable_cores()))
+    workers = drawing_workers()
     drawn = restroke_parallel(mnist.train_x[:RESTROKED].numpy(), RESTROKED_SEED, workers)
     coarse_ids = slice(RESTROKED, RESTROKED + LOW_RES)
     coarse_x = mnist.train_x[coarse_ids].numpy()
@@ -193,12 +198,13 @@ def reread(font_held: list) -> int:
     shipped = json.loads(STARTER_CARD.read_text())
     network = load_model(STARTER_WEIGHTS, shipped["sha256"])
     run = shipped["run"]
-    record = RunRecord(run["id"], shipped["name"], "completed", shipped["config"], run["created"], time.time(),
-                       count_params(network), ZOO[shipped["model"]].flops, run["dataset_sizes"],
+    record = RunRecord(id=run["id"], name=shipped["name"], status="completed", config=shipped["config"],
+                       created=run["created"], updated=time.time(), params=count_params(network),
+                       flops=ZOO[shipped["model"]].flops, dataset_sizes=run["dataset_sizes"],
                        timings=shipped["timings"], versions=shipped["versions"])
     kept = {k: shipped["metrics"][k] for k in ("val_accuracy", "val_loss")}  # training's own, not a reading
     ship(with_glow(network, READ_GLOW), record, run["history"], kept, shipped["timings"], shipped["training_data"],
-         load_splits(shipped["dataset"], "cpu"), font_held, max(1, min(4, usable_cores())), None)
+         load_splits(shipped["dataset"], "cpu"), font_held, drawing_workers(), None)
     return 0
 
 

@@ -72,17 +72,16 @@ class Classifier(nn.Module):
 
     def __init__(self, net: nn.Module, mean: float, std: float, glow: float = 0.0) -> None:
         super().__init__()
-        if glow:
-            self.glow = Glow(glow)
+        self.glow = Glow(glow) if glow else None
         self.normalize = Normalize(mean, std)
         self.net = net
 
     @property
     def glow_amount(self) -> float:
-        return float(self.glow.amount) if hasattr(self, "glow") else 0.0
+        return 0.0 if self.glow is None else float(self.glow.amount)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "glow"):
+        if self.glow is not None:
             x = self.glow(x)
         return self.net(self.normalize(x))
 
