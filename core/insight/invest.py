@@ -189,17 +189,19 @@ def fit_power_law(xs: Sequence[float], accuracies: Sequence[float], x_name: str 
 
 
 def scaling_rows(records: Sequence[RunRecord], dataset: str, *, all_labels_only: bool = True) -> list[dict[str, Any]]:
-    """Completed runs on `dataset` with their accuracy, parameters and training FLOPs (few-label runs on request)."""
+    """Completed runs on `dataset` with their accuracy, parameters and training FLOPs (few-label runs on request,
+    marked `few_labels`: trained on a subset of the labels)."""
     rows = []
     for r in records:
         if r.status != "completed" or r.dataset != dataset or r.test_accuracy is None:
             continue
-        if all_labels_only and (r.config.get("per_class") or r.config.get("train_size")):
+        few_labels = bool(r.config.get("per_class") or r.config.get("train_size"))
+        if all_labels_only and few_labels:
             continue
         cost = run_cost(r)
         if not cost["flops"]:
             continue
         rows.append({"id": r.id, "name": r.name, "model": r.model, "test_accuracy": r.test_accuracy,
                      "params": r.params, "flops": cost["flops"], "train_seconds": cost["train_seconds"],
-                     "kind": r.config.get("extra", {}).get("transfer") or "scratch"})
+                     "kind": r.config.get("extra", {}).get("transfer") or "scratch", "few_labels": few_labels})
     return rows

@@ -222,9 +222,9 @@ if widgets.is_open(scaling_tab):
         few = c3.toggle("Include few-label runs", key="invest_scale_few",
                         help="Runs trained on a subset of the labels (transfer points, data studies) sit far below "
                              "the trend of full-data runs.")
-        records = store.list()
-        rows = scaling_rows(records, dataset, all_labels_only=not few)
-        left_out = 0 if few else len(scaling_rows(records, dataset, all_labels_only=False)) - len(rows)
+        every = scaling_rows(store.list(), dataset, all_labels_only=False)
+        rows = every if few else [r for r in every if not r["few_labels"]]
+        left_out = len(every) - len(rows)
         if not rows:
             st.info(f"No finished run on {state.dataset_title(dataset)} yet: train a few on the Train page (for "
                     "example the fast, best and seed presets) to see how accuracy grows with size.")
