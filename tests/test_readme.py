@@ -94,3 +94,24 @@ def test_readme_gpu_table_matches_the_stored_gpu_check():
     old = before["time_to_99"]
     assert (f"`fast` {old['fast_median_seconds']:.3f} s against\n{old['recipe_median_seconds']:.3f} s "
             f"({old['ratio']:.2f}×, target missed)") in README
+
+
+def test_readme_drawn_digits_column_is_the_shipped_starters_card():
+    # The Drawn digits table's last column is the shipped starter's; the figures its card records must be the ones shown
+    card = json.loads((REPO / "core" / "assets" / "starter.json").read_text())
+    fonts = card["held_out_fonts"]
+    measured = {
+        "| MNIST test set, 10,000 images |": (card["metrics"]["test_accuracy"], 2),
+        "| 1,000 template drawings ": (card["drawings"]["accuracy"], 1),
+        "| the first 1,000 MNIST test digits thinned and re-stroked ": (card["handwriting"]["accuracy"], 1),
+        "| the same digits first coarsened to 8×8, then re-stroked |": (card["coarse_handwriting"]["accuracy"], 1),
+        "| scikit-learn's 1,797 digits (UCI, 43 other writers) thinned ": (card["outside_handwriting"]["accuracy"], 1),
+        f"| digits typed in the {fonts['faces']} installed font faces ({len(fonts['families'])} families) kept out ":
+            (fonts["typed"]["accuracy"], 1),
+        "| the same, each re-stroked 5 times ": (fonts["restroked"]["accuracy"], 1),
+    }
+    table = README.split("**Drawn digits**", 1)[1].split("\n\n", 2)[1].splitlines()
+    for start, (accuracy, places) in measured.items():
+        row = next((line for line in table if line.startswith(start)), None)
+        assert row is not None, start
+        assert row.rstrip(" |").rsplit("|", 1)[1].strip().startswith(f"**{accuracy:.{places}%}**"), (start, row)
