@@ -285,10 +285,14 @@ def _missing_message(name: str) -> str:
             f"use --dataset digits (built in).")
 
 
-def outside_digits() -> tuple[np.ndarray, np.ndarray]:
+def outside_digits(whole_square: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 digits (UCI: 43 writers, none of them MNIST's) as uint8 28×28 images and labels, the
     three splits of load_splits("digits") in order: handwriting from outside MNIST, which the starter is measured
-    on and never trained on."""
+    on and never trained on. `whole_square`: the same digits in the same order, blown up bicubically over the whole
+    28×28 square instead of into MNIST's 20×20 box, the other plain way a tool brings them to canvas size."""
+    if whole_square:
+        (train_x, train_y), (test_x, test_y) = _sklearn_digits(whole_square=True)
+        return torch.cat([train_x, test_x]).numpy(), torch.cat([train_y, test_y]).numpy()
     s = load_splits("digits")
     return torch.cat([s.train_x, s.val_x, s.test_x]).numpy(), torch.cat([s.train_y, s.val_y, s.test_y]).numpy()
 
@@ -301,12 +305,19 @@ def from_small(small: torch.Tensor) -> torch.Tensor:
     return (F.pad(big, (4, 4, 4, 4)).squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _sklearn_digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """scikit-learn's 1,797 8×8 digits, made MNIST-like: 20×20 box, centred in 28×28, 0..255."""
+def _sklearn_digits(whole_square: bool = False) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                       tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's 1,797 8×8 digits, made MNIST-like: 20×20 box, centred in 28×28, 0..255 (`whole_square`: bicubic
+    over all of 28×28), as (train, test) in a fixed shuffled order."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = from_small(torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1))
+    small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    if whole_square:
+        big = F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False).squeeze(1)
+        images = (big.clamp(0, 1) * 255).round().to(torch.uint8)
+    else:
+        images = from_small(small)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
     images, labels = images[order], labels[order]
