@@ -374,8 +374,9 @@ def test_fine_tuning_the_starter_trains_without_its_glow_and_a_drawing_retrain_r
     cfg = tiny_cfg.replace(model="resnet", dataset=dataset, init_from="starter", max_steps=2, lr=1e-5,
                            drawings="Class 3B" if drawings else None)
     record = create_run(store, cfg)
-    *_, init, _ = experiment._inputs(store, record, TrainConfig.from_dict(record.config), "cpu", resume=False)
-    assert not any(k.startswith("glow.") for k in init)  # trained from the weights alone
+    start = experiment._inputs(store, record, TrainConfig.from_dict(record.config), "cpu", resume=False)
+    assert not any(k.startswith("glow.") for k in start.init)  # trained from the weights alone
+    assert start.glow == pytest.approx(glow)
     child = execute_run(store, record.id)
     assert child.status == "completed", child.message
     assert load_model(store.weights_path(child.id)).glow_amount == pytest.approx(glow)

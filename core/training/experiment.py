@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from core.training.checkpoint import load_state, save_state
 from core.training.config import TrainConfig
@@ -88,12 +89,22 @@ def follow_run(store: RunStore, run_id: str, ranks: Ranks, *, should_stop: Calla
     """A rank other than 0 under torchrun: train run `run_id` alongside rank 0, writing nothing; the end status."""
     record = store.get(run_id)
     cfg = TrainConfig.from_dict(record.config)
-    splits, state, _, init, _ = _inputs(store, record, cfg, ranks.device, resume)
-    return train(cfg, splits, device=ranks.device, should_stop=should_stop, resume=state, init_weights=init,
-                 drawings_root=store.root, ranks=ranks).status
+    start = _inputs(store, record, cfg, ranks.device, resume)
+    return train(cfg, start.splits, device=ranks.device, should_stop=should_stop, resume=start.state,
+                 init_weights=start.init, drawings_root=store.root, ranks=ranks).status
 
 
-def _inputs(store: RunStore, record: RunRecord, cfg: TrainConfig, device, resume: bool):
+@dataclass(frozen=True)
+class _Inputs:
+    """What training starts from (see _inputs)."""
+    splits: Any  # core.data.datasets.Splits on the training device
+    state: Any  # the checkpoint's TrainState when resuming, else None
+    note: str  # why an older checkpoint was loaded, else ""
+    init: dict | None  # the starting model's weights when fine-tuning
+    glow: float  # the glow the trained model reads through (0: none)
+
+
+def _inputs(store: RunStore, record: RunRecord, cfg: TrainConfig, device, resume: bool) -> _Inputs:
     """What training starts from: the dataset on `device`, the checkpoint's state when resuming (with a note when an
     older checkpoint had to be used), the starting model's weights when fine-tuning, and the glow the trained model is
     to read through (the starting model's, for a drawing set's retrain on its own dataset; else none)."""
@@ -113,7 +124,7 @@ def _inputs(store: RunStore, record: RunRecord, cfg: TrainConfig, device, resume
         # 1.5 points better with it, the case measured); any other run reads without one, as runs from scratch do
         init = {k: v for k, v in start.state_dict().items() if not k.startswith("glow.")}
         glow = start.glow_amount if cfg.drawings and cfg.transfer == "none" and source.dataset == cfg.dataset else 0.0
-    return splits, state, note, init, glow
+    return _Inputs(splits, state, note, init, glow)
 
 
 def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: Callable[[Event], None],
@@ -121,7 +132,8 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
     """Load data (and the checkpoint when resuming), train, test and record; the caller holds the run's lock."""
     run_id, folder = record.id, store.folder(record.id)
     device = ranks.device if ranks else pick_device(cfg.device)
-    splits, state, note, init, glow = _inputs(store, record, cfg, device, resume)
+    start = _inputs(store, record, cfg, device, resume)
+    splits, state, note = start.splits, start.state, start.note
     store.truncate_metrics(run_id, state.epoch if state else 0)
     sizes = training_splits(cfg, splits, store.root).sizes()
     if cfg.drawings:  # the set's train half, before oversampling
@@ -150,7 +162,7 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
 
     try:
         outcome = train(cfg, splits, device=device, on_event=forward, should_stop=should_stop,
-                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=init,
+                        save_state=lambda s: save_state(folder, s, cfg.model), resume=state, init_weights=start.init,
                         drawings_root=store.root, ranks=ranks)
     finally:  # stopped, diverged or failed mid-epoch: that epoch's curve is kept too (a diverged run's shows why)
         if epoch_steps:
@@ -158,7 +170,7 @@ def _train_run(store: RunStore, record: RunRecord, cfg: TrainConfig, on_event: C
                 store.update(run_id, unfinished_steps=thinned(epoch_steps, step_points))
             except (OSError, DigitLabError) as error:  # never in place of the error that ended the run
                 log.warning("run %s: its unfinished epoch's steps were not kept: %s", run_id, error)
-    return _finish(store, run_id, cfg, outcome, splits, on_event, note, glow)
+    return _finish(store, run_id, cfg, outcome, splits, on_event, note, start.glow)
 
 
 def _finish(store: RunStore, run_id: str, cfg: TrainConfig, outcome: TrainOutcome, splits,
