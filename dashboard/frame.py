@@ -1,6 +1,6 @@
 """The page router (st.navigation) and the frame every page shares: the script dashboard/app.py's `st.App` runs for
-each visitor (`streamlit run dashboard/app.py`). The sidebar shows the device, the dataset in use (with a notice
-when the built-in fallback digits stand in for MNIST) and the run the other pages work with.
+each visitor (`streamlit run dashboard/app.py`). The sidebar shows the dataset in use (with a notice
+when the built-in fallback digits stand in for MNIST), the run the other pages work with, and the device.
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from dashboard import server, state  # noqa: E402 - importing server sets the se
 server.prepare()  # this script without app.py's lifespan; a server has done this before its first visitor: no-op)
 
 st.set_page_config(page_title="Digit Lab", page_icon=":material/draw:", layout="wide")
-# Less empty space above each page's title: on a 1366×768 projector the canvas and its answer must fit.
-st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
+# Less empty space above each page's title (on a 1366×768 projector the canvas and its answer must fit) and in the
+# sidebar's head, so its model picker and toggle sit below the ten pages' links without scrolling at that size.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }"
+        "[data-testid='stSidebarHeader'] { height: 2.5rem; margin-bottom: 0; }"
+        "[data-testid='stSidebarUserContent'] { padding-top: 0.5rem; }</style>")
 
 PAGES = {
     "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
@@ -44,7 +47,6 @@ PAGES = {
 
 def sidebar() -> None:
     with st.sidebar:
-        st.caption(state.device_label())
         chosen = st.selectbox("Dataset", list(DATASETS), format_func=state.dataset_title, key="app_dataset")
         resolved, notice = state.resolved_dataset(chosen)
         st.session_state["app_dataset_resolved"] = resolved
@@ -66,6 +68,7 @@ def sidebar() -> None:
                     icon=":material/info:")
         st.toggle("Include stopped and failed runs", key="app_include_unfinished",
                   help="Off: only runs that trained to the end are offered as models and compared.")
+        st.caption(state.device_label())
         if state.policy().shared:
             admin_sign_in()
 

@@ -286,6 +286,8 @@ def test_every_page_fits_a_laptop_screen(server, page, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     assert page.evaluate(OVERFLOW_JS) == []
+    # the sidebar's model picker and its toggle below it, under the ten pages' links, without scrolling the sidebar
+    assert _on_screen(page.locator("[data-testid='stSidebar']").get_by_text("Include stopped and failed runs"))
 
 
 def test_delete_on_the_drawings_page_deletes_the_drawing_shown_and_the_boxes_stay_true(server, page, tmp_path):
