@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import streamlit as st
@@ -341,6 +341,37 @@ def apply_predict_threshold() -> None:
     value = st.session_state.pop(_PREDICT_THRESHOLD, None)
     if value is not None:
         st.session_state["predict_threshold"] = min(1.0, max(0.0, float(value)))
+
+
+def restore_widgets(*keys: str, **defaults: Any) -> None:
+    """Before a page draws these widgets: the values they had when the page was last drawn (`remember_widgets`), else
+    `defaults`. Streamlit forgets a widget's value in any run that does not draw it, so a visit to another page reset
+    them (Draw & predict's models, threshold, brush and open tab). A widget with a default gets it here, not as its
+    own `value` (see keep_widget_values)."""
+    for key in (*keys, *defaults):
+        if key not in st.session_state and f"{key}_kept" in st.session_state:
+            st.session_state[key] = st.session_state[f"{key}_kept"]
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+
+
+def remember_widgets(*keys: str) -> None:
+    """After a page drew these widgets: keep their values for `restore_widgets` on its next visit."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"{key}_kept"] = st.session_state[key]
+
+
+def follow_sidebar_model(key: str, offered: Iterable[str]) -> None:
+    """Before a page draws its own list of models (a multiselect under `key`): it starts on the sidebar's model and
+    follows it whenever the sidebar's model changes (the sidebar is the model Draw & predict, Evaluate and Explain
+    use), and drops the models no longer `offered` (deleted, or hidden by the sidebar's toggle)."""
+    sidebar, follows = current_run_id(), f"{key}_follows"
+    if key not in st.session_state or st.session_state.get(follows) != sidebar:
+        st.session_state[key] = [sidebar]
+    else:
+        st.session_state[key] = [k for k in st.session_state[key] if k in set(offered)]
+    st.session_state[follows] = sidebar
 
 
 def keep_widget_values(*keys: str, **defaults: Any) -> None:

@@ -173,12 +173,15 @@ st.title("Draw & predict")
 runs = state.finished_runs()
 names = state.source_names(runs)
 pick, sure = st.columns([3, 2])
+state.restore_widgets("predict_models", "predict_source", predict_threshold=0.7, predict_brush=18)
 state.apply_predict_threshold()  # a hand-off from the Drawings page ("Use this threshold on Draw & predict")
+state.follow_sidebar_model("predict_models", names)
 chosen = pick.multiselect("Models (several: an ensemble averages their probabilities)", list(names),
-                          default=[state.current_run_id()], format_func=names.get, key="predict_models")
-threshold = sure.slider("Confidence threshold", 0.0, 1.0, 0.7, 0.01, key="predict_threshold",
+                          format_func=names.get, key="predict_models")
+threshold = sure.slider("Confidence threshold", 0.0, 1.0, step=0.01, key="predict_threshold",
                         help="Below this, the app says 'not sure' instead of guessing: the safety net against "
                              "confident-looking wrong answers.")
+state.remember_widgets("predict_models", "predict_threshold")
 if not chosen:
     st.info("Choose at least one model.")
     st.stop()
@@ -211,7 +214,8 @@ def draw_and_read() -> None:
                            initial_drawing=st.session_state.get("predict_canvas_initial"), return_image_data=True,
                            key=key)
         brush, clear = st.columns([3, 1], vertical_alignment="bottom")
-        brush.slider("Brush width", 5, 40, 18, key="predict_brush")
+        brush.slider("Brush width", 5, 40, key="predict_brush")
+        state.remember_widgets("predict_brush")
         # Clear empties the canvas: after a return to this tab, the canvas's own bin goes back to the restored drawing
         if clear.button("Clear", icon=":material/ink_eraser:", key="predict_clear"):
             st.session_state["predict_canvas_version"] = st.session_state.get("predict_canvas_version", 0) + 1
@@ -234,10 +238,8 @@ def draw_and_read() -> None:
             widgets.error_box(error)
 
 
-if "predict_source" not in st.session_state and "predict_source_kept" in st.session_state:  # back from another page
-    st.session_state["predict_source"] = st.session_state["predict_source_kept"]  # on the tab it was left on
-draw_tab, upload_tab, sample_tab = st.tabs(SOURCES, key="predict_source", on_change="rerun")
-st.session_state["predict_source_kept"] = st.session_state.get("predict_source")
+draw_tab, upload_tab, sample_tab = st.tabs(SOURCES, key="predict_source", on_change="rerun")  # reopens as left
+state.remember_widgets("predict_source")
 if widgets.is_open(draw_tab):
     with draw_tab:
         draw_and_read()

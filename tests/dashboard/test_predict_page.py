@@ -147,3 +147,27 @@ def test_predict_page_reads_an_uploaded_photo_of_dark_ink_on_paper(app):
     assert [m.value for m in app.markdown if m.value.startswith("### ")] == verdicts[:1]
     app.file_uploader(key="predict_upload").clear().run()
     assert not [m.value for m in app.markdown if m.value.startswith("### ")]
+
+
+def test_draw_and_predict_keeps_its_models_and_threshold_across_pages_and_follows_the_sidebar(app, tmp_path):
+    store, ids = finished_runs(tmp_path / "home", n=2)
+    app.run()
+    goto(app, "predict")
+    app.multiselect(key="predict_models").set_value(["starter", ids[0]]).run()  # an ensemble of two
+    app.slider(key="predict_threshold").set_value(0.95).run()
+    app.slider(key="predict_brush").set_value(30).run()
+    goto(app, "home")  # Streamlit forgets the values of widgets a run does not draw
+    goto(app, "predict")
+    assert_clean(app)
+    assert app.multiselect(key="predict_models").value == ["starter", ids[0]]
+    assert app.slider(key="predict_threshold").value == 0.95 and app.slider(key="predict_brush").value == 30
+    store.delete(ids[0])  # a model deleted meanwhile (on Runs, or by another visitor) leaves the list
+    app.run()
+    assert_clean(app)
+    assert app.multiselect(key="predict_models").value == ["starter"]
+    app.sidebar.selectbox(key="app_run").set_value(ids[1]).run()  # the sidebar's model: the page follows it at once
+    assert_clean(app)
+    assert app.multiselect(key="predict_models").value == [ids[1]]
+    assert app.slider(key="predict_threshold").value == 0.95  # the rest is kept
+    verdict = app.multiselect(key="predict_models").set_value([]).run()  # emptied on purpose: stays empty, says why
+    assert any("Choose at least one model" in i.value for i in verdict.info)
