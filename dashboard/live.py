@@ -1,7 +1,8 @@
 """The Train page's live view: the attached run's progress, curves and validation previews.
 
 `live_panel()` shows this session's watched job, else the server's running job (a second tab sees the same
-training), else the latest run in the store, so a reload after a run finished still shows it; `live_charts()` draws
+training), else the latest run in the store, so a reload after a run finished still shows it, and under it this
+visitor's other queued or training runs; `live_charts()` draws
 the same run's curves and validation previews. Both redraw themselves (every PROGRESS_SECONDS and CHART_SECONDS),
 even while nothing trains, so a run started elsewhere appears. Watching must not slow training, and on a 2-core
 machine the browser shares the cores with it: each redraw cost Chromium about a quarter of a core-second, however
@@ -54,6 +55,35 @@ def live_panel() -> None:
         _stored_run(record)
     else:
         _live_job(record, job.snapshot())
+    _my_other_runs(run_id)
+
+
+def _my_other_runs(shown: str) -> None:
+    """This visitor's other queued or training runs, under the one in view: each with Watch and Stop (a second Start
+    while a run trains queues a run behind it; the panel stays on the first)."""
+    others = [job for job in state.my_active_jobs() if job.id != shown]
+    if not others:
+        return
+    jobs = state.job_manager()
+    st.caption("Your other runs")
+    for job in others:
+        try:
+            record = state.run_store().get(job.id)
+        except RunNotFoundError:
+            continue
+        snap = job.snapshot()
+        position = jobs.queue_position(job.id)
+        where = (f"queued, position {position}" if position else
+                 f"{snap['status']} · epoch {snap['epoch']}/{snap['epochs']} · step {snap['step']}/{snap['total_steps']}")
+        text, watch, stop = st.columns([6, 1, 1], vertical_alignment="center")
+        text.markdown(f"**{widgets.plain(record.name)}**{_what(record)} — {where}")
+        if watch.button("Watch", icon=":material/visibility:", key=f"train_watch_{job.id}", width="stretch"):
+            state.watch_job(job.id)
+            st.rerun()  # the whole page: the curves follow it too
+        if stop.button("Stop", icon=":material/stop:", key=f"train_stop_{job.id}", disabled=snap["stop_requested"],
+                       width="stretch"):
+            state.stop_training(record)
+            st.toast(f"Stopping {record.name}…")
 
 
 def _live_job(record: RunRecord, snap: dict) -> None:

@@ -255,24 +255,30 @@ def may_manage(record: RunRecord) -> bool:
     return policy().may_manage(record.config, visitor_id(), is_admin())
 
 
-def _queued_by_me() -> int:
+def my_active_jobs() -> list[Job]:
+    """This visitor's queued and running jobs, oldest first."""
     jobs = job_manager()
-    mine = 0
+    mine = []
     for job in jobs.active():
         try:
             extra = jobs.store.get(job.id).config.get("extra") or {}
         except DigitLabError:
             continue
-        mine += extra.get(VISITOR_KEY) == visitor_id()
+        if extra.get(VISITOR_KEY) == visitor_id():
+            mine.append(job)
     return mine
 
 
 def start_training(cfg: TrainConfig, name: str | None = None, parent: str | None = None) -> Job:
-    """Queue a run for `cfg` as this visitor's (the server's caps apply) and watch it on the Train page."""
+    """Queue a run for `cfg` as this visitor's (the server's caps apply). The Train page watches it, unless it
+    already watches a run still queued or training: that one stays in view (with its Stop), the new one is listed
+    under it."""
     run = plan(cfg, dataset_splits(cfg.dataset).sizes())
-    policy().check_start(cfg.epochs, run.train_images, _queued_by_me(), is_admin())
+    policy().check_start(cfg.epochs, run.train_images, len(my_active_jobs()), is_admin())
     job = job_manager().submit(cfg.replace(extra={**cfg.extra, VISITOR_KEY: visitor_id()}), name=name, parent=parent)
-    watch_job(job.id)
+    watched = job_manager().get(watched_job()) if watched_job() else None
+    if watched is None or watched.done:
+        watch_job(job.id)
     return job
 
 
@@ -280,7 +286,7 @@ def resume_training(record: RunRecord) -> Job:
     """Resume `record` if this visitor may (their own run, or the admin), within the queue cap."""
     if not may_manage(record):
         raise DigitLabError("This run was started by another visitor; only they or the admin can resume it.")
-    policy().check_start(0, 0, _queued_by_me(), is_admin())
+    policy().check_start(0, 0, len(my_active_jobs()), is_admin())
     job = job_manager().resume(record.id)
     watch_job(record.id)
     return job

@@ -129,7 +129,9 @@ with header:
         st.warning(note)
     if started:
         try:
-            state.start_training(cfg, name=st.session_state["train_name"].strip() or None)
+            job = state.start_training(cfg, name=st.session_state["train_name"].strip() or None)
+            if state.watched_job() != job.id:  # behind the run in view, which keeps its place and its Stop
+                st.toast("Queued behind the run in view: it is listed under its progress.", icon=":material/queue:")
         except DigitLabError as error:
             widgets.error_box(error)
 

@@ -161,3 +161,36 @@ def test_train_page_after_a_reload_draws_the_curve_of_a_run_that_diverged_in_its
     curve = next(trace for trace in loss["data"] if trace["name"] == "train loss (step)")
     x = np.frombuffer(base64.b64decode(curve["x"]["bdata"]), dtype=curve["x"]["dtype"])
     assert x.tolist() == [p[0] for p in record.unfinished_steps] and x[0] == 1
+
+
+def test_a_second_start_queues_behind_the_run_in_view_and_stop_stops_that_run(app, tmp_path):
+    # A tester pressed Start again during a run: the panel switched to the new, queued run, and Stop cancelled it while
+    # the first trained on out of sight. Now the first stays in view with its Stop; the second is listed under it.
+    from dashboard.state import job_manager
+
+    app.run()
+    goto(app, "train")
+    app.selectbox(key="train_preset").set_value("seed-cnn").run()
+    app.selectbox(key="train_dataset").set_value("digits").run()
+    app.number_input(key="train_repeat").set_value(40).run()  # long enough to still train while we look
+    app.selectbox(key="train_precision").set_value("fp32").run()
+    app.text_input(key="train_name").set_value("first").run()
+    app.button(key="train_start").click().run()
+    app.text_input(key="train_name").set_value("second").run()
+    app.button(key="train_start").click().run()
+    assert_clean(app)
+    store = RunStore(tmp_path / "home")
+    first, second = sorted(store.list(), key=lambda r: r.created)
+    assert (first.name, second.name) == ("first", "second")
+    try:
+        heads = [m.value for m in app.markdown if m.value.startswith("**")]
+        assert heads[0].startswith("**first**")  # the run in view is still the first ...
+        assert any(h.startswith("**second**") and "queued, position 1" in h for h in heads)  # ... the second under it
+        app.button(key="train_stop").click().run()  # the Stop beside the progress stops the run in view
+        assert job_manager().get(first.id).snapshot()["stop_requested"]
+        assert not job_manager().get(second.id).snapshot()["stop_requested"]
+        app.button(key=f"train_stop_{second.id}").click().run()  # and the listed run has its own
+        assert job_manager().get(second.id).snapshot()["stop_requested"]
+    finally:
+        for job in job_manager().active():
+            job_manager().stop(job.id)
