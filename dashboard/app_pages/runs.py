@@ -106,6 +106,10 @@ if len(chosen) >= 2:
     left, right = st.columns(2)
     left.plotly_chart(widgets.overlay_figure(histories, "val_accuracy", "Validation accuracy"), key="runs_cmp_acc")
     right.plotly_chart(widgets.overlay_figure(histories, "val_loss", "Validation loss"), key="runs_cmp_loss")
+    if trained_on_val := [widgets.plain(label[r.id]) for r in chosen if r.config.get("train_on_val")]:
+        st.caption(f"{', '.join(trained_on_val)} also trained on the validation images (as the article did): "
+                   "their validation curves are not held out, so they look better than they are; compare test "
+                   "accuracy instead.")
     diff = config_diff(chosen)
     st.markdown("**Settings that differ**" if diff else "All settings are the same.")
     if diff:

@@ -43,6 +43,11 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     assert any("Comparing 2 runs" in h.value for h in app.subheader)
     diff = next(d.value for d in app.dataframe if "model" in d.value.index)
     assert sorted(diff.loc["model"]) == ["seed-cnn", "seed-mlp"]
+    assert not [c for c in app.caption if "also trained on the validation images" in c.value]
+    store.update(ids[0], config={**store.get(ids[0]).config, "train_on_val": True})  # as the article's presets do
+    app.run()
+    note = next(c.value for c in app.caption if "also trained on the validation images" in c.value)
+    assert ids[0][-6:] in note and ids[1][-6:] not in note  # its curve is not held out: the page says which
 
 
 def test_runs_page_deletes_only_after_confirmation_and_then_selects_nothing(app, tmp_path):

@@ -40,6 +40,8 @@ def test_train_page_runs_a_job_that_appears_on_the_runs_page(app, tmp_path):
     assert store.get(job_id).timings["steps"] == 5
     app.run()
     assert any("Finished: test accuracy" in m.value for m in app.success)
+    # seed-cnn also trains on the validation images, as the article did: its validation figure is labelled so
+    assert "Val accuracy (trained on)" in [m.label for m in app.metric] and "Val accuracy" not in [m.label for m in app.metric]
     goto(app, "runs")
     assert_clean(app)
     table = app.dataframe(key=runs_table(store)).value
