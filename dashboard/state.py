@@ -120,6 +120,11 @@ def runs_table_key(records: list[RunRecord]) -> str:
     return "runs_table_" + hashlib.sha256(" ".join(r.id for r in records).encode()).hexdigest()[:12]
 
 
+def model_config(key: str) -> dict:
+    """The settings model `key` (a run id or STARTER) was trained with."""
+    return model_source(run_store(), key).config
+
+
 def model_dataset(key: str) -> str:
     """The dataset model `key` (a run id or STARTER) reads and is judged on: its own, else the session's."""
     return source_dataset(model_source(run_store(), key).dataset)

@@ -192,6 +192,14 @@ try:
 except DigitLabError as error:
     widgets.error_box(error)
     st.stop()
+# A model trained with label smoothing s on k classes learns to say about 1 - s + s/k when sure (the starter: 91%), so
+# a threshold above 1 - s turns most of its right answers into "not sure": the slider says so when it is set there
+smoothing = max(float(state.model_config(key).get("label_smoothing") or 0.0) for key in chosen)
+if smoothing and threshold > 1 - smoothing:
+    sure.caption(f"{'This model was' if len(chosen) == 1 else 'A chosen model was'} trained with label smoothing "
+                 f"{smoothing:g}: even its right answers mostly read about "
+                 f"{1 - smoothing + smoothing / len(predictor.classes):.0%} sure, so at this threshold most say "
+                 "'not sure'.")
 
 
 @st.fragment

@@ -171,3 +171,16 @@ def test_draw_and_predict_keeps_its_models_and_threshold_across_pages_and_follow
     assert app.slider(key="predict_threshold").value == 0.95  # the rest is kept
     verdict = app.multiselect(key="predict_models").set_value([]).run()  # emptied on purpose: stays empty, says why
     assert any("Choose at least one model" in i.value for i in verdict.info)
+
+
+def test_a_threshold_above_what_a_label_smoothed_model_says_is_explained(app):
+    # The starter trained with label smoothing 0.1: sure and right, it says about 91%. A tester set 0.95 for a demo.
+    app.run()
+    goto(app, "predict")
+    warning = "trained with label smoothing 0.1: even its right answers mostly read about 91% sure"
+    assert not [c for c in app.caption if warning in c.value]
+    app.slider(key="predict_threshold").set_value(0.95).run()
+    assert_clean(app)
+    assert [c for c in app.caption if warning in c.value]
+    app.slider(key="predict_threshold").set_value(0.85).run()
+    assert not [c for c in app.caption if warning in c.value]
