@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.cli import main
 from core.data.drawing_files import export_bytes, export_set, import_bytes, import_path, suggested_name
-from core.data.drawing_parts import as_splits, images, part_ids
+from core.data.drawing_parts import as_splits, images, part_ids, split_ids
 from core.data.drawing_sets import DrawingStore, Verdict
 from core.data.drawings import class_drawing_set
 from core.data.preprocess import decode_upload, to_model_input
@@ -240,6 +240,22 @@ def test_split_is_stratified_deterministic_and_the_same_after_export(store):
     inputs = {d.id: d.model_input.tobytes() for d in sets.drawings(set_id)}
     copied = {d.id: d.model_input.tobytes() for d in sets.drawings(copy)}
     assert sorted(copied[i] for i in part_ids(sets, copy, "heldout")) == sorted(inputs[i] for i in held)
+
+
+def test_copies_of_one_drawing_stay_on_one_side_of_the_split(store):
+    # A tester imported a set into itself: every held-out drawing was a copy of a train drawing, and the "never
+    # trained on" figure was measured on what the model trained on
+    sets = DrawingStore(store.root)
+    set_id = _fill(sets, "Class 3B", 20)
+    before = (part_ids(sets, set_id, "train"), part_ids(sets, set_id, "heldout"))
+    import_bytes(sets, set_id, export_bytes(sets, set_id))  # into itself
+    assert len(part_ids(sets, set_id)) == 40
+    image = {d.id: d.model_input.tobytes() for d in sets.drawings(set_id)}
+    train, held = part_ids(sets, set_id, "train"), part_ids(sets, set_id, "heldout")
+    assert not {image[i] for i in train} & {image[i] for i in held}
+    assert set(before[0]) <= set(train) and set(before[1]) <= set(held)  # the originals keep their sides
+    assert split_ids([(1, 3, "a"), (2, 3, "b"), (3, 5, "a")]) == ([1, 3], [2]) or \
+        split_ids([(1, 3, "a"), (2, 3, "b"), (3, 5, "a")]) == ([2], [1, 3])  # a relabelled copy goes with the first
 
 
 def test_a_set_is_a_uint8_dataset_like_a_test_split(store):

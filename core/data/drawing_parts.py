@@ -34,19 +34,25 @@ class DrawingImages:
 def split_ids(rows: Iterable[tuple[int, int, str]], seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
     """Deterministic halves of (id, label, digest) rows: (train ids, held-out ids), stratified by label.
 
-    Within each label the drawings are ordered by sha256(seed, their model input), and every second one is held out
-    (a label with one drawing trains). The order depends on the images only, so a set exported and imported again
+    Within each label the distinct images are ordered by sha256(seed, their model input), and every second one is held
+    out (a label with one image trains). Copies of one image (saved twice, or a set imported into itself) stay
+    together on one side, so the held-out half never holds an image the train half has; a copy relabelled goes with
+    the label its first drawing has. The order depends on the images only, so a set exported and imported again
     splits the same way, and adding drawings leaves most earlier ones on their side.
     """
-    by_label: dict[int, list[tuple[str, int]]] = {}
-    for drawing_id, label, digest in rows:
-        key = hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
-        by_label.setdefault(label, []).append((key, drawing_id))
+    copies: dict[str, list[int]] = {}  # digest -> the ids of the drawings with that image, first drawing first
+    first_label: dict[str, int] = {}
+    for drawing_id, label, digest in sorted(rows):
+        copies.setdefault(digest, []).append(drawing_id)
+        first_label.setdefault(digest, label)
+    by_label: dict[int, list[tuple[str, str]]] = {}
+    for digest, label in first_label.items():
+        by_label.setdefault(label, []).append((hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest(), digest))
     train, held = [], []
     for label in sorted(by_label):
-        ordered = [i for _, i in sorted(by_label[label])]
-        train += ordered[0::2]
-        held += ordered[1::2]
+        ordered = [digest for _, digest in sorted(by_label[label])]
+        train += [i for digest in ordered[0::2] for i in copies[digest]]
+        held += [i for digest in ordered[1::2] for i in copies[digest]]
     return sorted(train), sorted(held)
 
 
