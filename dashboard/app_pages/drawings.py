@@ -263,7 +263,10 @@ def retrain_tab(current: DrawingSet) -> None:
     factor = c2.number_input("Factor", 1, 200, 20, key="drawings_retrain_factor",
                              help="How many times each drawing of the train half is seen per epoch.")
     epochs = c3.number_input("Epochs", 1, 10, 1, key="drawings_retrain_epochs")
-    name = st.text_input("Run name", f"{names[key].split(' · ')[0]} + {current.name}"[:80], key="drawings_retrain_name")
+    # Keyed by the model and the set: the suggested name follows "Start from" (a fixed key kept the first model's name,
+    # and a run fine-tuned from one model was saved under another's)
+    name = st.text_input("Run name", f"{names[key].split(' · ')[0]} + {current.name}"[:80],
+                         key=f"drawings_retrain_name_{key}_{current.id}")
     if st.button("Fine-tune on this set", key="drawings_retrain", type="primary", disabled=train_n == 0,
                  icon=":material/model_training:",
                  help=None if train_n else "The set needs drawings in its train half first."):
@@ -287,10 +290,12 @@ def retrain_results(current: DrawingSet) -> None:
     def pct(value) -> str:
         return "–" if value is None else f"{value:.1%}"
 
+    called = {STARTER: "Starter model", **{r.id: r.name for r in store.list()}}  # "from": a name, not a run id
     rows = []
     for r in done:
         m = r.metrics
-        rows.append({"run": r.name, "status": r.status, "from": r.config.get("init_from") or "scratch",
+        start = r.config.get("init_from")
+        rows.append({"run": r.name, "status": r.status, "from": called.get(start, start) if start else "scratch",
                      "factor": r.config.get("drawings_factor"),
                      "held-out drawings": f"{pct(m.get('drawings_accuracy_before'))} → {pct(m.get('drawings_accuracy'))}",
                      "test set": f"{pct(m.get('test_accuracy_before'))} → {pct(m.get('test_accuracy'))}"})

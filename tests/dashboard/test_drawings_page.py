@@ -234,6 +234,32 @@ def test_fine_tune_on_this_set_queues_a_run_with_the_set(app, tmp_path):
     assert any("Fine-tuning queued" in s.value for s in app.success)
 
 
+def test_the_fine_tuning_runs_name_follows_start_from_and_the_table_names_its_model(app, tmp_path):
+    # A tester chose another model in "Start from": the name still said "Starter model (shipped) + …", and the run
+    # fine-tuned from tiny mlp was saved under the starter's name, its "from" column a bare run id
+    from tests.dashboard.pages_helpers import finished_runs
+
+    sets, set_id = _set_with(tmp_path / "home")
+    store, ids = finished_runs(tmp_path / "home", n=1)  # a seed-mlp on the built-in digits
+    app.run()
+    goto(app, "drawings")
+    open_tab(app, "drawings_tab", RETRAIN)
+    assert app.text_input(key=f"drawings_retrain_name_starter_{set_id}").value == "Starter model (shipped) + Class 3B"
+    app.selectbox(key="drawings_retrain_from").set_value(ids[0]).run()
+    assert app.text_input(key=f"drawings_retrain_name_{ids[0]}_{set_id}").value == "run seed-mlp + Class 3B"
+    app.button(key="drawings_retrain").click().run()
+    assert_clean(app)
+    from dashboard.state import job_manager
+
+    for job in job_manager().active():
+        job_manager().stop(job.id)
+    run = next(r for r in store.list() if r.config.get("drawings") == set_id)
+    assert run.name == "run seed-mlp + Class 3B" and run.config["init_from"] == ids[0]
+    app.run()
+    table = app.dataframe[-1].value  # the fine-tuning runs' table
+    assert list(table["from"]) == ["run seed-mlp"]
+
+
 def test_on_a_shared_server_only_the_drawer_may_relabel_and_only_the_creator_may_rename(app, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGIT_LAB_SHARED", "1")
     sets, set_id = _set_with(tmp_path / "home", drawer="someone else")
