@@ -156,6 +156,12 @@ def test_break_even_arithmetic_on_hand_made_numbers():
                               + _rows("scratch", 10, [0.69, 0.72, 0.70], 2e9)), pretrain, 10)  # +0.3 points, ±3 spread
     assert noise.numbers["break_even_tasks"] is None and noise.numbers["seed_spread_points"] == pytest.approx(3.055, abs=1e-3)
     assert "+0.3 points" in noise.text and "within the spread between seeds (±3.1 points)" in noise.text
+    behind = verdict(summarise(_rows("finetune", 10, [0.29], 2e9) + _rows("scratch", 10, [0.51], 2e9)), pretrain, 10)
+    assert "(−22.0 points" in behind.text and "training from scratch does better by 22.0 points" in behind.text
+    rows = dict(behind.rows())  # "the numbers behind this verdict", as a person reads them
+    assert rows["transfer_accuracy"] == "29.00%" and rows["points_gained"] == "-22.00 points"
+    assert rows["pretrain_flops"] == "1.000e+11" and rows["pretrain_seconds"] == "100.0 s" and rows["k"] == "10"
+    assert rows["break_even_tasks"] == "–" and rows["watts"] == "35 W" and rows["strategy"] == "finetune"
 
 
 def test_a_power_law_fit_recovers_its_slope():

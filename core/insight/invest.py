@@ -84,6 +84,36 @@ class Verdict:
     text: str  # plain language, built from `numbers` only
     numbers: dict[str, Any] = field(default_factory=dict)  # every figure the text uses, for "show the numbers"
 
+    def rows(self) -> list[tuple[str, str]]:
+        """`numbers` as (figure, value) rows a person reads: accuracies in percent, FLOPs in scientific notation,
+        seconds and watt-hours with units (not 0.2915000021457672)."""
+        return [(name, number_text(name, value)) for name, value in self.numbers.items()]
+
+
+def number_text(name: str, value: Any) -> str:
+    """One of a verdict's figures, written for reading; `name` says what it is."""
+    if value is None or isinstance(value, (str, bool)):
+        return "–" if value is None else str(value)
+    if name == "k":
+        return k_text(value)
+    if name.endswith("_accuracy"):
+        return f"{value:.2%}"
+    if name == "seed_spread_points":
+        return f"±{value:.2f} points"
+    if name.endswith("_points") or name == "points_gained":
+        return f"{value:+.2f} points"
+    if name.endswith("_flops"):
+        return f"{value:.3e}"
+    if name.endswith("_seconds"):
+        return f"{value:.1f} s"
+    if name.endswith("_wh"):
+        return f"{value:.3f} Wh"
+    if name == "watts":
+        return f"{value:g} W"
+    if name.endswith("_k"):
+        return k_text(value)
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+
 
 def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int, *, watts: float = 35.0) -> Verdict:
     """What pre-training bought at `k` labels per class, against training from scratch, in words and numbers."""
@@ -110,7 +140,8 @@ def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int,
             f"{n['pretrain_energy_wh']:.2f} Wh at {watts:g} W)")
     if n["points_gained"] <= 0:
         n["break_even_tasks"] = None
-        return Verdict(text + " and bought nothing here: training from scratch is as good, so it never pays back.", n)
+        better = (f"does better by {abs(n['points_gained']):.1f} points" if n["points_gained"] < 0 else "is as good")
+        return Verdict(text + f" and bought nothing here: training from scratch {better}, so it never pays back.", n)
     spread = seed_spread(best, scratch)
     if spread is not None and n["points_gained"] <= spread:
         n.update(break_even_tasks=None, seed_spread_points=spread)

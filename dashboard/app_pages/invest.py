@@ -131,9 +131,12 @@ def results(exp, live: bool) -> None:
         return
     finished_ks = sorted({r["k"] for r in summary}, key=k_order)
     k_col, watts_col = st.columns([3, 1])
-    default_k = 10 if 10 in finished_ks else finished_ks[0]
-    k = k_col.select_slider("Verdict at labels per class", finished_ks, value=default_k, key="invest_k",
-                            format_func=k_text)
+    # On the default (10 labels per class, else the fewest) whenever the finished amounts change: kept from while only
+    # k = 1 had finished, the slider stayed there after the experiment completed, unlike a fresh visit
+    if st.session_state.get("invest_k_options") != finished_ks or st.session_state.get("invest_k") not in finished_ks:
+        st.session_state["invest_k"] = 10 if 10 in finished_ks else finished_ks[0]
+    st.session_state["invest_k_options"] = finished_ks
+    k = k_col.select_slider("Verdict at labels per class", finished_ks, key="invest_k", format_func=k_text)
     device = (pretrain.get("device") or "cpu").split(":")[0]
     watts = watts_col.number_input("Assumed device power (W)", 1.0, 5000.0, DEFAULT_WATTS.get(device, 35.0),
                                    step=5.0, key="invest_watts",
@@ -141,8 +144,7 @@ def results(exp, live: bool) -> None:
     said = verdict(summary, pretrain, k, watts=watts)
     st.info(said.text, icon=":material/balance:")
     with st.expander("The numbers behind this verdict"):
-        st.dataframe(pd.DataFrame({"figure": list(said.numbers), "value": [str(v) for v in said.numbers.values()]}),
-                     hide_index=True, key="invest_numbers")
+        st.dataframe(pd.DataFrame(said.rows(), columns=["figure", "value"]), hide_index=True, key="invest_numbers")
         table = pd.DataFrame(points)[["strategy", "k", "seed", "status", "test_accuracy", "train_seconds", "flops",
                                       "run_id"]]
         st.dataframe(table, hide_index=True, key="invest_points",

@@ -44,6 +44,11 @@ def test_a_launched_experiment_fills_in_and_gives_a_verdict(app, mnist):
     assert len(charts) >= 2  # labels curve and accuracy against compute
     app.select_slider(key="invest_k").set_value(0).run()  # the verdict follows the chosen k
     assert app.info[0].value.startswith("With every label")
+    app.run()
+    assert app.select_slider(key="invest_k").value == 0  # kept while the finished amounts stay the same
+    app.session_state["invest_k_options"] = [1]  # as while only k = 1 had finished: the slider was left there
+    app.run()
+    assert app.select_slider(key="invest_k").value == 1 and app.info[0].value.startswith("With 1 label")  # default
     app.slider(key="invest_tasks").set_value(20).run()
     assert_clean(app)
 
