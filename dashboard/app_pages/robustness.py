@@ -81,11 +81,17 @@ if widgets.is_open(one_tab):
         result = attack_image(model, image, label, AttackSettings(attack, eps, 40 if attack == "pgd" else 1))
         clean_probs, adv_probs, delta = result.probs, result.adversarial_probs, result.perturbation
         before, after = int(clean_probs.argmax()), int(adv_probs.argmax())
-        verdict = ("**The attack worked:** " if before != after else "**The model held:** ")
+        # Judged against the true label when there is one: on a mistake the model was wrong before any attack
+        truth = f" The image is a **{classes[label]}**." if label is not None else ""
+        if label is not None and before != label:
+            verdict = "**Wrong before the attack:** "
+        else:
+            verdict = "**The attack worked:** " if before != after else "**The model held:** "
         st.markdown(verdict + f"{widgets.plain(src.name)} read **{classes[before]}** ({clean_probs[before]:.0%}) and now reads "
-                    f"**{classes[after]}** ({adv_probs[after]:.0%}) — every pixel moved by at most {eps:.2f}.")
+                    f"**{classes[after]}** ({adv_probs[after]:.0%}) — every pixel moved by at most {eps:.2f}.{truth}")
         a, b, c = st.columns(3)
-        a.image(widgets.digit_image(image, 5), width=140, clamp=True, caption="original")
+        a.image(widgets.digit_image(image, 5), width=140, clamp=True,
+                caption="original" if label is None else f"original, true label {classes[label]}")
         b.image(widgets.signed_image(delta, 5), width=140, caption=f"perturbation (amplified; max |Δ| {np.abs(delta).max():.2f})")
         c.image(widgets.digit_image(result.adversarial, 5), width=140, clamp=True, caption="adversarial")
         left, right = st.columns(2)

@@ -22,6 +22,20 @@ def test_robustness_page_attacks_an_image_and_hands_it_to_explain(app, tmp_path)
     assert app.radio(key="explain_source").value == "The image from Robustness & privacy"
 
 
+def test_an_attack_on_a_mistake_says_the_model_was_wrong_before_and_shows_the_true_label(app, tmp_path):
+    # A tester attacked "a mistake of this model": "The attack worked: … read 7 and now reads 4" of a 1, its label
+    # nowhere on the page
+    store, ids = finished_runs(tmp_path / "home", n=1)  # a seed MLP trained for seconds: it makes mistakes
+    open_with_model(app, "robustness", ids[0])
+    app.radio(key="robust_source").set_value("A mistake of this model").run()
+    assert_clean(app)
+    verdict = next(m.value for m in app.markdown if " now reads **" in m.value)
+    assert verdict.startswith("**Wrong before the attack:**") and "The image is a **" in verdict
+    caption = next(p.caption for image in app.get("image") for p in image.proto.imgs if p.caption.startswith("original"))
+    assert caption.startswith("original, true label ") and caption[-1] in "0123456789"
+    assert caption[-1] != verdict.split(" read **", 1)[1][0]  # the model's first answer was not the label
+
+
 def test_robustness_curves_run_in_the_background_and_show_when_done(app, tmp_path):
     from dashboard.state import task_runner
 
