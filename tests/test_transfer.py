@@ -180,7 +180,7 @@ def test_a_power_law_fit_recovers_its_slope():
 def test_scaling_rows_keep_finished_full_data_runs(finished_experiment):
     store, exp = finished_experiment
     assert [r["id"] for r in scaling_rows(store.list(), "mnist")] == [exp.pretrain]
-    few = scaling_rows(store.list(), "digits", all_labels_only=False)
+    few = scaling_rows(store.list(), "digits", comparable_only=False)
     assert len(few) == 6 and scaling_rows(store.list(), "digits") == []
 
 

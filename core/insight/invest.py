@@ -219,20 +219,38 @@ def fit_power_law(xs: Sequence[float], accuracies: Sequence[float], x_name: str 
     return PowerLaw(float(10 ** log_a), float(b), r2, len(pairs), x_name)
 
 
-def scaling_rows(records: Sequence[RunRecord], dataset: str, *, all_labels_only: bool = True) -> list[dict[str, Any]]:
-    """Completed runs on `dataset` with their accuracy, parameters and training FLOPs (few-label runs on request,
-    marked `few_labels`: trained on a subset of the labels)."""
+KINDS = {"none": "trained from scratch", "scratch": "trained from scratch", "probe": "linear probe",
+         "finetune": "fine-tuned"}  # a scaling point's legend, by how it trained
+
+
+def held_back(config: dict[str, Any]) -> str:
+    """Why a run's accuracy says little about its size, in a few words ("" when nothing but its size sets it): trained
+    on a subset of the labels, with differential privacy, or on attacked images. (A run cut short by a step limit
+    stays: its FLOPs count the images it trained on, so it is a smaller point, not an odd one.)"""
+    if config.get("per_class") or config.get("train_size"):
+        return "few labels"
+    if config.get("dp"):
+        return "private (DP-SGD)"
+    if config.get("adversarial", "none") != "none":
+        return "adversarially trained"
+    return ""
+
+
+def scaling_rows(records: Sequence[RunRecord], dataset: str, *, comparable_only: bool = True) -> list[dict[str, Any]]:
+    """Completed runs on `dataset` with their accuracy, parameters and training FLOPs; `aside` says why a run's
+    accuracy says little about its size (`held_back`), and such runs come only on request. `kind`: how it trained."""
     rows = []
     for r in records:
         if r.status != "completed" or r.dataset != dataset or r.test_accuracy is None:
             continue
-        few_labels = bool(r.config.get("per_class") or r.config.get("train_size"))
-        if all_labels_only and few_labels:
+        aside = held_back(r.config)
+        if comparable_only and aside:
             continue
         cost = run_cost(r)
         if not cost["flops"]:
             continue
+        transfer = r.config.get("extra", {}).get("transfer") or r.config.get("transfer", "none")
         rows.append({"id": r.id, "name": r.name, "model": r.model, "test_accuracy": r.test_accuracy,
                      "params": r.params, "flops": cost["flops"], "train_seconds": cost["train_seconds"],
-                     "kind": r.config.get("extra", {}).get("transfer") or "scratch", "few_labels": few_labels})
+                     "kind": aside or KINDS.get(transfer, transfer), "aside": aside})
     return rows

@@ -221,11 +221,12 @@ if widgets.is_open(scaling_tab):
         dataset = c1.selectbox("Dataset", list(DATASETS), key="invest_scale_dataset", format_func=state.dataset_title)
         axis = c2.radio("Size measured as", ["flops", "params"], key="invest_scale_axis", horizontal=True,
                         format_func={"flops": "training FLOPs", "params": "parameters"}.get)
-        few = c3.toggle("Include few-label runs", key="invest_scale_few",
-                        help="Runs trained on a subset of the labels (transfer points, data studies) sit far below "
-                             "the trend of full-data runs.")
-        every = scaling_rows(store.list(), dataset, all_labels_only=False)
-        rows = every if few else [r for r in every if not r["few_labels"]]
+        held = c3.toggle("Include runs held back by other things than size", key="invest_scale_few",
+                         help="Runs trained on a subset of the labels (transfer points, data studies), with "
+                              "differential privacy or on attacked images sit below the trend for reasons other "
+                              "than their size.")
+        every = scaling_rows(store.list(), dataset, comparable_only=False)
+        rows = every if held else [r for r in every if not r["aside"]]
         left_out = len(every) - len(rows)
         if not rows:
             st.info(f"No finished run on {state.dataset_title(dataset)} yet: train a few on the Train page (for "
@@ -242,7 +243,7 @@ if widgets.is_open(scaling_tab):
                 if fit.b > -0.01:
                     st.caption("A flat or rising slope: on these runs, being bigger did not buy accuracy.")
         st.caption(f"{len(rows)} finished run{'s' if len(rows) != 1 else ''} on {state.dataset_title(dataset)}"
-                   + (f" ({left_out} few-label run{'s' if left_out != 1 else ''} left out: see the toggle)"
-                      if left_out else "") + "; error = 1 − test accuracy, fitted as a "
+                   + (f" ({left_out} run{'s' if left_out != 1 else ''} held back by few labels, privacy or "
+                      "attacks left out: see the toggle)" if left_out else "") + "; error = 1 − test accuracy, fitted as a "
                    "straight line in log-log (a power law). Training FLOPs are estimated as 3× the forward pass per "
                    "image trained on (validation and testing excluded).")
