@@ -72,7 +72,9 @@ def test_missing_dataset_exits_2_naming_the_folder(store, tmp_path, monkeypatch,
 
 def test_diverged_run_exits_1(store, capsys):
     assert main(["train", "--dataset", "digits", "--optimizer", "sgd", "--lr", "10", "--json"]) == 1
-    assert _json_out(capsys)["status"] == "diverged"
+    out = capsys.readouterr()
+    assert json.loads(out.out.strip().splitlines()[-1])["status"] == "diverged"
+    assert "note: A learning rate of 10 with SGD will likely diverge" in out.err  # the Train page's warnings, too
 
 
 def test_unparseable_flag_exits_2():

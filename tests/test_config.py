@@ -125,3 +125,17 @@ def test_adam_betas_reach_the_optimiser_and_sgd_refuses_them():
         TrainConfig(optimizer="sgd", beta1=0.7)
     with pytest.raises(ConfigError, match="Adam β2 must be"):
         TrainConfig(beta2=1.0)
+
+
+def test_a_chosen_training_size_with_validation_joining_is_warned_about():
+    # A tester's "--train-size 2000" run trained on 7,000 images, the preset adding the validation images unseen
+    from core.training.config import advice
+
+    sizes = {"train": 55_000, "val": 5_000, "test": 10_000}
+    cfg = TrainConfig(train_size=2_000, train_on_val=True)
+    (note,) = [n for n in advice(cfg, plan(cfg, sizes)) if "validation images join" in n]
+    assert "each epoch trains on 7,000 images" in note
+    assert not [n for n in advice(cfg.replace(train_on_val=False), plan(cfg.replace(train_on_val=False), sizes))
+                if "validation images join" in n]
+    assert not [n for n in advice(cfg.replace(train_size=None), plan(cfg.replace(train_size=None), sizes))
+                if "validation images join" in n]  # all the images: nothing was chosen

@@ -10,7 +10,7 @@ from typing import Any
 from core.cli.running import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, check_data, execute,
                               open_store, stop_on_signals)
 from core.errors import DigitLabError
-from core.training.config import TrainConfig
+from core.training.config import TrainConfig, advice, plan
 
 SKIP_FIELDS = {"extra"}
 
@@ -21,6 +21,7 @@ def config_fields() -> list[dataclasses.Field]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.data.datasets import load_splits
     from core.training.distributed import announce_run, torchrun_ranks
     from core.training.experiment import create_run
 
@@ -31,6 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with torchrun_ranks(cfg.device) as ranks:  # None unless started by torchrun with several processes
         if ranks and not ranks.main:
             return _follow(store, ranks, args, resume=False)
+        for note in advice(cfg, plan(cfg, load_splits(cfg.dataset, "cpu").sizes())):  # as the Train page warns
+            print(f"note: {note}", file=sys.stderr)
         run_id = announce_run(ranks, lambda: create_run(store, cfg, name=args.name).id)
         return execute(store, run_id, args, resume=False, ranks=ranks)
 

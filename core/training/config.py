@@ -385,6 +385,10 @@ def advice(cfg: TrainConfig, run: RunPlan) -> list[str]:
     if cfg.dp and cfg.delta >= 1 / run.train_images:
         notes.append(f"A privacy δ of {cfg.delta:g} is not small against {run.train_images:,} training images: "
                      f"δ should stay well below 1/N = {1 / run.train_images:.1e}, or one image may leak outright.")
+    if cfg.train_on_val and (cfg.train_size or cfg.per_class):
+        notes.append(f"The validation images join the training images chosen ('Also train on the validation images' "
+                     f"is on): each epoch trains on {run.train_images // cfg.repeat:,} images, not only those chosen. "
+                     "Turn it off to train on the chosen images alone.")
     if cfg.precision == "bf16" and cfg.model == "vit-tiny":
         notes.append("bf16 is slower than fp32 for the tiny ViT on the CPUs measured (0.37× with AMX); keep auto or fp32 "
                      "unless on a GPU.")
