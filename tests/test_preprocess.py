@@ -333,6 +333,12 @@ def _blank(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:
     return buffer.getvalue()
 
 
+def _noisy_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("data, words", [
     (b"", "The file is empty"),
     (b"%PDF-1.4", "That file is not a readable PNG or JPEG image: it is another kind of file, or a damaged image."),
@@ -341,7 +347,8 @@ def _blank(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:
     (_blank("GIF"), "is a GIF image; upload a PNG or JPEG"),
     (_blank("BMP"), "is a BMP image; upload a PNG or JPEG"),
     (_blank("TIFF"), "is a TIFF image; upload a PNG or JPEG"),
-], ids=["empty", "pdf", "text", "truncated-png", "gif", "bmp", "tiff"])
+    (_noisy_jpeg()[:-1], "That image is damaged or cut short: its pixels could not all be read."),  # was Pillow's
+], ids=["empty", "pdf", "text", "truncated-png", "gif", "bmp", "tiff", "truncated-jpeg"])
 def test_uploads_that_are_not_png_or_jpeg_are_refused_in_words(data, words):
     with pytest.raises(DigitLabError, match=re.escape(words)) as refused:
         decode_upload(data)

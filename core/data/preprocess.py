@@ -107,7 +107,9 @@ def decode_upload(data: bytes) -> Image.Image:
         image = _shrink_image(image)  # PNG has no reduced decode: drop the full-size pixels right away
         upright = ImageOps.exif_transpose(image)  # phone photos are stored sideways with a rotation tag
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise DigitLabError(f"The image could not be decoded ({error}).") from None
+        # e.g. a JPEG cut short in transit ("image file is truncated (1 bytes not processed)"): said in words
+        raise DigitLabError("That image is damaged or cut short: its pixels could not all be read. Save or export it "
+                            "again and upload the new file.") from None
     upright.format = kind  # what the file was, as Image.open would say
     return upright
 

@@ -330,7 +330,8 @@ def files_tab(current: DrawingSet | None) -> None:
                                   owner=state.visitor_id())
         except DigitLabError as error:
             widgets.error_box(error)
-            st.caption("Nothing was imported.")
+            if "Nothing was imported" not in str(error):  # the refusals of core.data.drawing_files say it already
+                st.caption("Nothing was imported.")
         else:
             state.use_drawing_set(result.set.id)
             st.session_state["drawings_upload_version"] = version + 1

@@ -61,7 +61,8 @@ if len(chosen) == 1:
                    "resume or delete it.")
     c1, c2, c3 = st.columns(3)
     with c1:
-        new_name = st.text_input("Rename", value=run.name, key=f"runs_rename_{run.id}", disabled=not mine)
+        new_name = st.text_input("Rename", value=run.name, key=f"runs_rename_{run.id}", disabled=not mine,
+                                 max_chars=120)  # what a run's name holds (core.runs.RunStore.rename), as Train's
         if st.button("Save name", key="runs_rename_save", disabled=not mine) and new_name.strip() != run.name:
             try:
                 store.rename(run.id, new_name)
@@ -141,4 +142,4 @@ else:
     if verdict is not None:
         st.markdown(f"**{widgets.plain(verdict['best']['name'])}** beats the cheapest run **{widgets.plain(verdict['base']['name'])}** by "
                     f"**{verdict['points']:+.2f} points** ({verdict['errors_cut']:.0%} fewer errors) for "
-                    f"**{verdict['cost_ratio']:,.1f}×** the {labels[cost]}.")
+                    f"**{verdict['cost_ratio']:,.1f}×** the {labels[cost].removesuffix(' (s)')}.")

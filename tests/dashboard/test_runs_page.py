@@ -32,6 +32,7 @@ def test_runs_page_renames_compares_and_plots_cost_against_benefit(app, tmp_path
     app.run()
     newest = app.dataframe(key=runs_table(store)).value["id"][0]
     assert any(f"`{newest}.safetensors`" in m.value for m in app.markdown)  # the card names the download's file
+    assert app.text_input(key=f"runs_rename_{newest}").max_chars == 120  # as much as a name holds: none cut silently
     app.text_input(key=f"runs_rename_{newest}").set_value("the renamed run").run()
     app.button(key="runs_rename_save").click().run()
     assert_clean(app)
