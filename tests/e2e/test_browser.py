@@ -243,8 +243,9 @@ def test_an_attack_on_one_image_is_shown_with_both_answers(server, page):
     verdict = page.get_by_text(re.compile(r"every pixel moved by at most 0\.10"))
     expect(verdict).to_be_visible(timeout=60_000)
     expect(verdict).to_contain_text(re.compile(r"^The (attack worked|model held):"))
-    for caption in ("original", "adversarial"):
-        expect(page.get_by_text(caption, exact=True)).to_be_visible()
+    expect(verdict).to_contain_text(re.compile(r"The image is a \d\.$"))  # judged against its true label
+    expect(page.get_by_text(re.compile(r"^original, true label \d$"))).to_be_visible()
+    expect(page.get_by_text("adversarial", exact=True)).to_be_visible()
     expect(page.get_by_text("Before the attack")).to_be_visible()
 
 
