@@ -170,6 +170,7 @@ def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
 
 
 st.title("Draw & predict")
+widgets.canvas_toolbar_above()  # a stroke begun at the canvas's top right must draw, not land on its hidden toolbar
 runs = state.finished_runs()
 names = state.source_names(runs)
 pick, sure = st.columns([3, 2])

@@ -97,6 +97,16 @@ def test_a_digit_drawn_with_the_mouse_is_read_beside_the_canvas(server, page):
     assert toolbar.bounding_box()["y"] >= tabs.bounding_box()["y"] + tabs.bounding_box()["height"]
 
 
+def test_a_stroke_begun_at_the_canvas_top_right_draws(server, page):
+    # The canvas's toolbar waits, invisible, over the top-right corner of the canvas until the pointer has hovered
+    # there: a finger on a touch screen, or a pen pressed as it arrives, began on it and the whole stroke was lost
+    open_page(page, f"{server}/predict")
+    canvas = page.locator(CANVAS)
+    expect(canvas).to_be_visible(timeout=30_000)
+    _stroke(page, canvas.bounding_box(), [(0.8, 0.02), (0.8, 0.9)])  # a 1 from the very top, pressed on arrival
+    expect(page.get_by_text(VERDICT)).to_be_visible(timeout=30_000)
+
+
 def test_a_drawing_after_a_test_image_gets_its_own_answer(server, page):
     open_page(page, f"{server}/predict")
     page.get_by_role("tab", name=re.compile("Test image")).click()
