@@ -115,9 +115,11 @@ if widgets.is_open(confusion_tab):
             st.session_state["eval_cell_clicked"] = clicked  # apply a click once; the boxes stay free to change
             st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = clicked
         off = raw - np.diag(np.diag(raw))
-        worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion
-        st.session_state.setdefault("eval_cell_true", int(worst[0]))
-        st.session_state.setdefault("eval_cell_pred", int(worst[1]))
+        worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion ...
+        what = f"{src.key} on {judged.what}"  # ... of the model and images judged: another model starts on its own
+        if st.session_state.get("eval_cell_for") != what:
+            st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = int(worst[0]), int(worst[1])
+            st.session_state["eval_cell_for"] = what
         c1, c2 = st.columns(2)
         true_cls = c1.selectbox("Cell: true class", range(len(classes)), format_func=classes.__getitem__,
                                 key="eval_cell_true")

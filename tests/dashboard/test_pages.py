@@ -68,6 +68,19 @@ def test_evaluate_draws_only_the_open_tab_and_a_closed_tab_keeps_its_settings(ap
     assert app.slider(key="eval_threshold").value == 0.9  # not back to its default 0.7
 
 
+def test_the_confusion_cell_starts_on_each_models_own_most_frequent_confusion(app, tmp_path):
+    # A tester switched the sidebar's model: the cell stayed on the previous model's worst confusion
+    store, ids = evaluate_page(app, tmp_path)
+    app.selectbox(key="eval_cell_true").set_value(0).run()
+    app.selectbox(key="eval_cell_pred").set_value(0).run()
+    app.run()
+    assert (app.selectbox(key="eval_cell_true").value, app.selectbox(key="eval_cell_pred").value) == (0, 0)  # kept
+    app.sidebar.selectbox(key="app_run").set_value(ids[1]).run()
+    assert_clean(app)
+    true, pred = app.selectbox(key="eval_cell_true").value, app.selectbox(key="eval_cell_pred").value
+    assert true != pred  # a confusion of the new model (its most frequent), not the cell chosen for the other
+
+
 def test_confusion_cell_to_gallery_to_explain_flow(app, tmp_path):
     store, ids = evaluate_page(app, tmp_path, n=2)
     app.selectbox(key="app_run").set_value(ids[1]).run()  # not the newest default: the hand-off must keep it
