@@ -76,8 +76,14 @@ def image_at(i: int) -> np.ndarray:
     return unit(np.asarray(judged.images[i]))
 
 
-def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = False) -> None:
-    """Judged images with true/predicted label and confidence; optionally a button to explain each."""
+def short(name: str, size: int = 14) -> str:
+    return name if len(name) <= size else name[:size - 1] + "…"
+
+
+def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = False,
+            versus: tuple[str, np.ndarray] | None = None) -> None:
+    """Judged images with true/predicted label and confidence; optionally a button to explain each. `versus`: another
+    model's name and answers, shown beside this model's (named) in each caption."""
     if len(indices) == 0:
         st.info("No images here.")
         return
@@ -85,8 +91,9 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
     cols = st.columns(6)
     for n, i in enumerate(shown):
         with cols[n % 6]:
-            st.image(widgets.digit_image(image_at(i), 3), width=84,
-                     caption=f"true {classes[labels[i]]} · said {classes[preds[i]]} {conf[i]:.0%}")
+            said = (f"said {classes[preds[i]]} {conf[i]:.0%}" if versus is None else
+                    f"{short(src.name)}: {classes[preds[i]]} · {short(versus[0])}: {classes[versus[1][i]]}")
+            st.image(widgets.digit_image(image_at(i), 3), width=84, caption=f"true {classes[labels[i]]} · {said}")
             if explain and st.button("Explain", key=f"{key}_{i}"):
                 state.send_to_explain(state.ExplainRequest("Evaluate", image_at(i), src.key,
                                                            int(labels[i])))
@@ -192,9 +199,11 @@ if widgets.is_open(compare_tab):
                             f"Only the first is right on **{test.only_a}** images, only the second on **{test.only_b}**. "
                             f"McNemar's exact test: p = {test.p_value:.3g} — {verdict}.")
                 st.markdown(f"Right for **{widgets.plain(src.name)}**, wrong for **{widgets.plain(other_src.name)}**:")
-                gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12)
+                gallery(np.flatnonzero((preds == labels) & (other_preds != labels)), "eval_cmp_a", limit=12,
+                        versus=(other_src.name, other_preds))
                 st.markdown(f"Right for **{widgets.plain(other_src.name)}**, wrong for **{widgets.plain(src.name)}**:")
-                gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12)
+                gallery(np.flatnonzero((preds != labels) & (other_preds == labels)), "eval_cmp_b", limit=12,
+                        versus=(other_src.name, other_preds))
 
 if widgets.is_open(retrain_tab):
     with retrain_tab:

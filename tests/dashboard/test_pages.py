@@ -53,6 +53,10 @@ def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app,
     app.selectbox(key="eval_compare").set_value(ids[1]).run()
     assert_clean(app)
     assert any("McNemar" in m.value for m in app.markdown)
+    # each image names both models' answers: "said 6 95%" was the sidebar model's alone, under "wrong for" the other
+    captions = [p.caption for image in app.get("image") for p in image.proto.imgs if p.caption.startswith("true ")]
+    names = [store.get(i).name for i in ids]
+    assert captions and all(f"· {names[0][:13]}" in c and f"· {names[1][:13]}" in c for c in captions)
 
 
 def test_evaluate_draws_only_the_open_tab_and_a_closed_tab_keeps_its_settings(app, tmp_path):
