@@ -66,8 +66,8 @@ def compute_figure(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], 
         own = [value(r, cost) for r in rows]
         x = own if strategy == "scratch" else [amortised(c, p_cost, tasks) for c in own]
         fig.add_scatter(x=x, y=[r["mean"] for r in rows], mode="markers+text", name=name,
-                        text=[k_text(r["k"]) for r in rows], textposition="top center",
-                        marker=dict(size=10, color=color),
+                        text=[k_text(r["k"]) for r in rows], textposition="top center", cliponaxis=False,
+                        marker=dict(size=10, color=color),  # the top point's label is not cut at the plot's edge
                         hovertemplate="%{text} per class<br>%{y:.1%}<br>cost %{x:.3s}<extra>" + name + "</extra>")
     fig.update_xaxes(type="log")
     fig.update_yaxes(tickformat=".0%")

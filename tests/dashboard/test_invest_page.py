@@ -122,3 +122,13 @@ def test_the_labels_chart_bands_have_no_stray_markers():
     bands = [t for t in fig.data if t.fill == "toself"]
     assert len(bands) == 2 and all(t.mode == "lines" for t in bands)  # no dots at the bands' corners
     assert [t.name for t in fig.data if t.fill != "toself"] == [t.name for t in fig.data if t.mode == "lines+markers"]
+
+
+def test_the_compute_charts_labels_are_not_cut_at_its_edge():
+    from dashboard.invest_plots import compute_figure
+
+    summary = [{"strategy": s, "k": k, "n": 1, "mean": m, "std": 0.0, "low": m, "high": m, "train_seconds": 1.0,
+                "flops": 1e9 * k} for s, m0 in (("scratch", 0.5), ("finetune", 0.6)) for k, m in ((1, m0), (10, m0 + 0.3))]
+    fig = compute_figure(summary, {"flops": 1e11, "train_seconds": 10.0}, 1, "flops", 35.0)
+    labelled = [t for t in fig.data if t.mode == "markers+text"]
+    assert len(labelled) == 2 and all(t.cliponaxis is False for t in labelled)  # a tester saw the top "10" cut
