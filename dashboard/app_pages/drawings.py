@@ -76,6 +76,7 @@ def gallery_tab(current: DrawingSet) -> None:
     verdict = f3.selectbox("Verdict", ["any", "right ✓", "wrong ✗", "no verdict"], key="drawings_f_verdict")
     low, high = f4.slider("Confidence when saved", 0.0, 1.0, (0.0, 1.0), 0.05, key="drawings_f_conf")
     ranged = low > 0 or high < 1  # a range drops drawings saved without a verdict
+    undo_delete(current)
     found = sets.drawings(current.id, label=label, predicted=said, min_confidence=low if ranged else None,
                           max_confidence=high if ranged else None)
     keep = {"right ✓": lambda d: d.verdict is not None and d.verdict.predicted == d.label,
@@ -137,8 +138,24 @@ def edit_drawing(shown) -> None:
         st.toast(f"Drawing #{d.id} is now labelled {new}.", icon=":material/check:")
         st.rerun()
     if right.button("Delete", key="drawings_delete", disabled=not allowed, help=why, icon=":material/delete:"):
+        st.session_state["drawings_deleted"] = (d, sets.canvas_png(d.id))  # for Undo: one click, so one click back
         sets.delete_drawing(d.id)
         st.toast(f"Deleted drawing #{d.id}.", icon=":material/delete:")
+        st.rerun()
+
+
+def undo_delete(current: DrawingSet) -> None:
+    """The last drawing deleted from this set, offered back (it returns with a new number, as it was otherwise)."""
+    deleted = st.session_state.get("drawings_deleted")
+    if deleted is None or deleted[0].set_id != current.id:
+        return
+    d, png = deleted
+    if st.button(f"Undo: put drawing #{d.id} (a {d.label}) back", key="drawings_undo_delete", icon=":material/undo:",
+                 type="tertiary"):
+        back = sets.add(d.set_id, d.model_input, png, label=d.label, drawer=d.drawer, drawer_name=d.drawer_name,
+                        verdict=d.verdict, source=d.source, created=d.created)
+        st.session_state.pop("drawings_deleted", None)
+        st.toast(f"Drawing #{d.id} is back, as #{back.id}.", icon=":material/undo:")
         st.rerun()
 
 

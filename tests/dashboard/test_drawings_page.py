@@ -112,6 +112,7 @@ def test_the_drawings_page_shows_filters_relabels_and_deletes(app, tmp_path):
     app.selectbox(key="drawings_f_verdict").set_value("any").run()
     assert _box(app, PICK).value == 2 and "#2 · 1 ✗ said 8" in _box(app, PICK).options  # its new label shows
     _box(app, PICK).set_value(4).run()
+    digests, labels_before = [d.digest for d in sets.drawings(set_id)], {d.id: d.label for d in sets.drawings(set_id)}
     app.button(key="drawings_delete").click().run()
     assert_clean(app)
     assert [d.id for d in sets.drawings(set_id)] == [1, 2, 3, 5, 6]
@@ -120,6 +121,13 @@ def test_the_drawings_page_shows_filters_relabels_and_deletes(app, tmp_path):
     box = _box(app, PICK)
     assert "#4" not in " ".join(box.options) and box.value == 1 and box.index == 0
     assert any("Drawing set" == b.label and "(5)" in b.options[b.index] for b in app.selectbox)  # its count, now
+    # One click deleted it, one click puts it back (as a new number, the same drawing)
+    app.button(key="drawings_undo_delete").click().run()
+    assert_clean(app)
+    back = sets.drawings(set_id)
+    assert len(back) == 6 and "drawings_undo_delete" not in [b.key for b in app.button]
+    assert sorted(d.digest for d in back) == sorted(digests)
+    assert [d.label for d in back if d.digest == digests[3]] == [labels_before[4]]  # #4 was the fourth
 
 
 def test_an_exported_set_imports_again_bit_for_bit_through_the_page(app, tmp_path):
