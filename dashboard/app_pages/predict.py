@@ -38,7 +38,7 @@ def show_result(prediction: Prediction, origin: str, true_label: int | None = No
     if prediction.confidence >= threshold:
         st.markdown(f"### It's {widgets.article(label)} **{label}** ({prediction.confidence:.0%} sure)")
     else:
-        st.markdown(f"### Not sure — draw again ({label}? only {prediction.confidence:.0%})")
+        st.markdown(f"### Not sure — draw again ({label}? only {widgets.percent_down(prediction.confidence)})")
     if canvas is not None and tuple(prediction.classes) == DIGITS:  # a garment model's answer is no digit label
         save_controls(prediction, canvas, set_slot)
     # What the model saw, its top 3 and the probabilities: one HTML block, as this runs on every stroke

@@ -96,3 +96,11 @@ def test_the_labels_chart_says_all_only_when_all_was_run_and_ticks_whole_label_c
     assert list(fig.layout.xaxis.ticktext) == ["1", "2", "5"]  # not 1.5, 2.5, 3.5 labelled images
     rows += [{**rows[0], "k": invest_plots.ALL}]
     assert "the last point is all of them" in invest_plots.labels_figure(rows, 60_000).layout.xaxis.title.text
+
+
+def test_a_confidence_under_a_threshold_never_reads_as_reaching_it():
+    from dashboard.widgets import percent_down
+
+    # "Not sure — draw again (7? only 95%)" under a 0.95 threshold: the 94.8% had been rounded up
+    assert percent_down(0.948) == "94.8%" and percent_down(0.9499) == "94.9%" and percent_down(0.32) == "32%"
+    assert percent_down(0.07) == "7%" and percent_down(0.0) == "0%"
