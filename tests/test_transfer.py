@@ -156,6 +156,10 @@ def test_break_even_arithmetic_on_hand_made_numbers():
                               + _rows("scratch", 10, [0.69, 0.72, 0.70], 2e9)), pretrain, 10)  # +0.3 points, ±3 spread
     assert noise.numbers["break_even_tasks"] is None and noise.numbers["seed_spread_points"] == pytest.approx(3.055, abs=1e-3)
     assert "+0.3 points" in noise.text and "within the spread between seeds (±3.1 points)" in noise.text
+    # behind by less than the seeds' spread: nothing measurable either way, not "scratch does better"
+    tied = verdict(summarise(_rows("finetune", 10, [0.69, 0.72, 0.70], 2e9)
+                             + _rows("scratch", 10, [0.70, 0.68, 0.74], 2e9)), pretrain, 10)
+    assert "The difference is within the spread between seeds" in tied.text and "does better" not in tied.text
     behind = verdict(summarise(_rows("finetune", 10, [0.29], 2e9) + _rows("scratch", 10, [0.51], 2e9)), pretrain, 10)
     assert "(−22.0 points" in behind.text and "training from scratch does better by 22.0 points" in behind.text
     rows = dict(behind.rows())  # "the numbers behind this verdict", as a person reads them
@@ -182,6 +186,10 @@ def test_scaling_rows_keep_finished_full_data_runs(finished_experiment):
     assert [r["id"] for r in scaling_rows(store.list(), "mnist")] == [exp.pretrain]
     few = scaling_rows(store.list(), "digits", comparable_only=False)
     assert len(few) == 6 and scaling_rows(store.list(), "digits") == []
+    from core.insight.invest import held_back
+
+    assert held_back({"init_from": "starter", "drawings": "Class 3B"}) == "started from another model"  # FLOPs: its own
+    assert held_back({"dp": True}) == "private (DP-SGD)" and held_back({"max_steps": 5, "transfer": "none"}) == ""
 
 
 def test_an_experiment_stops_and_continues_after_a_restart(store, mnist):

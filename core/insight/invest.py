@@ -138,15 +138,17 @@ def verdict(summary: Sequence[dict[str, Any]], pretrain: dict[str, Any], k: int,
             f"{min(best['n'], scratch['n'])} seed{'s' if min(best['n'], scratch['n']) > 1 else ''}). "
             f"Pre-training cost {p_secs:.0f} s of training ({human_flops(p_flops)}, about "
             f"{n['pretrain_energy_wh']:.2f} Wh at {watts:g} W)")
+    spread = seed_spread(best, scratch)
+    if spread is not None and abs(n["points_gained"]) <= spread:  # either way, a difference the seeds alone make
+        n.update(break_even_tasks=None, seed_spread_points=spread)
+        what = "gain" if n["points_gained"] > 0 else "difference"
+        return Verdict(text + f". The {what} is within the spread between seeds (±{spread:.1f} points), so it bought "
+                       "nothing measurable here and never pays back.", n)
     if n["points_gained"] <= 0:
         n["break_even_tasks"] = None
-        better = (f"does better by {abs(n['points_gained']):.1f} points" if n["points_gained"] < 0 else "is as good")
+        lead = abs(n["points_gained"])
+        better = f"does better by {lead:.1f} points" if round(lead, 1) > 0 else "is as good"
         return Verdict(text + f" and bought nothing here: training from scratch {better}, so it never pays back.", n)
-    spread = seed_spread(best, scratch)
-    if spread is not None and n["points_gained"] <= spread:
-        n.update(break_even_tasks=None, seed_spread_points=spread)
-        return Verdict(text + f". The gain is within the spread between seeds (±{spread:.1f} points), so it bought "
-                       "nothing measurable here and never pays back.", n)
     match = cheapest_reaching(summary, "scratch", best["mean"])
     if match is None:
         n["break_even_tasks"] = None
@@ -225,10 +227,12 @@ KINDS = {"none": "trained from scratch", "scratch": "trained from scratch", "pro
 
 def held_back(config: dict[str, Any]) -> str:
     """Why a run's accuracy says little about its size, in a few words ("" when nothing but its size sets it): trained
-    on a subset of the labels, with differential privacy, or on attacked images. (A run cut short by a step limit
+    on a subset of the labels, from another model's weights, with differential privacy, or on attacked images. (A run cut short by a step limit
     stays: its FLOPs count the images it trained on, so it is a smaller point, not an odd one.)"""
     if config.get("per_class") or config.get("train_size"):
         return "few labels"
+    if config.get("init_from"):  # its FLOPs count the fine-tuning alone, not what its starting model cost
+        return "started from another model"
     if config.get("dp"):
         return "private (DP-SGD)"
     if config.get("adversarial", "none") != "none":
