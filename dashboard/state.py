@@ -381,7 +381,10 @@ def follow_sidebar_model(key: str, offered: Iterable[str]) -> None:
     if key not in st.session_state or st.session_state.get(follows) != sidebar:
         st.session_state[key] = [sidebar]
     else:
-        st.session_state[key] = [k for k in st.session_state[key] if k in set(offered)]
+        chosen = st.session_state[key]
+        kept = [k for k in chosen if k in set(offered)]
+        if kept != chosen:  # written only on a change: a value written back each run could undo a quick pick
+            st.session_state[key] = kept or [sidebar]  # all it held is gone: back on the sidebar's model
     st.session_state[follows] = sidebar
 
 

@@ -152,8 +152,12 @@ def undo_delete(current: DrawingSet) -> None:
     d, png = deleted
     if st.button(f"Undo: put drawing #{d.id} (a {d.label}) back", key="drawings_undo_delete", icon=":material/undo:",
                  type="tertiary"):
-        back = sets.add(d.set_id, d.model_input, png, label=d.label, drawer=d.drawer, drawer_name=d.drawer_name,
-                        verdict=d.verdict, source=d.source, created=d.created)
+        try:
+            back = sets.add(d.set_id, d.model_input, png, label=d.label, drawer=d.drawer, drawer_name=d.drawer_name,
+                            verdict=d.verdict, source=d.source, created=d.created)
+        except DigitLabError as error:  # e.g. the set was deleted meanwhile
+            widgets.error_box(error)
+            return
         st.session_state.pop("drawings_deleted", None)
         st.toast(f"Drawing #{d.id} is back, as #{back.id}.", icon=":material/undo:")
         st.rerun()

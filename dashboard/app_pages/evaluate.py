@@ -91,8 +91,12 @@ def gallery(indices: np.ndarray, key: str, limit: int = 18, explain: bool = Fals
     cols = st.columns(6)
     for n, i in enumerate(shown):
         with cols[n % 6]:
-            said = (f"said {classes[preds[i]]} {conf[i]:.0%}" if versus is None else
-                    f"{short(src.name)}: {classes[preds[i]]} · {short(versus[0])}: {classes[versus[1][i]]}")
+            if versus is None:
+                said = f"said {classes[preds[i]]} {conf[i]:.0%}"
+            else:  # two runs often share a name ("speed-cnn on mnist"): then "this model" and "the other"
+                this, other = ((short(src.name), short(versus[0])) if short(src.name) != short(versus[0])
+                               else ("this model", "the other"))
+                said = f"{this}: {classes[preds[i]]} · {other}: {classes[versus[1][i]]}"
             st.image(widgets.digit_image(image_at(i), 3), width=84, caption=f"true {classes[labels[i]]} · {said}")
             if explain and st.button("Explain", key=f"{key}_{i}"):
                 state.send_to_explain(state.ExplainRequest("Evaluate", image_at(i), src.key,
@@ -123,7 +127,7 @@ if widgets.is_open(confusion_tab):
             st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = clicked
         off = raw - np.diag(np.diag(raw))
         worst = np.unravel_index(off.argmax(), off.shape)  # start on the most frequent confusion ...
-        what = f"{src.key} on {judged.what}"  # ... of the model and images judged: another model starts on its own
+        what = f"{src.key}:{src.sha256}:{choice}"  # ... of the model and images judged: another starts on its own
         if st.session_state.get("eval_cell_for") != what:
             st.session_state["eval_cell_true"], st.session_state["eval_cell_pred"] = int(worst[0]), int(worst[1])
             st.session_state["eval_cell_for"] = what

@@ -131,10 +131,14 @@ def results(exp, live: bool) -> None:
         return
     finished_ks = sorted({r["k"] for r in summary}, key=k_order)
     k_col, watts_col = st.columns([3, 1])
-    # On the default (10 labels per class, else the fewest) whenever the finished amounts change: kept from while only
-    # k = 1 had finished, the slider stayed there after the experiment completed, unlike a fresh visit
-    if st.session_state.get("invest_k_options") != finished_ks or st.session_state.get("invest_k") not in finished_ks:
-        st.session_state["invest_k"] = 10 if 10 in finished_ks else finished_ks[0]
+    # On the default (10 labels per class, else the fewest) as the finished amounts change: kept from while only k = 1
+    # had finished, the slider stayed there after the experiment completed, unlike a fresh visit
+    default_k = 10 if 10 in finished_ks else finished_ks[0]
+    before = st.session_state.get("invest_k_options") or []
+    old_default = 10 if 10 in before else (before[0] if before else None)
+    chosen_k = st.session_state.get("invest_k")
+    if chosen_k not in finished_ks or (before != finished_ks and chosen_k == old_default):  # a choice of the
+        st.session_state["invest_k"] = default_k  # visitor's own stays while it is offered
     st.session_state["invest_k_options"] = finished_ks
     k = k_col.select_slider("Verdict at labels per class", finished_ks, key="invest_k", format_func=k_text)
     device = (pretrain.get("device") or "cpu").split(":")[0]

@@ -48,9 +48,12 @@ def test_a_launched_experiment_fills_in_and_gives_a_verdict(app, mnist):
     assert app.info[0].value.startswith("With every label")
     app.run()
     assert app.select_slider(key="invest_k").value == 0  # kept while the finished amounts stay the same
-    app.session_state["invest_k_options"] = [1]  # as while only k = 1 had finished: the slider was left there
+    app.session_state["invest_k_options"] = [1]  # as while only k = 1 had finished ...
     app.run()
-    assert app.select_slider(key="invest_k").value == 1 and app.info[0].value.startswith("With 1 label")  # default
+    assert app.select_slider(key="invest_k").value == 0  # ... a visitor's own choice stays as more amounts finish
+    app.session_state["invest_k"] = 5  # an amount no longer offered (another experiment's): back on the default
+    app.run()
+    assert app.select_slider(key="invest_k").value == 1 and app.info[0].value.startswith("With 1 label")
     app.slider(key="invest_tasks").set_value(20).run()
     assert_clean(app)
 

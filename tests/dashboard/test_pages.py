@@ -57,6 +57,9 @@ def test_evaluate_page_shows_metrics_equal_to_the_run_and_compares_two_runs(app,
     captions = [p.caption for image in app.get("image") for p in image.proto.imgs if p.caption.startswith("true ")]
     names = [store.get(i).name for i in ids]
     assert captions and all(f"· {names[0][:13]}" in c and f"· {names[1][:13]}" in c for c in captions)
+    for caption in captions:  # "true t · A: a · B: b": one of the two models right, the other wrong
+        true, first, second = (part.rsplit(" ", 1)[1] for part in caption.split(" · "))
+        assert (first == true) != (second == true), caption
 
 
 def test_evaluate_draws_only_the_open_tab_and_a_closed_tab_keeps_its_settings(app, tmp_path):
