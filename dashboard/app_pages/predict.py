@@ -16,6 +16,7 @@ from core.errors import DigitLabError, EmptyDrawingError
 from core.inference.predict import Prediction, Predictor
 from core.data.preprocess import decode_upload
 from dashboard import state, widgets
+from dashboard.canvas_toolbar import canvas_toolbar_above
 
 CANVAS_KEY = "predict_canvas"
 DEFAULT_SET = "My digits"
@@ -170,7 +171,7 @@ def save_controls(prediction: Prediction, canvas: np.ndarray, set_slot) -> None:
 
 
 st.title("Draw & predict")
-widgets.canvas_toolbar_above()  # a stroke begun at the canvas's top right must draw, not land on its hidden toolbar
+canvas_toolbar_above()  # a stroke begun at the canvas's top right must draw, not land on its hidden toolbar
 runs = state.finished_runs()
 names = state.source_names(runs)
 pick, sure = st.columns([3, 2])
